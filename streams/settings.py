@@ -1,0 +1,120 @@
+"""The one settings object of vitrine, read from ``VITRINE_*`` environment variables.
+
+Every value has a default that works with the native local stack
+(``vitrine stack up``), units are in the names, and secrets are secret types
+that never print. Other packages (``inference/``) take plain arguments built
+from these settings, so they never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_STATE_DIR", "Settings", "get_settings"]
+
+DEFAULT_STATE_DIR = Path.home() / ".cache" / "vitrine"
+
+
+class Settings(BaseSettings):
+    """Frozen configuration; ``VITRINE_<FIELD_NAME>`` overrides each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_max_message_bytes: int = 8 * 1024 * 1024
+    app_id: str = "vitrine"
+    topic_partitions: int = 4
+    topic_replication_factor: int = 1
+
+    # --- Topics ------------------------------------------------------------
+    topic_product_images: str = "product-images"
+    topic_orders: str = "orders"
+    topic_product_labels: str = "product-labels"
+    topic_orders_enriched: str = "orders-enriched"
+    topic_category_sales: str = "category-sales"
+    topic_product_images_dlq: str = "product-images.dlq"
+    topic_orders_dlq: str = "orders.dlq"
+
+    # --- Redis -------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: SecretStr = SecretStr("")
+    redis_tls: bool = False
+    redis_ttl_s: int = 7 * 24 * 3600
+    redis_timeout_ms: int = 250
+    redis_key_prefix: str = "vitrine"
+
+    # --- Batching and inference -------------------------------------------
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    max_batch_latency_ms: int = Field(default=50, ge=1)
+    inference_workers: int = Field(default=1, ge=1)
+    model_path: Path | None = None
+    execution_providers: str = "tensorrt,cuda,cpu"
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=1, ge=0)
+    gpu_device_id: int = 0
+    fp16: bool = True
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    # --- Images ------------------------------------------------------------
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    image_fetch_timeout_ms: int = 5000
+    image_fetch_allowed_hosts: str = ""
+    image_file_root: Path | None = None
+
+    # --- Orders --------------------------------------------------------------
+    order_label_wait_ms: int = Field(default=2000, ge=0)
+    order_label_retry_interval_ms: int = Field(default=200, ge=10)
+    sales_window_s: int = Field(default=3600, ge=1)
+    sales_window_expires_s: int = Field(default=7 * 24 * 3600, ge=1)
+
+    # --- Worker ------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    shutdown_timeout_s: float = 30.0
+    log_level: str = "INFO"
+
+    # --- Local stack ---------------------------------------------------------
+    state_dir: Path = DEFAULT_STATE_DIR
+    kafka_version: str = "3.9.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap_mb: int = 768
+    redis_port: int = 6379
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Execution providers in the order they are tried, lower-cased."""
+        return tuple(p.strip().lower() for p in self.execution_providers.split(",") if p.strip())
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Hosts that ``http://`` image URIs may name."""
+        return frozenset(
+            h.strip().lower() for h in self.image_fetch_allowed_hosts.split(",") if h.strip()
+        )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()
