@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     image_fetch_timeout_ms: int = 5000
     image_fetch_allowed_hosts: str = ""
+    # Private, loopback and link-local addresses are refused unless the host is
+    # allow-listed above AND this is set (an internal image server).
+    image_fetch_allow_private_addresses: bool = False
+    image_fetch_retries: int = Field(default=2, ge=0, le=10)
     image_file_root: Path | None = None
 
     # --- Orders --------------------------------------------------------------

@@ -1,0 +1,312 @@
+"""Typed records of vitrine's events, mirroring the JSON Schema files in ``schemas/json/``.
+
+Every record is a frozen, keyword-only ``msgspec.Struct``: decoding and validating an
+order costs a few microseconds (see :mod:`schemas.codec`), far below the rest of its
+path. Unknown fields are ignored on decode, so a producer may add optional fields
+without breaking consumers. The constraints (``msgspec.Meta``) are the ones the JSON
+Schema files state; ``tests/unit/schemas/test_contract_sync.py`` keeps both in step, and
+``python -m schemas.json_schema --write`` regenerates the files from these types.
+
+Lists in events are tuples here so that a record is immutable all the way down; they
+are arrays on the wire.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "RECORD_TYPES",
+    "SCHEMA_VERSION",
+    "CategorySales",
+    "CategoryStatus",
+    "EnrichedItem",
+    "EnrichedOrder",
+    "Label",
+    "OrderEvent",
+    "OrderItem",
+    "ProductImageEvent",
+    "ProductLabelled",
+    "Record",
+    "Season",
+    "Timings",
+    "UnknownReason",
+]
+
+SCHEMA_VERSION = 1
+"""The ``schema_version`` this code writes and the newest one it reads."""
+
+# Reusable constrained types. The descriptions end up in the JSON Schema files.
+SchemaVersion = Annotated[
+    int,
+    Meta(
+        ge=1,
+        description=(
+            "Major version of the event contract. Consumers reject versions newer "
+            "than they support (error code schema.version_unsupported)."
+        ),
+    ),
+]
+EventId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        description=(
+            "Unique id of the event; outputs carry their input's event_id so that a "
+            "consumer can de-duplicate (delivery is at-least-once)."
+        ),
+    ),
+]
+Timestamp = Annotated[
+    datetime,
+    Meta(tz=True, description="RFC 3339 date-time with an offset, e.g. 2026-11-24T06:04:00Z."),
+]
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+Score = Annotated[float, Meta(ge=0.0, le=1.0)]
+Millis = Annotated[float, Meta(ge=0.0)]
+# Region and category form the category-sales key ``category|region``.
+KeyPart = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[^|]+$")]
+Currency = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=3,
+        pattern="^[A-Z]{3}$",
+        description="ISO 4217 currency code, e.g. EUR.",
+    ),
+]
+Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
+Price = Annotated[float, Meta(ge=0.0, le=1_000_000_000.0)]
+Money = Annotated[float, Meta(ge=0.0)]
+Sha256 = Annotated[
+    str,
+    Meta(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$", description="Lower-case hex."),
+]
+
+CategoryStatus = Literal["labelled", "unknown"]
+UnknownReason = Literal["not_labelled", "cache_unavailable"]
+Season = Literal["winter", "spring", "summer", "autumn"]
+
+
+class ProductImageEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A new or changed product listing with its image.
+
+    Topic product-images, key product_id. Exactly one of image_b64 and image_uri is set
+    (non-null).
+    """
+
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="When the listing changed (RFC 3339).")
+    ]
+    product_id: Id
+    title: Annotated[str, Meta(max_length=512)] | None = None
+    seller_id: Id | None = None
+    image_b64: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description=(
+                    "The image file (JPEG, PNG, WebP or BMP), standard base64 with padding, "
+                    "no line breaks."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    image_uri: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=2048,
+                description=(
+                    "Where to fetch the image: https://, http:// to an allow-listed host, "
+                    "or file:// under the worker's configured root."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    content_type: Annotated[str, Meta(max_length=128)] | None = None
+    attributes: Annotated[dict[str, str], Meta(max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        # msgspec turns this ValueError into a ValidationError on decode.
+        if (self.image_b64 is None) == (self.image_uri is None):
+            raise ValueError("exactly one of `image_b64` and `image_uri` must be set")
+
+
+class Label(msgspec.Struct, frozen=True, kw_only=True):
+    """One of the model's top-k labels with its probability."""
+
+    label: Annotated[str, Meta(min_length=1, max_length=256)]
+    score: Score
+
+
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the time of one labelling went, in milliseconds (0 for work a cache hit skipped)."""
+
+    decode_ms: Millis
+    inference_ms: Millis
+    end_to_end_ms: Millis
+
+
+class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
+    """The labels and category of a product image.
+
+    Topic product-labels, key product_id.
+    """
+
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="occurred_at of the input ProductImageEvent.")
+    ]
+    product_id: Id
+    labels: Annotated[tuple[Label, ...], Meta(max_length=100, description="Best first.")]
+    category: Annotated[str, Meta(min_length=1, max_length=64)]
+    category_score: Score
+    model_name: Annotated[str, Meta(min_length=1, max_length=128)]
+    model_version: Annotated[str, Meta(min_length=1, max_length=64)]
+    image_sha256: Sha256
+    cached: Annotated[
+        bool, Meta(description="True when the result came from the image-hash cache.")
+    ] = False
+    flags: Annotated[
+        tuple[str, ...],
+        Meta(max_length=32, description="Quality and integrity flags, e.g. low_resolution."),
+    ] = ()
+    timings: Timings
+    labelled_at: Timestamp
+
+
+class OrderItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of an order."""
+
+    product_id: Id
+    quantity: Quantity
+    unit_price: Annotated[Price, Meta(description="Price of one unit in the order's currency.")]
+
+
+class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An order placed by a customer.
+
+    Topic orders, key order_id.
+    """
+
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="When the order service emitted the event.")
+    ]
+    order_id: Id
+    customer_id: Id | None = None
+    region: Annotated[KeyPart, Meta(description="Sales region, e.g. eu-north.")]
+    currency: Currency
+    created_at: Annotated[datetime, Meta(tz=True, description="When the order was placed.")]
+    items: Annotated[tuple[OrderItem, ...], Meta(min_length=1, max_length=1000)]
+
+
+class EnrichedItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An order line with its product's category.
+
+    category is "unknown" when category_status is unknown, and unknown_reason says why.
+    """
+
+    product_id: Id
+    quantity: Quantity
+    unit_price: Price
+    line_total: Annotated[Money, Meta(description="quantity * unit_price.")]
+    category: Annotated[str, Meta(min_length=1, max_length=64)]
+    category_score: Score | None = None
+    model_version: Annotated[str, Meta(max_length=64)] | None = None
+    category_status: CategoryStatus
+    unknown_reason: Annotated[
+        UnknownReason | None,
+        Meta(description="Why the category is unknown; null when it is labelled."),
+    ] = None
+
+
+class EnrichedOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An order whose lines carry their products' categories.
+
+    Topic orders-enriched, key order_id.
+    """
+
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="occurred_at of the input OrderEvent.")
+    ]
+    order_id: Id
+    customer_id: Id | None = None
+    region: KeyPart
+    currency: Currency
+    created_at: Timestamp
+    items: Annotated[tuple[EnrichedItem, ...], Meta(min_length=1, max_length=1000)]
+    order_total: Annotated[Money, Meta(description="Sum of the items' line_total.")]
+    enriched_at: Timestamp
+
+
+class CategorySales(msgspec.Struct, frozen=True, kw_only=True):
+    """Sales of one category in one region over one tumbling window.
+
+    Topic category-sales, key category|region. Every update of a window has the same
+    event_id and replaces the earlier one.
+    """
+
+    schema_version: SchemaVersion
+    event_id: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=128,
+            description=(
+                "Deterministic: schemas.sales.category_sales_event_id(category, region, "
+                "window_start), so every update of a window has the same id."
+            ),
+        ),
+    ]
+    occurred_at: Annotated[
+        datetime,
+        Meta(tz=True, description="Latest occurred_at of the orders counted so far."),
+    ]
+    category: KeyPart
+    region: KeyPart
+    window_start: Annotated[datetime, Meta(tz=True, description="Inclusive, RFC 3339 UTC.")]
+    window_end: Annotated[datetime, Meta(tz=True, description="Exclusive, RFC 3339 UTC.")]
+    season: Annotated[
+        Season,
+        Meta(
+            description=(
+                "Meteorological season (northern hemisphere) of window_start in UTC: "
+                "winter Dec-Feb, spring Mar-May, summer Jun-Aug, autumn Sep-Nov."
+            )
+        ),
+    ]
+    orders: Annotated[int, Meta(ge=0, description="Orders with at least one line here.")]
+    units: Annotated[int, Meta(ge=0)]
+    revenue: Annotated[Money, Meta(description="Sum of line_total, in currency.")]
+    currency: Currency
+    updated_at: Annotated[datetime, Meta(tz=True, description="When this update was emitted.")]
+
+
+Record = ProductImageEvent | ProductLabelled | OrderEvent | EnrichedOrder | CategorySales
+"""Any top-level event record."""
+
+RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (
+    ProductImageEvent,
+    ProductLabelled,
+    OrderEvent,
+    EnrichedOrder,
+    CategorySales,
+)
+"""The top-level records, each with a JSON Schema file ``schemas/json/<Name>.schema.json``."""

@@ -1,0 +1,66 @@
+"""Keys, ids and seasons of category-sales events, shared by the producer and consumers.
+
+Other languages reproduce these from the rules written here:
+
+- key: ``f"{category}|{region}"`` (neither part may contain ``|``);
+- event_id: the first 32 hex digits of SHA-256 over the UTF-8 of
+  ``f"{category}|{region}|{window_start}"``, where ``window_start`` is written in UTC as
+  ``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds), so every update of a window has the same id;
+- season: the meteorological season of ``window_start`` in UTC, northern hemisphere:
+  winter is December to February, spring March to May, summer June to August and
+  autumn September to November. A winter window in December 2026 and one in January
+  2027 are both "winter"; use ``window_start`` for the year.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from schemas.records import Season
+
+__all__ = ["category_sales_event_id", "category_sales_key", "season_of", "utc_rfc3339"]
+
+_SEASONS: tuple[Season, ...] = (
+    "winter",  # December (index 0 after month % 12)
+    "winter",
+    "winter",
+    "spring",
+    "spring",
+    "spring",
+    "summer",
+    "summer",
+    "summer",
+    "autumn",
+    "autumn",
+    "autumn",
+)
+
+
+def _require_aware(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def season_of(moment: datetime) -> Season:
+    """Return the northern-hemisphere meteorological season of ``moment`` in UTC."""
+    return _SEASONS[_require_aware(moment, "moment").month % 12]
+
+
+def utc_rfc3339(moment: datetime) -> str:
+    """Return ``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ`` (sub-seconds dropped)."""
+    return _require_aware(moment, "moment").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def category_sales_key(category: str, region: str) -> str:
+    """Return the Kafka key ``category|region`` of a category-sales event."""
+    if "|" in category or "|" in region:
+        raise ValueError(f"category {category!r} and region {region!r} must not contain '|'")
+    return f"{category}|{region}"
+
+
+def category_sales_event_id(category: str, region: str, window_start: datetime) -> str:
+    """Return the deterministic event_id of the window ``(category, region, window_start)``."""
+    name = f"{category_sales_key(category, region)}|{utc_rfc3339(window_start)}"
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
