@@ -1,0 +1,1 @@
+"""The Faust app, its agents, the Redis cache and the ``vitrine`` command line."""

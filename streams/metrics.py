@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     Counter,
     Gauge,
@@ -18,7 +17,7 @@ __all__ = [
     "CACHE_HITS",
     "CACHE_MISSES",
     "CONSUMER_LAG",
-    "CONTENT_TYPE_LATEST",
+    "CONTENT_TYPE",
     "DEAD_LETTERED",
     "DECODE_SECONDS",
     "END_TO_END_SECONDS",
@@ -33,6 +32,9 @@ __all__ = [
     "REDIS_UP",
     "render",
 ]
+
+# The exposition format's media type (prometheus_client adds "; charset=utf-8").
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

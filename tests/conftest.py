@@ -1,4 +1,4 @@
-"""Real Kafka + Redis for the integration suite, started once per test session.
+"""Real Kafka + Redis for the integration and reliability suites, started once per session.
 
 The stack runs on free ports under ``~/.cache/vitrine/stack/test-<pid>`` (the
 Kafka jars cache is shared), so it never collides with a stack a person
@@ -12,14 +12,9 @@ Every test gets fresh uuid-suffixed topic names and its own Faust app id
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,8 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings
 from streams.stack import Stack, create_topics, free_ports
+from streams.workerproc import WorkerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -57,9 +53,13 @@ def kafka_stack() -> Iterator[LocalStack]:
         stack = Stack(settings, name=f"k{kport}-r{rport}")
         yield LocalStack(stack, settings)
         return
+    yield from _start_stack(f"test-{os.getpid()}")
+
+
+def _start_stack(name: str) -> Iterator[LocalStack]:
     kp, cp, rp = free_ports(3)
     settings = Settings(kafka_port=kp, kafka_controller_port=cp, redis_port=rp)
-    stack = Stack(settings, name=f"test-{os.getpid()}")
+    stack = Stack(settings, name=name)
     shutil.rmtree(stack.root, ignore_errors=True)
     stack.up(timeout_s=240, create_topics=False)
     try:
@@ -118,100 +118,34 @@ class Topics:
         return env
 
 
-@pytest.fixture
-def topics(kafka_stack: LocalStack) -> Topics:
-    t = Topics(uuid.uuid4().hex[:10], kafka_stack.bootstrap, kafka_stack.redis_url)
+def make_topics(stack: LocalStack, partitions: int = 2) -> Topics:
+    """Fresh uuid topics on ``stack``, created with ``partitions`` each."""
+    t = Topics(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, partitions)
     create_topics(t.bootstrap, dict.fromkeys(t.names.values(), t.partitions))
     return t
 
 
-class Worker:
-    """A ``vitrine worker`` subprocess with its own web port and log file."""
+@pytest.fixture
+def topics(kafka_stack: LocalStack) -> Topics:
+    return make_topics(kafka_stack)
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.web_port = free_ports(1)[0]
-        self.env = dict(env, VITRINE_WEB_PORT=str(self.web_port))
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 120.0) -> Worker:
-        # Appending: a restarted worker keeps the earlier run's lines.
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "worker",
-                "--loglevel",
-                "info",
-                "--without-color",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.wait_ready(timeout_s)
-        return self
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
-            # "Ready" is Faust's line once partitions are assigned and agents run.
-            if b"[^Worker]: Ready" in self.log_path.read_bytes() and self.ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready in {timeout_s} s:\n{self.tail()}")
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/ready", timeout=2) as r:
-                return bool(json.load(r)["ready"])
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError(
-                f"worker ignored {sig!r} for {timeout_s} s:\n{self.tail()}"
-            ) from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+@pytest.fixture(scope="module")
+def private_stack() -> Iterator[LocalStack]:
+    """A stack of the module's own, for tests that stop, kill or restart its servers."""
+    yield from _start_stack(f"rel-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
 @pytest.fixture
 def worker_factory(topics: Topics, tmp_path: Path) -> Iterator[object]:
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def make(**extra_env: str) -> Worker:
-        w = Worker(topics.env(**extra_env), tmp_path / f"worker-{len(started)}.log")
+    def make(**extra_env: str) -> WorkerProcess:
+        w = WorkerProcess(
+            topics.env(**extra_env),
+            tmp_path / f"worker-{len(started)}.log",
+            web_port=free_ports(1)[0],
+        )
         started.append(w)
         return w
 

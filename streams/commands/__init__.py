@@ -1,0 +1,1 @@
+"""Command implementations that the ``vitrine`` command line wires in."""

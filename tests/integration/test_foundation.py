@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from streams.stack import create_topics, free_ports
-from tests.integration.conftest import ROOT, LocalStack, consume
+from tests.conftest import ROOT, LocalStack, consume
 
 pytestmark = pytest.mark.integration
 

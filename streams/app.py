@@ -1,0 +1,412 @@
+"""The Faust app: topics, agents, the sales table, timers and web pages.
+
+Agents:
+
+- ``label_images``: product-images -> product-labels (+ product-images.dlq), in
+  micro-batches (:mod:`streams.batcher`), inference off the event loop.
+- ``enrich_orders``: orders -> orders-enriched (+ orders.dlq), and per-order
+  sales deltas to an internal topic keyed ``category|region``.
+- ``aggregate_sales``: the internal topic -> a tumbling-window table ->
+  category-sales (changed windows emitted by a timer).
+
+Delivery is at-least-once: a batch's events are acked only after every output
+of the batch (labels, enriched orders, dead letters) is confirmed by the broker,
+and Faust commits only acked offsets. On SIGTERM, Faust stops fetching, waits
+until every fetched event is acked (so the in-flight batch finishes and is
+produced), commits, and exits.
+
+All values are raw bytes on the wire; decoding is ours (:mod:`schemas.codec`),
+so a bad value becomes a dead letter instead of a Faust decode error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import faust
+import mode
+
+from streams import metrics
+from streams.batcher import MicroBatcher
+from streams.deadletter import dead_letter_headers
+from streams.labelling import Labelled
+from streams.records import Record, Rejected, from_faust_event
+from streams.settings import Settings, get_settings
+from streams.windows import SalesAggregate, SalesWindows, decode_delta, encode_delta
+
+__all__ = ["Runtime", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PRODUCE_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _credentials(settings: Settings) -> Any:
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    context = None
+    if proto in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+    if proto == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
+class Runtime:
+    """What the agents share in one worker process: engine, cache, executor.
+
+    Built on first use, so that commands which only need the app's command
+    line (``vitrine predict``, ``vitrine stack``) never load the model.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ready: asyncio.Future[Runtime] | None = None
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.inference_workers, thread_name_prefix="vitrine-infer"
+        )
+
+    async def ready(self) -> Runtime:
+        """Build everything once; every agent awaits the same build."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._build())
+        return await self._ready
+
+    async def _build(self) -> Runtime:
+        # Imported here: the engine pulls in onnxruntime and opencv.
+        from inference.decode import ImageLimits  # noqa: PLC0415
+        from streams.cache import LabelCache  # noqa: PLC0415
+        from streams.commands.inference_cmds import build_engine  # noqa: PLC0415
+        from streams.enrich import OrderEnricher  # noqa: PLC0415
+        from streams.fetch import FetchPolicy  # noqa: PLC0415
+        from streams.labelling import ImageLabeller  # noqa: PLC0415
+
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.engine = await loop.run_in_executor(self.executor, build_engine, s)
+        metrics.EXECUTION_PROVIDER.info(
+            {
+                "provider": self.engine.provider,
+                "device": self.engine.device,
+                "model": f"{self.engine.model_name}:{self.engine.model_version}",
+            }
+        )
+        logger.info(
+            "engine ready: model %s %s on %s (%s), max batch %d, max latency %d ms",
+            self.engine.model_name,
+            self.engine.model_version,
+            self.engine.provider,
+            self.engine.device,
+            s.max_batch_size,
+            s.max_batch_latency_ms,
+        )
+        self.cache = LabelCache(
+            s.redis_url,
+            ttl_s=s.redis_ttl_s,
+            timeout_ms=s.redis_timeout_ms,
+            prefix=s.redis_key_prefix,
+            password=s.redis_password.get_secret_value(),
+        )
+        limits = ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        self.labeller = ImageLabeller(
+            self.engine,
+            self.cache,
+            self.executor,
+            limits=limits,
+            fetch_policy=FetchPolicy.from_settings(s),
+            fetch_retries=s.image_fetch_retries,
+        )
+        self.enricher = OrderEnricher(
+            self.cache,
+            label_wait_ms=s.order_label_wait_ms,
+            retry_interval_ms=s.order_label_retry_interval_ms,
+        )
+        return self
+
+
+async def _isolate(
+    process: Callable[[Sequence[Record]], Awaitable[list[T]]],
+    records: Sequence[Record],
+    on_error: Callable[[Record, BaseException], T],
+) -> list[T]:
+    """Run ``process`` on the batch; if it raises, retry one record at a time.
+
+    A bug that one record triggers must not sink its neighbours: the others go
+    through, and the culprit becomes a dead letter with code ``internal.error``.
+    """
+    try:
+        return await process(records)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("batch of %d failed; retrying record by record", len(records))
+    out: list[T] = []
+    for rec in records:
+        try:
+            out.extend(await process([rec]))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("record %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
+            out.append(on_error(rec, exc))
+    return out
+
+
+def _internal_error(rec: Record, exc: BaseException) -> Rejected:
+    return Rejected(rec, "internal.error", f"{type(exc).__name__}: {exc}")
+
+
+async def _deliver(sends: list[Callable[[], Awaitable[Any]]], what: str) -> None:
+    """Produce every output and wait for the broker's acknowledgement of each.
+
+    A failed produce (broker restarting, leader moving) is retried with back-off
+    rather than acking its input: at-least-once, duplicates possible, no loss.
+    """
+    pending = sends
+    for attempt, delay in enumerate((*_PRODUCE_RETRY_S, None)):
+        futures = [await send() for send in pending]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [s for s, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+        if not failed:
+            return
+        errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
+        metrics.KAFKA_ERRORS.labels(what).inc(len(failed))
+        if delay is None:
+            raise RuntimeError(f"producing {len(failed)} {what} failed after {attempt} retries")
+        logger.warning(
+            "producing %d %s failed (%s); retrying in %.1f s",
+            len(failed),
+            what,
+            ", ".join(sorted(errors)),
+            delay,
+        )
+        await asyncio.sleep(delay)
+        pending = failed
+
+
+class VitrineApp(faust.App):
+    """Faust's app with a bound on shutdown.
+
+    ``shutdown_timeout_s`` after stopping starts, the process exits whatever is
+    still running.
+
+    Faust waits for every fetched event to be acked before it commits and stops;
+    a batch stuck on a dead dependency would hold a SIGTERM forever. Exiting
+    without committing is safe: the uncommitted events are delivered again.
+    """
+
+    shutdown_timeout_s: float = 30.0
+
+    async def on_stop(self) -> None:
+        timeout = self.shutdown_timeout_s
+
+        def give_up() -> None:
+            logger.error("shutdown took over %.0f s (VITRINE_SHUTDOWN_TIMEOUT_S); exiting", timeout)
+            logging.shutdown()
+            os._exit(70)
+
+        watchdog = threading.Timer(timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        await super().on_stop()
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """Build the Faust app for ``settings`` (default: from the environment)."""
+    s = settings or get_settings()
+    app = VitrineApp(
+        s.app_id,
+        broker=["kafka://" + h.strip() for h in s.kafka_bootstrap_servers.split(",")],
+        broker_credentials=_credentials(s),
+        store="memory://",
+        datadir=str(s.state_dir / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.topic_replication_factor,
+        topic_allow_declare=True,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger_ms=2,
+        producer_max_request_size=s.kafka_max_message_bytes + 64 * 1024,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+        agent_supervisor=mode.CrashingSupervisor,
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_in_thread=False,
+        table_cleanup_interval=60.0,
+    )
+    app.shutdown_timeout_s = s.shutdown_timeout_s
+    runtime = Runtime(s)
+    app.vitrine_runtime = runtime  # type: ignore[attr-defined]
+
+    def topic(name: str, **kw: Any) -> faust.TopicT:
+        return app.topic(name, internal=True, partitions=s.topic_partitions, **kw)
+
+    images = topic(s.topic_product_images)
+    orders = topic(s.topic_orders)
+    labels = topic(s.topic_product_labels)
+    enriched = topic(s.topic_orders_enriched)
+    sales_out = topic(s.topic_category_sales, compacting=True)
+    images_dlq = topic(s.topic_product_images_dlq)
+    orders_dlq = topic(s.topic_orders_dlq)
+    deltas = topic(f"{s.app_id}-sales-deltas")
+
+    windows = SalesWindows(s.sales_window_s)
+    table = (
+        app.Table(
+            "category-sales-windows",
+            default=dict,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+            partitions=s.topic_partitions,
+        )
+        .tumbling(s.sales_window_s, expires=s.sales_window_expires_s)
+        .relative_to(lambda event: decode_delta(event.value).timestamp)  # type: ignore[attr-defined]
+    )
+
+    def dead_letter(topic_: faust.TopicT, rej: Rejected) -> Callable[[], Awaitable[Any]]:
+        rec = rej.record
+        headers = dead_letter_headers(rej, topic_.get_topic_name())
+        return partial(topic_.send, key=rec.key, value=rec.value, headers=headers, force=True)
+
+    def batcher(stream: Any) -> MicroBatcher[Any]:
+        return MicroBatcher(
+            stream.events(),
+            max_size=s.max_batch_size,
+            max_latency_s=s.max_batch_latency_ms / 1000,
+        )
+
+    def observe_in(agent: str, records: Sequence[Record], topic_name: str) -> None:
+        metrics.EVENTS_IN.labels(topic_name).inc(len(records))
+        metrics.BATCH_SIZE.labels(agent).observe(len(records))
+
+    def observe_latency(agent: str, records: Sequence[Record]) -> None:
+        wall_ms = time.time() * 1000
+        hist = metrics.END_TO_END_SECONDS.labels(agent)
+        for rec in records:
+            if rec.timestamp_ms:
+                hist.observe(max(0.0, (wall_ms - rec.timestamp_ms) / 1000))
+
+    @app.agent(images, name="label_images")
+    async def label_images(stream: Any) -> None:
+        rt = await runtime.ready()
+        stream = stream.noack()
+        async for events in batcher(stream):
+            records = [from_faust_event(e) for e in events]
+            observe_in("label_images", records, s.topic_product_images)
+            results = await _isolate(rt.labeller.process, records, _internal_error)
+            sends: list[Callable[[], Awaitable[Any]]] = []
+            n_labels = 0
+            for res in results:
+                if isinstance(res, Labelled):
+                    n_labels += 1
+                    sends.append(partial(labels.send, key=res.key, value=res.value, force=True))
+                else:
+                    sends.append(dead_letter(images_dlq, res))
+            await _deliver(sends, "labels")
+            metrics.EVENTS_OUT.labels(s.topic_product_labels).inc(n_labels)
+            observe_latency("label_images", records)
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(orders, name="enrich_orders")
+    async def enrich_orders(stream: Any) -> None:
+        rt = await runtime.ready()
+        stream = stream.noack()
+        async for events in batcher(stream):
+            records = [from_faust_event(e) for e in events]
+            observe_in("enrich_orders", records, s.topic_orders)
+            results = await _isolate(rt.enricher.process, records, _internal_error)
+            sends: list[Callable[[], Awaitable[Any]]] = []
+            n_out = 0
+            for res in results:
+                if isinstance(res, Rejected):
+                    sends.append(dead_letter(orders_dlq, res))
+                    continue
+                n_out += 1
+                sends.append(partial(enriched.send, key=res.key, value=res.value, force=True))
+                sends.extend(
+                    partial(deltas.send, key=d.key.encode(), value=encode_delta(d), force=True)
+                    for d in res.deltas
+                )
+            await _deliver(sends, "enriched orders")
+            metrics.EVENTS_OUT.labels(s.topic_orders_enriched).inc(n_out)
+            observe_latency("enrich_orders", records)
+            for e in events:
+                await stream.ack(e)
+
+    @app.agent(deltas, name="aggregate_sales")
+    async def aggregate_sales(stream: Any) -> None:
+        async for event in stream.events():
+            delta = decode_delta(event.value)
+            key = delta.key
+            agg = SalesAggregate.from_json(table[key].current(event))
+            agg.add(delta)
+            table[key] = agg.to_json()
+            windows.changed(key, delta.timestamp, agg)
+
+    @app.timer(interval=1.0, name="emit_category_sales")
+    async def emit_category_sales() -> None:
+        pending = windows.drain()
+        if not pending:
+            return
+        await _deliver(
+            [partial(sales_out.send, key=k.encode(), value=v, force=True) for k, v in pending],
+            "category sales",
+        )
+        metrics.EVENTS_OUT.labels(s.topic_category_sales).inc(len(pending))
+
+    @app.timer(interval=5.0, name="consumer_lag")
+    async def consumer_lag() -> None:
+        consumer = app.consumer
+        try:
+            assignment = consumer.assignment()
+            # Drop the series of partitions this worker no longer owns.
+            metrics.CONSUMER_LAG.clear()
+            read = consumer._read_offset  # type: ignore[attr-defined]
+            for tp in assignment:
+                hw = consumer.highwater(tp)
+                pos = read.get(tp)
+                if hw is not None:
+                    lag = hw - ((pos + 1) if pos is not None else 0)
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+        except Exception:  # lag is best effort; never crash the worker for it
+            logger.debug("consumer lag not available yet", exc_info=True)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp takes the charset apart from the content type.
+        return web.bytes(metrics.render(), content_type=metrics.CONTENT_TYPE)
+
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        built = runtime._ready is not None and runtime._ready.done()
+        return web.json({"ready": built}, status=200 if built else 503)
+
+    app.vitrine_agents = (label_images, enrich_orders, aggregate_sales)  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,290 @@
+"""``vitrine bench pipeline``: the worker end to end, beside its ceiling and a naive baseline.
+
+One run, same images, same machine, with the local stack up:
+
+1. **engine alone**: ``Engine.predict_bytes`` over the images in batches of
+   ``max_batch_size``, in this process, no Kafka (``bench inference``'s ceiling);
+2. **pipeline, misses**: N listings with distinct images published at once to
+   fresh topics; a real ``vitrine worker`` labels them; throughput from the
+   first publish to the last label, latency per event from the input record's
+   timestamp to the output record's;
+3. **pipeline, cache hits**: the same images published again under new event ids;
+4. **pipeline, half rate**: fresh images paced at half the rate measured in 2,
+   for the publish-to-label latency percentiles a user would see;
+5. **orders**: enriched orders per second for orders of the labelled products;
+6. **naive baseline**: a kafka-python consumer that decodes and infers one
+   message at a time and produces each result before the next.
+
+Images are the shipped product photos; each event gets a unique trailer after
+the JPEG end-of-image marker, so every image has its own content hash (a
+cache miss) while decoding costs the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import codec
+from streams.demo import make_listing, make_order, sample_photos
+from streams.kafka_io import end_offsets, make_consumer, make_producer, read_from
+from streams.settings import Settings, get_settings
+from streams.stack import create_topics, free_ports
+from streams.workerproc import WorkerProcess
+
+__all__ = ["bench_pipeline_command", "unique_images"]
+
+
+def unique_images(photos: Sequence[bytes], n: int, tag: str) -> Iterator[bytes]:
+    """``n`` images cycling through ``photos``, each with distinct bytes (trailer after EOI)."""
+    for i in range(n):
+        yield photos[i % len(photos)] + f"vitrine-bench-{tag}-{i}".encode()
+
+
+@dataclass
+class Phase:
+    """Throughput and latency of one phase."""
+
+    name: str
+    events: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able figures."""
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 1)
+
+        return {
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "per_s": round(self.per_s, 1),
+            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99),
+                           "mean": round(statistics.fmean(lat), 1) if lat else None},
+        }  # fmt: skip
+
+
+class _Bench:
+    def __init__(self, settings: Settings, n_images: int) -> None:
+        self.settings = settings
+        self.n = n_images
+        self.run = uuid.uuid4().hex[:8]
+        self.partitions = settings.topic_partitions
+        names = {
+            "product_images": "product-images", "orders": "orders",
+            "product_labels": "product-labels", "orders_enriched": "orders-enriched",
+            "category_sales": "category-sales", "product_images_dlq": "product-images.dlq",
+            "orders_dlq": "orders.dlq",
+        }  # fmt: skip
+        self.topics = {k: f"bench-{self.run}-{v}" for k, v in names.items()}
+        self.photos = [p.read_bytes() for p, _ in sample_photos()]
+        self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
+        self.consumer = make_consumer(settings)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
+        env.update(
+            VITRINE_KAFKA_BOOTSTRAP_SERVERS=self.settings.kafka_bootstrap_servers,
+            VITRINE_REDIS_URL=self.settings.redis_url,
+            VITRINE_APP_ID=f"vitrine-bench-{self.run}",
+            VITRINE_REDIS_KEY_PREFIX=f"bench-{self.run}",
+            VITRINE_TOPIC_PARTITIONS=str(self.partitions),
+            VITRINE_MAX_BATCH_SIZE=str(self.settings.max_batch_size),
+            VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
+        )
+        for key, name in self.topics.items():
+            env[f"VITRINE_TOPIC_{key.upper()}"] = name
+        return env
+
+    def listing(self, i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
+        pid = f"p-{tag}-{i}"
+        ev = make_listing(pid, image=image, event_id=f"{self.run}-{tag}-{i}")
+        return pid.encode(), codec.encode(ev)
+
+    def engine_alone(self, images: list[bytes]) -> Phase:
+        from inference.decode import ImageLimits  # noqa: PLC0415
+        from streams.commands.inference_cmds import build_engine  # noqa: PLC0415
+
+        engine = build_engine(self.settings)
+        limits = ImageLimits(
+            max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
+        )
+        size = self.settings.max_batch_size
+        engine.predict_bytes(images[:size], limits)  # warm
+        t0 = time.perf_counter()
+        for i in range(0, len(images), size):
+            engine.predict_bytes(images[i : i + size], limits)
+        self.engine = engine
+        return Phase("engine alone", len(images), time.perf_counter() - t0, [])
+
+    def naive(self, images: list[bytes]) -> Phase:
+        """One message at a time: poll 1, decode, infer, produce and flush, repeat."""
+        from inference.decode import ImageLimits  # noqa: PLC0415
+
+        limits = ImageLimits(
+            max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
+        )
+        src = f"bench-{self.run}-naive-in"
+        dst = f"bench-{self.run}-naive-out"
+        create_topics(self.settings.kafka_bootstrap_servers, {src: self.partitions, dst: 1})
+        for i, img in enumerate(images):
+            key, value = self.listing(i, img, "naive")
+            self.producer.send(src, key=key, value=value)
+        self.producer.flush()
+        consumer = make_consumer(self.settings, max_poll_records=1)
+        offsets = dict.fromkeys(end_offsets(consumer, src), 0)
+        consumer.assign(list(offsets))
+        for tp in offsets:
+            consumer.seek(tp, 0)
+        done = 0
+        t0 = time.perf_counter()
+        while done < len(images):
+            for recs in consumer.poll(timeout_ms=500, max_records=1).values():
+                for rec in recs:
+                    ev = codec.decode_product_image(rec.value)
+                    blob = codec.decode_inline_image(ev)
+                    res = self.engine.predict_bytes([blob], limits).items[0]
+                    value = json.dumps(
+                        {"event_id": ev.event_id, "category": getattr(res, "category", None)}
+                    ).encode()
+                    self.producer.send(dst, key=rec.key, value=value)
+                    self.producer.flush()
+                    done += 1
+        consumer.close()
+        return Phase("naive baseline", done, time.perf_counter() - t0, [])
+
+
+def _latencies(records: list[Any], sent_ms: dict[bytes, float]) -> list[float]:
+    return [r.timestamp - sent_ms[r.key] for r in records if r.key in sent_ms]
+
+
+def bench_pipeline_command(*, as_json: bool, n_images: int) -> int:
+    """Run every phase; print a table or one JSON object."""
+    settings = get_settings()
+    b = _Bench(settings, n_images)
+    say: Callable[[str], None] = (lambda _m: None) if as_json else print
+    create_topics(settings.kafka_bootstrap_servers, dict.fromkeys(b.topics.values(), b.partitions))
+    images = list(unique_images(b.photos, n_images, f"{b.run}-miss"))
+    say(f"bench pipeline: {n_images} images, batch <= {settings.max_batch_size}, "
+        f"latency <= {settings.max_batch_latency_ms} ms, {b.partitions} partitions")  # fmt: skip
+    say("1/6 engine alone ...")
+    ceiling = b.engine_alone(images)
+    results: dict[str, Any] = {
+        "provider": b.engine.provider, "device": b.engine.device,
+        "model": f"{b.engine.model_name}:{b.engine.model_version}",
+        "images": n_images, "max_batch_size": settings.max_batch_size,
+        "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
+        "cpu_count": os.cpu_count(),
+    }  # fmt: skip
+    log = settings.state_dir / f"bench-worker-{b.run}.log"
+    worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+    say(f"starting a worker (log: {log}) ...")
+    worker.start(180)
+    phases: list[Phase] = [ceiling]
+    try:
+        tin, tout = b.topics["product_images"], b.topics["product_labels"]
+        for name, msgs in (
+            ("pipeline misses", [b.listing(i, img, "miss") for i, img in enumerate(images)]),
+            ("pipeline cache hits", [b.listing(i, img, "hit") for i, img in enumerate(images)]),
+        ):
+            say(f"{len(phases) + 1}/6 {name} ...")
+            phases.append(_timed(b, name, msgs, tin, tout))
+        half = phases[1].per_s / 2
+        paced_n = max(32, min(n_images, int(half * 20)))
+        paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
+        say(f"4/6 pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
+        phases.append(
+            _timed(b, "pipeline half rate",
+                   [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
+                   tin, tout, pace_per_s=half)
+        )  # fmt: skip
+        say("5/6 orders ...")
+        phases.append(_orders(b, n_orders=max(2000, n_images * 20)))
+    finally:
+        worker.stop()
+    say("6/6 naive baseline ...")
+    phases.append(b.naive(images))
+    results["phases"] = {p.name: p.summary() for p in phases}
+    miss, hits = phases[1].per_s, phases[2].per_s
+    results["ratios"] = {
+        "pipeline_vs_engine": round(miss / ceiling.per_s, 3) if ceiling.per_s else None,
+        "pipeline_vs_naive": round(miss / phases[-1].per_s, 3) if phases[-1].per_s else None,
+        "cache_hits_vs_misses": round(hits / miss, 2) if miss else None,
+    }
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"\nprovider {results['provider']} ({results['device']}), model {results['model']}, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'phase':<22} {'events':>7} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for p in phases:
+        s = p.summary()
+        lat = s["latency_ms"]
+        print(f"{p.name:<22} {p.events:>7} {s['per_s']:>9.1f} "
+              f"{lat['p50'] or '-':>8} {lat['p95'] or '-':>8} {lat['p99'] or '-':>8}")  # fmt: skip
+    print("ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))
+    return 0
+
+
+def _timed(
+    b: _Bench,
+    name: str,
+    msgs: list[tuple[bytes, bytes]],
+    tin: str,
+    tout: str,
+    pace_per_s: float | None = None,
+) -> Phase:
+    """Publish ``msgs``, wait for as many outputs, latency from each send to its output."""
+    start = end_offsets(b.consumer, tout)
+    sent_ms: dict[bytes, float] = {}
+    t0 = time.time()
+    gap = 1.0 / pace_per_s if pace_per_s else 0.0
+    for i, (key, value) in enumerate(msgs):
+        if gap:
+            delay = t0 + i * gap - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        sent_ms[key] = time.time() * 1000
+        b.producer.send(tin, key=key, value=value)
+        if gap:
+            b.producer.flush()
+    b.producer.flush()
+    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= len(msgs), timeout_s=900)
+    if len(out) < len(msgs):
+        raise RuntimeError(f"{name}: only {len(out)} of {len(msgs)} outputs arrived")
+    t_last = max(r.timestamp for r in out) / 1000
+    return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
+
+
+def _orders(b: _Bench, n_orders: int) -> Phase:
+    rng = random.Random(7)
+    products = [f"p-miss-{i}" for i in range(b.n)]
+    now = datetime.now(UTC)
+    msgs = []
+    for i in range(n_orders):
+        lines = [
+            (rng.choice(products), rng.randint(1, 3), round(rng.uniform(1, 20), 2))
+            for _ in range(rng.randint(1, 4))
+        ]
+        order = make_order(
+            f"o-{i}", lines, region=("eu-north", "eu-west", "us-east")[i % 3],
+            created_at=now, event_id=f"{b.run}-o-{i}",
+        )  # fmt: skip
+        msgs.append((order.order_id.encode(), codec.encode(order)))
+    return _timed(b, "orders enriched", msgs, b.topics["orders"], b.topics["orders_enriched"])

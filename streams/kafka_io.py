@@ -1,0 +1,91 @@
+"""Plain kafka-python clients for the commands that talk to the broker outside Faust.
+
+``vitrine demo``, ``vitrine bench pipeline`` and ``vitrine report`` publish and
+read topics directly; these helpers build clients from the settings (security
+included) and read a topic from remembered offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.settings import Settings
+
+__all__ = ["end_offsets", "make_consumer", "make_producer", "read_from"]
+
+
+def _client_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        conf.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+        )
+    if settings.kafka_ssl_cafile:
+        conf["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_ssl_certfile:
+        conf["ssl_certfile"] = str(settings.kafka_ssl_certfile)
+    if settings.kafka_ssl_keyfile:
+        conf["ssl_keyfile"] = str(settings.kafka_ssl_keyfile)
+    return conf
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas."""
+    conf = _client_config(settings)
+    conf.update(
+        acks="all",
+        linger_ms=5,
+        max_request_size=settings.kafka_max_message_bytes + 64 * 1024,
+    )
+    conf.update(overrides)
+    return KafkaProducer(**conf)
+
+
+def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """A consumer with no group (offsets are the caller's), reading large records."""
+    conf = _client_config(settings)
+    conf.update(
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.kafka_max_message_bytes + 64 * 1024,
+    )
+    conf.update(overrides)
+    return KafkaConsumer(**conf)
+
+
+def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
+    """Current end offset of every partition of ``topic``."""
+    deadline = time.monotonic() + 30
+    parts = consumer.partitions_for_topic(topic)
+    while not parts and time.monotonic() < deadline:
+        time.sleep(0.2)
+        parts = consumer.partitions_for_topic(topic)
+    tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+    return dict(consumer.end_offsets(tps)) if tps else {}
+
+
+def read_from(
+    consumer: KafkaConsumer,
+    offsets: dict[TopicPartition, int],
+    *,
+    done: Callable[[list[Any]], bool],
+    timeout_s: float,
+) -> list[Any]:
+    """Read from ``offsets`` until ``done(records)`` is true or the timeout passes."""
+    consumer.assign(list(offsets))
+    for tp, off in offsets.items():
+        consumer.seek(tp, off)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not done(out):
+        for recs in consumer.poll(timeout_ms=200).values():
+            out.extend(recs)
+    return out

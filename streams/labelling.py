@@ -1,0 +1,215 @@
+"""Label a micro-batch of product-image records: validate, fetch, hash, cache, infer.
+
+Kafka-free on purpose: the image agent hands this module a list of
+:class:`~streams.records.Record` and gets back, in input order, either a
+labelled-product value or a dead-letter reason for every record. Nothing here
+raises for one bad record; the batch always goes on.
+
+Per batch: one Redis MGET for every image hash, one executor call that decodes,
+preprocesses and infers the misses (identical images in one batch are inferred
+once), and one pipelined Redis write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any
+
+from inference.decode import ImageLimits
+from inference.engine import Engine, Prediction
+from inference.errors import InferenceError
+from schemas import codec
+from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
+from streams import metrics
+from streams.cache import LabelCache
+from streams.fetch import FetchError, FetchPolicy, ImageFetcher
+from streams.records import Record, Rejected
+
+__all__ = ["ImageLabeller", "Labelled", "Rejected"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Labelled:
+    """A record that was labelled: the output key and value."""
+
+    record: Record
+    key: bytes
+    value: bytes
+    cached: bool
+
+
+def _hash_all(blobs: Sequence[bytes]) -> list[str]:
+    # hashlib releases the GIL on large buffers: run in the executor.
+    return [hashlib.sha256(b).hexdigest() for b in blobs]
+
+
+def _result_payload(pred: Prediction) -> dict[str, Any]:
+    return {
+        "labels": [[label, round(float(score), 6)] for label, score in pred.labels],
+        "category": pred.category,
+        "score": round(float(pred.score), 6),
+        "flags": list(pred.flags),
+        "model_name": pred.model_name,
+        "model_version": pred.model_version,
+    }
+
+
+class ImageLabeller:
+    """Turns batches of product-image records into labels and dead letters."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cache: LabelCache,
+        executor: Executor,
+        *,
+        limits: ImageLimits,
+        fetch_policy: FetchPolicy,
+        fetch_retries: int = 2,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.executor = executor
+        self.limits = limits
+        self.fetcher = ImageFetcher(fetch_policy)
+        self.fetch_retries = fetch_retries
+
+    async def _image_bytes(self, event: ProductImageEvent) -> bytes:
+        if event.image_uri is None:
+            return codec.decode_inline_image(event, max_bytes=self.limits.max_bytes)
+        # A retriable failure (timeout, 5xx, connection reset) is tried again a
+        # few times before the event is dead-lettered with image.fetch_failed.
+        for attempt in range(self.fetch_retries + 1):
+            try:
+                return await self.fetcher.fetch(event.image_uri)
+            except FetchError as exc:
+                if not exc.retriable or attempt == self.fetch_retries:
+                    raise
+                await asyncio.sleep(0.2 * 4**attempt)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        """Release pooled HTTP connections."""
+        await self.fetcher.close()
+
+    async def process(self, records: Sequence[Record]) -> list[Labelled | Rejected]:
+        """Label ``records``; the result has one entry per record, in order."""
+        started = time.monotonic()
+        out: list[Labelled | Rejected | None] = [None] * len(records)
+        events: dict[int, ProductImageEvent] = {}
+        for i, rec in enumerate(records):
+            try:
+                events[i] = codec.decode_product_image(rec.value)
+            except codec.SchemaError as exc:
+                out[i] = Rejected(rec, exc.code, str(exc))
+
+        # Fetch or decode the image bytes of every valid event concurrently.
+        idx = list(events)
+        fetched = await asyncio.gather(
+            *(self._image_bytes(events[i]) for i in idx), return_exceptions=True
+        )
+        blobs: dict[int, bytes] = {}
+        for i, got in zip(idx, fetched, strict=True):
+            if isinstance(got, bytes):
+                blobs[i] = got
+            elif isinstance(got, FetchError | codec.SchemaError | InferenceError):
+                out[i] = Rejected(records[i], got.code, str(got))
+            elif isinstance(got, BaseException):
+                if isinstance(got, asyncio.CancelledError):
+                    raise got
+                out[i] = Rejected(records[i], "image.fetch_failed", repr(got))
+
+        loop = asyncio.get_running_loop()
+        idx = list(blobs)
+        hashes = dict(
+            zip(
+                idx,
+                await loop.run_in_executor(self.executor, _hash_all, [blobs[i] for i in idx]),
+                strict=True,
+            )
+        )
+        engine = self.engine
+        unique = list(dict.fromkeys(hashes.values()))
+        cached = await self.cache.get_images(unique, engine.model_name, engine.model_version)
+        results: dict[str, dict[str, Any]] = {
+            h: c for h, c in zip(unique, cached, strict=True) if c is not None
+        }
+        metrics.CACHE_HITS.inc(sum(1 for i in idx if hashes[i] in results))
+        hit_hashes = set(results)
+
+        # Infer each missing image once, however many records carry it.
+        misses: dict[str, bytes] = {}
+        for i in idx:
+            if hashes[i] not in results:
+                misses.setdefault(hashes[i], blobs[i])
+        metrics.CACHE_MISSES.inc(len(idx) - sum(1 for i in idx if hashes[i] in hit_hashes))
+        errors: dict[str, InferenceError] = {}
+        decode_ms = inference_ms = 0.0
+        if misses:
+            batch = await loop.run_in_executor(
+                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
+            )
+            timings = batch.timings
+            metrics.DECODE_SECONDS.observe(timings.decode_s)
+            metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
+            metrics.INFERENCE_SECONDS.observe(timings.inference_s)
+            decode_ms = 1000 * (timings.decode_s + timings.preprocess_s)
+            inference_ms = 1000 * timings.inference_s
+            for sha, item in zip(misses, batch.items, strict=True):
+                if isinstance(item, InferenceError):
+                    errors[sha] = item
+                else:
+                    results[sha] = _result_payload(item)
+
+        new_images = {sha: results[sha] for sha in misses if sha in results}
+        labelled_at = datetime.now(UTC)
+        products: dict[str, dict[str, Any]] = {}
+        for i in idx:
+            sha = hashes[i]
+            if sha in errors:
+                err = errors[sha]
+                out[i] = Rejected(records[i], err.code, str(err))
+                continue
+            res = results[sha]
+            ev = events[i]
+            was_cached = sha in hit_hashes
+            value = ProductLabelled(
+                schema_version=SCHEMA_VERSION,
+                event_id=ev.event_id,
+                occurred_at=ev.occurred_at,
+                product_id=ev.product_id,
+                labels=tuple(Label(label=lab, score=float(s)) for lab, s in res["labels"]),
+                category=res["category"],
+                category_score=float(res["score"]),
+                model_name=res["model_name"],
+                model_version=res["model_version"],
+                image_sha256=sha,
+                cached=was_cached,
+                flags=tuple(res.get("flags", ())),
+                timings=Timings(
+                    decode_ms=0.0 if was_cached else round(decode_ms, 3),
+                    inference_ms=0.0 if was_cached else round(inference_ms, 3),
+                    end_to_end_ms=round(1000 * (time.monotonic() - started), 3),
+                ),
+                labelled_at=labelled_at,
+            )
+            products[ev.product_id] = {
+                "category": res["category"],
+                "score": res["score"],
+                "model_name": res["model_name"],
+                "model_version": res["model_version"],
+                "labelled_at": labelled_at.isoformat(),
+            }
+            out[i] = Labelled(records[i], ev.product_id.encode(), codec.encode(value), was_cached)
+        await self.cache.put(new_images, products)
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]

@@ -1,0 +1,104 @@
+"""A ``vitrine worker`` in a child process: start it, wait until ready, stop it.
+
+Used by ``vitrine demo`` (when no worker is running), ``vitrine bench
+pipeline`` and the integration and reliability tests, which all need a real
+worker process they can signal or kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["WorkerProcess", "worker_ready"]
+
+
+def worker_ready(host: str, port: int) -> bool:
+    """True when a worker answers ``/ready`` on ``host:port`` with its engine loaded."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2) as resp:
+            return bool(json.load(resp).get("ready"))
+    except (OSError, ValueError):
+        return False
+
+
+class WorkerProcess:
+    """One worker subprocess, configured entirely by its environment."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, web_port: int) -> None:
+        self.web_port = web_port
+        self.env = dict(env, VITRINE_WEB_PORT=str(web_port), PYTHONUNBUFFERED="1")
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> WorkerProcess:
+        """Start the worker and wait until it consumes (see :meth:`wait_ready`)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:  # appending: a restart keeps earlier lines
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until Faust says Ready (partitions assigned) and the engine is loaded."""
+        deadline = time.monotonic() + timeout_s
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._mark)
+                started = b"[^Worker]: Ready" in fh.read()
+            if started and worker_ready("127.0.0.1", self.web_port):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout_s} s:\n{self.tail()}")
+
+    def metrics(self) -> str:
+        """The worker's Prometheus exposition text."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def tail(self, lines: int = 60) -> str:
+        """The last lines of the worker's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Signal the worker and wait for it to exit; return its exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise RuntimeError(
+                    f"worker ignored signal {sig} for {timeout_s} s:\n{self.tail()}"
+                ) from None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,185 @@
+"""The streaming pipeline end to end on real Kafka and Redis, with a real worker process."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from schemas import codec
+from schemas.deadletter import decode_headers
+from tests.conftest import Topics, consume
+from tests.events import SAMPLES_DIR, file_uri, listing, order, photo_bytes
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def send_all(producer: KafkaProducer, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
+    for key, value in msgs:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+
+
+def labels_by_event(records: list[Any]) -> dict[str, Any]:
+    out = {}
+    for r in records:
+        lab = codec.decode_product_labelled(r.value)
+        out[lab.event_id] = lab
+    return out
+
+
+def test_every_listing_labelled_once_and_bad_ones_dead_lettered(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    worker = worker_factory(VITRINE_IMAGE_FILE_ROOT=str(SAMPLES_DIR)).start()
+    photos = photo_bytes()
+    good: list[tuple[bytes, bytes]] = []
+    for i, (name, data) in enumerate(photos):
+        pid = f"p-{i}-{name}"
+        if i % 3 == 0:
+            good.append(listing(pid, uri=file_uri(SAMPLES_DIR / f"{name}_001.jpg"), event_id=pid))
+        else:
+            good.append(listing(pid, data, event_id=pid))
+    bad = [
+        listing("bad-truncated", photos[0][1][:500], event_id="bad-truncated"),
+        listing("bad-escape", uri="file:///etc/passwd", event_id="bad-escape"),
+        (b"bad-json", b"{not json"),
+    ]
+    send_all(producer, topics.product_images, good + bad)
+
+    out = consume(topics.bootstrap, topics.product_labels, expect=len(good), timeout_s=120)
+    labels = labels_by_event(out)
+    assert set(labels) == {k.decode() for k, _ in good}, worker.tail()
+    assert len(out) == len(good), "no duplicates in a clean run"
+    assert all(not lab.cached for lab in labels.values())
+    assert all(lab.model_name and lab.model_version for lab in labels.values())
+    # Real model, real photos: most listings land in produce or a food category.
+    banana = labels["p-0-Banana"] if "p-0-Banana" in labels else None
+    if banana is not None:
+        assert "banana" in [lab.label for lab in banana.labels[:5]]
+
+    dlq = consume(topics.bootstrap, topics.product_images_dlq, expect=len(bad), timeout_s=60)
+    codes = {r.key.decode(): decode_headers(r.headers).error_code for r in dlq}
+    assert codes == {
+        "bad-truncated": "image.truncated",
+        "bad-escape": "image.uri_refused",
+        "bad-json": "json.invalid",
+    }
+    # The dead letter keeps the original bytes and says where they came from.
+    by_key = {r.key: r for r in dlq}
+    assert by_key[b"bad-json"].value == b"{not json"
+    letter = decode_headers(by_key[b"bad-json"].headers)
+    assert letter.source_topic == topics.product_images
+
+    metrics = worker.metrics()
+    assert (
+        f'vitrine_events_in_total{{topic="{topics.product_images}"}} {len(good) + len(bad)}.0'
+        in metrics
+    )
+
+
+def test_same_image_twice_is_inferred_once(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    worker_factory().start()
+    _, data = photo_bytes()[0]
+    send_all(producer, topics.product_images, [listing("first", data, event_id="e-first")])
+    first = consume(topics.bootstrap, topics.product_labels, expect=1, timeout_s=60)
+    send_all(producer, topics.product_images, [listing("second", data, event_id="e-second")])
+    both = labels_by_event(consume(topics.bootstrap, topics.product_labels, expect=2, timeout_s=60))
+    assert len(first) == 1
+    assert both["e-first"].cached is False
+    assert both["e-second"].cached is True
+    assert both["e-second"].image_sha256 == both["e-first"].image_sha256
+    assert both["e-second"].labels == both["e-first"].labels
+    assert both["e-second"].timings.inference_ms == 0
+
+
+def test_orders_are_enriched_with_their_products_categories(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    worker_factory(VITRINE_ORDER_LABEL_WAIT_MS="300").start()
+    photos = dict(photo_bytes())
+    send_all(
+        producer,
+        topics.product_images,
+        [listing("banana", photos["Banana"]), listing("lemon", photos["Lemon"])],
+    )
+    labels = {
+        codec.decode_product_labelled(r.value).product_id: codec.decode_product_labelled(r.value)
+        for r in consume(topics.bootstrap, topics.product_labels, expect=2, timeout_s=60)
+    }
+    send_all(
+        producer,
+        topics.orders,
+        [
+            order("o-1", [("banana", 3, 0.5), ("lemon", 1, 0.8)], region="eu-west"),
+            order("o-2", [("ghost", 1, 9.99), ("banana", 2, 0.5)]),
+        ],
+    )
+    out = consume(topics.bootstrap, topics.orders_enriched, expect=2, timeout_s=60)
+    enriched = {
+        codec.decode_enriched_order(r.value).order_id: codec.decode_enriched_order(r.value)
+        for r in out
+    }
+    o1 = {it.product_id: it for it in enriched["o-1"].items}
+    assert o1["banana"].category == labels["banana"].category
+    assert o1["banana"].category_status == "labelled"
+    assert o1["banana"].line_total == pytest.approx(1.5)
+    assert o1["lemon"].category == labels["lemon"].category
+    assert enriched["o-1"].order_total == pytest.approx(2.3)
+    o2 = {it.product_id: it for it in enriched["o-2"].items}
+    assert o2["ghost"].category == "unknown"
+    assert o2["ghost"].unknown_reason == "not_labelled"
+    assert o2["banana"].category_status == "labelled"
+
+    # The windowed aggregate counts both orders per category x region.
+    sales = consume(topics.bootstrap, topics.category_sales, expect=3, timeout_s=30)
+    latest: dict[str, Any] = {}
+    for r in sales:
+        v = codec.decode_category_sales(r.value)
+        latest[r.key.decode()] = v
+    banana_cat = labels["banana"].category
+    north = latest[f"{banana_cat}|eu-north"]
+    assert north.units >= 2 and north.orders >= 1
+    assert latest["unknown|eu-north"].revenue == pytest.approx(9.99)
+
+
+def test_an_order_that_arrives_before_its_label_waits_for_it(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    worker_factory(VITRINE_ORDER_LABEL_WAIT_MS="8000").start()
+    photos = dict(photo_bytes())
+    send_all(producer, topics.orders, [order("early", [("late-product", 1, 2.0)])])
+    send_all(producer, topics.product_images, [listing("late-product", photos["Pineapple"])])
+    out = consume(topics.bootstrap, topics.orders_enriched, expect=1, timeout_s=60)
+    item = codec.decode_enriched_order(out[0].value).items[0]
+    assert item.category_status == "labelled", item
+
+
+def test_bad_event_corpus_lands_in_the_dead_letter_topics_with_its_codes(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    worker_factory().start()
+    cases = json.loads((ROOT / "tests/fixtures/bad_events/cases.json").read_text())["cases"]
+    for case in cases:
+        raw = case["value"]
+        value = base64.b64decode(raw) if case["value_encoding"] == "base64" else raw.encode()
+        topic = topics.product_images if case["topic"] == "product-images" else topics.orders
+        producer.send(topic, key=case["name"].encode(), value=value)
+    producer.flush()
+    n_img = sum(1 for c in cases if c["topic"] == "product-images")
+    got_img = consume(topics.bootstrap, topics.product_images_dlq, expect=n_img, timeout_s=90)
+    got_ord = consume(topics.bootstrap, topics.orders_dlq, expect=len(cases) - n_img, timeout_s=60)
+    codes = {r.key.decode(): decode_headers(r.headers).error_code for r in got_img + got_ord}
+    assert codes == {c["name"]: c["expected_code"] for c in cases}
+    assert Counter(r.key for r in got_img + got_ord).most_common(1)[0][1] == 1
+    # Nothing from the corpus produced a label or an enriched order.
+    assert consume(topics.bootstrap, topics.product_labels, expect=1, timeout_s=2) == []

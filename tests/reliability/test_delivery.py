@@ -1,0 +1,198 @@
+"""Nothing is lost across a worker kill, a SIGTERM, a broker restart or a Redis outage.
+
+Each test counts in and out by event_id. These tests stop and start servers, so
+they run on a stack of this module's own, not the session's.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from schemas import codec
+from streams.bench_pipeline import unique_images
+from streams.workerproc import WorkerProcess
+from tests.conftest import LocalStack, Topics, consume, make_topics
+from tests.events import listing, order, photo_bytes
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+
+@pytest.fixture
+def rtopics(private_stack: LocalStack) -> Topics:
+    return make_topics(private_stack)
+
+
+@pytest.fixture
+def rproducer(private_stack: LocalStack) -> Any:
+    p = KafkaProducer(
+        bootstrap_servers=private_stack.bootstrap,
+        acks="all",
+        linger_ms=5,
+        retries=50,
+        retry_backoff_ms=200,
+        max_request_size=16 * 1024 * 1024,
+    )
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def rworkers(rtopics: Topics, tmp_path: Any) -> Any:
+    from streams.stack import free_ports
+
+    started: list[WorkerProcess] = []
+
+    def make(**env: str) -> WorkerProcess:
+        w = WorkerProcess(
+            rtopics.env(**env), tmp_path / f"w{len(started)}.log", web_port=free_ports(1)[0]
+        )
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.kill()
+
+
+def listings(n: int, tag: str) -> list[tuple[bytes, bytes]]:
+    photos = [data for _, data in photo_bytes()]
+    return [
+        listing(f"{tag}-{i}", img, event_id=f"{tag}-{i}")
+        for i, img in enumerate(unique_images(photos, n, tag))
+    ]
+
+
+def publish(producer: KafkaProducer, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
+    for key, value in msgs:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+
+
+def label_ids(records: list[Any]) -> Counter[str]:
+    return Counter(codec.decode_product_labelled(r.value).event_id for r in records)
+
+
+def wait_for_labels(topics: Topics, n: int, timeout_s: float = 180) -> Counter[str]:
+    """Label counts by event_id once ``n`` distinct events are labelled (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # Read everything there is (duplicates included), then count distinct ids.
+        got = label_ids(consume(topics.bootstrap, topics.product_labels, expect=10**9, timeout_s=3))
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+
+
+def test_worker_killed_mid_stream_loses_nothing(
+    rtopics: Topics, rworkers: Any, rproducer: Any
+) -> None:
+    msgs = listings(96, "kill")
+    first = rworkers(VITRINE_MAX_BATCH_SIZE="8").start()
+    publish(rproducer, rtopics.product_images, msgs)
+    # Let it label some, then kill it without warning.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = consume(rtopics.bootstrap, rtopics.product_labels, expect=16, timeout_s=1)
+        if len(done) >= 16:
+            break
+    first.kill()
+    partial = label_ids(consume(rtopics.bootstrap, rtopics.product_labels, expect=0, timeout_s=1))
+    assert 0 < len(partial) < len(msgs), "the kill should land mid-stream"
+    rworkers(VITRINE_MAX_BATCH_SIZE="8").start()
+    got = wait_for_labels(rtopics, len(msgs))
+    assert set(got) == {k.decode() for k, _ in msgs}
+    # At-least-once: re-delivery after a kill is allowed, loss is not.
+    assert sum(got.values()) >= len(msgs)
+
+
+def test_sigterm_finishes_the_in_flight_batch_and_commits(
+    rtopics: Topics, rworkers: Any, rproducer: Any
+) -> None:
+    msgs = listings(64, "term")
+    first = rworkers(VITRINE_MAX_BATCH_SIZE="16").start()
+    publish(rproducer, rtopics.product_images, msgs)
+    consume(rtopics.bootstrap, rtopics.product_labels, expect=1, timeout_s=120)
+    t0 = time.monotonic()
+    assert first.stop(signal.SIGTERM, timeout_s=90) == 0, first.tail()
+    took = time.monotonic() - t0
+    assert took < 60, f"shutdown took {took:.1f} s"
+    before = label_ids(consume(rtopics.bootstrap, rtopics.product_labels, expect=0, timeout_s=2))
+    rworkers(VITRINE_MAX_BATCH_SIZE="16").start()
+    got = wait_for_labels(rtopics, len(msgs))
+    assert set(got) == {k.decode() for k, _ in msgs}
+    # Everything the first worker produced was committed: nothing is labelled twice.
+    assert max(got.values()) == 1, [k for k, v in got.items() if v > 1][:5]
+    assert len(before) > 0
+
+
+def test_broker_restart_loses_nothing(
+    private_stack: LocalStack, rtopics: Topics, rworkers: Any, rproducer: Any
+) -> None:
+    msgs = listings(64, "broker")
+    worker = rworkers().start()
+    publish(rproducer, rtopics.product_images, msgs[:32])
+    consume(rtopics.bootstrap, rtopics.product_labels, expect=4, timeout_s=120)
+    private_stack.stack.stop_kafka()
+    time.sleep(3)
+    private_stack.stack.start_kafka()
+    private_stack.stack.wait_kafka(time.monotonic() + 120)
+    publish(rproducer, rtopics.product_images, msgs[32:])
+    got = wait_for_labels(rtopics, len(msgs), timeout_s=240)
+    assert set(got) == {k.decode() for k, _ in msgs}, worker.tail()
+    assert worker.running, "the worker rides out a broker restart"
+
+
+def test_redis_outage_keeps_labelling_and_enriching_then_recovers(
+    private_stack: LocalStack, rtopics: Topics, rworkers: Any, rproducer: Any
+) -> None:
+    worker = rworkers(VITRINE_ORDER_LABEL_WAIT_MS="0").start()
+    photos = dict(photo_bytes())
+    stack = private_stack.stack
+    stack.stop_redis()
+    try:
+        publish(
+            rproducer,
+            rtopics.product_images,
+            [
+                listing("r-banana", photos["Banana"], event_id="down-1"),
+                listing("r-banana-again", photos["Banana"], event_id="down-2"),
+            ],
+        )
+        publish(rproducer, rtopics.orders, [order("r-o1", [("r-banana", 1, 0.5)])])
+        labels = wait_for_labels(rtopics, 2, timeout_s=60)
+        assert set(labels) == {"down-1", "down-2"}
+        enriched = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=1, timeout_s=60)
+        item = codec.decode_enriched_order(enriched[0].value).items[0]
+        assert (item.category, item.unknown_reason) == ("unknown", "cache_unavailable")
+        assert "vitrine_redis_up 0.0" in worker.metrics()
+    finally:
+        stack.start_redis()
+        stack.wait_redis(time.monotonic() + 30)
+    # Back: the first listing after recovery is inferred and cached, the next one hits.
+    time.sleep(1.5)  # past the cache's retry interval
+    publish(
+        rproducer, rtopics.product_images, [listing("r-up-1", photos["Banana"], event_id="up-1")]
+    )
+    wait_for_labels(rtopics, 3, timeout_s=60)
+    publish(
+        rproducer, rtopics.product_images, [listing("r-up-2", photos["Banana"], event_id="up-2")]
+    )
+    out = consume(rtopics.bootstrap, rtopics.product_labels, expect=4, timeout_s=60)
+    by_id = {
+        codec.decode_product_labelled(r.value).event_id: codec.decode_product_labelled(r.value)
+        for r in out
+    }
+    assert by_id["up-2"].cached is True
+    publish(rproducer, rtopics.orders, [order("r-o2", [("r-up-2", 1, 0.5)])])
+    enriched = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=2, timeout_s=60)
+    items = {
+        codec.decode_enriched_order(r.value).order_id: codec.decode_enriched_order(r.value).items[0]
+        for r in enriched
+    }
+    assert items["r-o2"].category_status == "labelled"
+    assert worker.running

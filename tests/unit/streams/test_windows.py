@@ -1,0 +1,67 @@
+"""Tumbling windows of category sales and the CategorySales they emit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas import codec
+from schemas.sales import category_sales_event_id
+from streams.enrich import SalesDelta
+from streams.windows import SalesAggregate, SalesWindows, decode_delta, encode_delta
+
+
+def delta(ts: float, units: int = 2, revenue: float = 5.0, cat: str = "produce") -> SalesDelta:
+    return SalesDelta(
+        category=cat,
+        region="eu-north",
+        currency="EUR",
+        timestamp=ts,
+        units=units,
+        revenue=revenue,
+        event_id="e1",
+    )
+
+
+def test_delta_round_trips_on_the_wire() -> None:
+    d = delta(1_790_000_000.5)
+    assert decode_delta(encode_delta(d)) == d
+
+
+def test_aggregate_adds_orders_units_and_revenue() -> None:
+    agg = SalesAggregate()
+    agg.add(delta(100.0, units=2, revenue=5.0))
+    agg.add(delta(160.0, units=3, revenue=1.25))
+    assert (agg.orders, agg.units, agg.revenue, agg.currency) == (2, 5, 6.25, "EUR")
+    assert SalesAggregate.from_json(agg.to_json()) == agg
+    assert SalesAggregate.from_json({}) == SalesAggregate()
+
+
+def test_windows_are_tumbling_and_aligned() -> None:
+    w = SalesWindows(3600)
+    assert w.window_start(7200.0) == 7200.0
+    assert w.window_start(10799.9) == 7200.0
+    assert w.window_start(10800.0) == 10800.0
+
+
+def test_drain_emits_one_category_sales_per_changed_window() -> None:
+    w = SalesWindows(3600)
+    ts = datetime(2026, 12, 24, 10, 15, tzinfo=UTC).timestamp()
+    a = SalesAggregate()
+    a.add(delta(ts))
+    w.changed("produce|eu-north", ts, a)
+    a.add(delta(ts + 60))
+    w.changed("produce|eu-north", ts + 60, a)  # same window: replaces
+    later = ts + 3600
+    b = SalesAggregate()
+    b.add(delta(later, cat="dairy"))
+    w.changed("dairy|eu-north", later, b)
+    out = w.drain()
+    assert w.pending == 0 and w.drain() == []
+    by_key = {k: codec.decode_category_sales(v) for k, v in out}
+    assert set(by_key) == {"produce|eu-north", "dairy|eu-north"}
+    produce = by_key["produce|eu-north"]
+    assert produce.window_start == datetime(2026, 12, 24, 10, 0, tzinfo=UTC)
+    assert produce.window_end == datetime(2026, 12, 24, 11, 0, tzinfo=UTC)
+    assert (produce.orders, produce.units, produce.revenue) == (2, 4, 10.0)
+    assert produce.season == "winter"
+    assert produce.event_id == category_sales_event_id("produce", "eu-north", produce.window_start)
