@@ -86,6 +86,8 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._ready: asyncio.Future[Runtime] | None = None
+        # Faust declares only the topics agents subscribe to; outputs are ours.
+        self.declare: list[Any] = []
         self.executor = ThreadPoolExecutor(
             max_workers=settings.inference_workers, thread_name_prefix="vitrine-infer"
         )
@@ -106,6 +108,8 @@ class Runtime:
         from streams.labelling import ImageLabeller  # noqa: PLC0415
 
         s = self.settings
+        for topic in self.declare:
+            await topic.maybe_declare()
         loop = asyncio.get_running_loop()
         self.engine = await loop.run_in_executor(self.executor, build_engine, s)
         metrics.EXECUTION_PROVIDER.info(
@@ -276,6 +280,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     images_dlq = topic(s.topic_product_images_dlq)
     orders_dlq = topic(s.topic_orders_dlq)
     deltas = topic(f"{s.app_id}-sales-deltas")
+    runtime.declare = [labels, enriched, sales_out, images_dlq, orders_dlq, deltas]
 
     windows = SalesWindows(s.sales_window_s)
     table = (
