@@ -59,14 +59,15 @@ def test_source_error_is_raised_after_the_items_before_it() -> None:
         yield 2
         raise RuntimeError("broker gone")
 
-    async def run() -> list[list[int]]:
-        got: list[list[int]] = []
-        with pytest.raises(RuntimeError, match="broker gone"):
-            async for b in MicroBatcher(broken(), max_size=10, max_latency_s=0.05):
-                got.append(b)
-        return got
+    got: list[list[int]] = []
 
-    assert asyncio.run(run()) == [[1, 2]]
+    async def run() -> None:
+        async for b in MicroBatcher(broken(), max_size=10, max_latency_s=0.05):
+            got.append(b)
+
+    with pytest.raises(RuntimeError, match="broker gone"):
+        asyncio.run(run())
+    assert got == [[1, 2]]
 
 
 def test_closing_early_stops_reading_the_source() -> None:

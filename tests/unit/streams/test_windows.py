@@ -56,7 +56,8 @@ def test_drain_emits_one_category_sales_per_changed_window() -> None:
     b.add(delta(later, cat="dairy"))
     w.changed("dairy|eu-north", later, b)
     out = w.drain()
-    assert w.pending == 0 and w.drain() == []
+    assert w.pending == 0
+    assert w.drain() == []
     by_key = {k: codec.decode_category_sales(v) for k, v in out}
     assert set(by_key) == {"produce|eu-north", "dairy|eu-north"}
     produce = by_key["produce|eu-north"]
