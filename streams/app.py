@@ -38,6 +38,7 @@ import mode
 from streams import metrics
 from streams.batcher import MicroBatcher
 from streams.deadletter import dead_letter_headers
+from streams.enrich import Enriched
 from streams.labelling import Labelled
 from streams.records import Record, Rejected, from_faust_event
 from streams.settings import Settings, get_settings
@@ -306,64 +307,62 @@ def create_app(settings: Settings | None = None) -> faust.App:
             max_latency_s=s.max_batch_latency_ms / 1000,
         )
 
-    def observe_in(agent: str, records: Sequence[Record], topic_name: str) -> None:
-        metrics.EVENTS_IN.labels(topic_name).inc(len(records))
-        metrics.BATCH_SIZE.labels(agent).observe(len(records))
+    async def run_batches(
+        stream: Any,
+        agent: str,
+        process: Callable[[Sequence[Record]], Awaitable[list[Any]]],
+        route: Callable[[Any], list[Callable[[], Awaitable[Any]]]],
+        out_topic: str,
+    ) -> None:
+        """Consume in micro-batches; ack a batch only once all its outputs are confirmed."""
+        stream = stream.noack()
+        source = stream.channel.get_topic_name()
+        async for events in batcher(stream):
+            records = [from_faust_event(e) for e in events]
+            metrics.EVENTS_IN.labels(source).inc(len(records))
+            metrics.BATCH_SIZE.labels(agent).observe(len(records))
+            results = await _isolate(process, records, _internal_error)
+            sends = [send for res in results for send in route(res)]
+            await _deliver(sends, agent)
+            outputs = sum(not isinstance(res, Rejected) for res in results)
+            metrics.EVENTS_OUT.labels(out_topic).inc(outputs)
+            wall_ms = time.time() * 1000
+            hist = metrics.END_TO_END_SECONDS.labels(agent)
+            for rec in records:
+                if rec.timestamp_ms:
+                    hist.observe(max(0.0, (wall_ms - rec.timestamp_ms) / 1000))
+            for e in events:
+                await stream.ack(e)
 
-    def observe_latency(agent: str, records: Sequence[Record]) -> None:
-        wall_ms = time.time() * 1000
-        hist = metrics.END_TO_END_SECONDS.labels(agent)
-        for rec in records:
-            if rec.timestamp_ms:
-                hist.observe(max(0.0, (wall_ms - rec.timestamp_ms) / 1000))
+    def route_label(res: Labelled | Rejected) -> list[Callable[[], Awaitable[Any]]]:
+        if isinstance(res, Rejected):
+            return [dead_letter(images_dlq, res)]
+        return [partial(labels.send, key=res.key, value=res.value, force=True)]
+
+    def route_order(res: Enriched | Rejected) -> list[Callable[[], Awaitable[Any]]]:
+        if isinstance(res, Rejected):
+            return [dead_letter(orders_dlq, res)]
+        return [
+            partial(enriched.send, key=res.key, value=res.value, force=True),
+            *(
+                partial(deltas.send, key=d.key.encode(), value=encode_delta(d), force=True)
+                for d in res.deltas
+            ),
+        ]
 
     @app.agent(images, name="label_images")
     async def label_images(stream: Any) -> None:
         rt = await runtime.ready()
-        stream = stream.noack()
-        async for events in batcher(stream):
-            records = [from_faust_event(e) for e in events]
-            observe_in("label_images", records, s.topic_product_images)
-            results = await _isolate(rt.labeller.process, records, _internal_error)
-            sends: list[Callable[[], Awaitable[Any]]] = []
-            n_labels = 0
-            for res in results:
-                if isinstance(res, Labelled):
-                    n_labels += 1
-                    sends.append(partial(labels.send, key=res.key, value=res.value, force=True))
-                else:
-                    sends.append(dead_letter(images_dlq, res))
-            await _deliver(sends, "labels")
-            metrics.EVENTS_OUT.labels(s.topic_product_labels).inc(n_labels)
-            observe_latency("label_images", records)
-            for e in events:
-                await stream.ack(e)
+        await run_batches(
+            stream, "label_images", rt.labeller.process, route_label, s.topic_product_labels
+        )
 
     @app.agent(orders, name="enrich_orders")
     async def enrich_orders(stream: Any) -> None:
         rt = await runtime.ready()
-        stream = stream.noack()
-        async for events in batcher(stream):
-            records = [from_faust_event(e) for e in events]
-            observe_in("enrich_orders", records, s.topic_orders)
-            results = await _isolate(rt.enricher.process, records, _internal_error)
-            sends: list[Callable[[], Awaitable[Any]]] = []
-            n_out = 0
-            for res in results:
-                if isinstance(res, Rejected):
-                    sends.append(dead_letter(orders_dlq, res))
-                    continue
-                n_out += 1
-                sends.append(partial(enriched.send, key=res.key, value=res.value, force=True))
-                sends.extend(
-                    partial(deltas.send, key=d.key.encode(), value=encode_delta(d), force=True)
-                    for d in res.deltas
-                )
-            await _deliver(sends, "enriched orders")
-            metrics.EVENTS_OUT.labels(s.topic_orders_enriched).inc(n_out)
-            observe_latency("enrich_orders", records)
-            for e in events:
-                await stream.ack(e)
+        await run_batches(
+            stream, "enrich_orders", rt.enricher.process, route_order, s.topic_orders_enriched
+        )
 
     @app.agent(deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder, OrderEvent, UnknownReason
 from streams import metrics
@@ -132,40 +134,33 @@ class OrderEnricher:
             unknown = 0
             for it in order.items:
                 lab = labels.get(it.product_id)
-                line_total = round(it.quantity * it.unit_price, 4)
+                reason: UnknownReason = outage or "not_labelled"
+                item = EnrichedItem(
+                    product_id=it.product_id,
+                    quantity=it.quantity,
+                    unit_price=it.unit_price,
+                    line_total=round(it.quantity * it.unit_price, 4),
+                    category=UNKNOWN,
+                    category_status="unknown",
+                    unknown_reason=reason,
+                )
                 if lab is None:
                     unknown += 1
-                    reason: UnknownReason = outage or "not_labelled"
                     metrics.ORDER_ITEMS_UNKNOWN.labels(reason).inc()
-                    items.append(
-                        EnrichedItem(
-                            product_id=it.product_id,
-                            quantity=it.quantity,
-                            unit_price=it.unit_price,
-                            line_total=line_total,
-                            category=UNKNOWN,
-                            category_status="unknown",
-                            unknown_reason=reason,
-                        )
-                    )
-                    category = UNKNOWN
                 else:
-                    category = str(lab["category"])
-                    items.append(
-                        EnrichedItem(
-                            product_id=it.product_id,
-                            quantity=it.quantity,
-                            unit_price=it.unit_price,
-                            line_total=line_total,
-                            category=category,
-                            category_status="labelled",
-                            category_score=float(lab.get("score", 0.0)),
-                            model_version=lab.get("model_version"),
-                        )
+                    item = msgspec.structs.replace(
+                        item,
+                        category=str(lab["category"]),
+                        category_status="labelled",
+                        unknown_reason=None,
+                        category_score=float(lab.get("score", 0.0)),
+                        model_version=lab.get("model_version"),
                     )
+                category = item.category
+                items.append(item)
                 acc = sums.setdefault(category, [0.0, 0.0])
                 acc[0] += it.quantity
-                acc[1] += line_total
+                acc[1] += item.line_total
             value = EnrichedOrder(
                 schema_version=SCHEMA_VERSION,
                 event_id=order.event_id,
