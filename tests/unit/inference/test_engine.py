@@ -1,0 +1,382 @@
+"""The engine on the shipped model and real product photos (CPU)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.decode import ImageLimits, decode_image
+from inference.engine import BatchResult, Engine, Prediction, probe_providers
+from inference.errors import ImageError, InferenceRunError, ModelError
+from inference.manifest import ModelManifest
+from inference.samples import Sample, samples
+
+LIMITS = ImageLimits()
+SAMPLES = {s.class_name: s for s in samples()}
+
+# Photos whose ImageNet class the model does NOT put in its top 5. They are listed,
+# not hidden: strict xfail fails the suite if the model ever starts getting them right.
+TOP5_MISSES = {
+    "Brown-Cap-Mushroom": "top 5: bagel, bakery, grocery store, ...",
+    "Arla-Standard-Milk": "ImageNet's 'carton' is a cardboard box; milk cartons read as eggnog",
+    "Tropicana-Apple-Juice": "reads as lotion / packet / pill bottle",
+    "Oatly-Oat-Milk": "reads as space heater / crossword puzzle",
+    "Alpro-Fresh-Soy-Milk": "reads as sunscreen / Band Aid",
+}
+# 'carton' is 5th for the yoghurt carton, at 0.06 among other 0.06s: a near tie that
+# may go either way with the ONNX Runtime version or thread count, so it is checked
+# for what is stable (a low probability) instead of a top-5 rank.
+BORDERLINE = {"Arla-Natural-Yoghurt": "carton"}
+# Photos whose product category (summed probability) is not the expected one.
+CATEGORY_MISSES = {
+    "Pomegranate": "'grocery store' (a scene, category other) outweighs the fruit",
+    "Kiwi": "no kiwi class in ImageNet; 'grocery store' wins",
+    "Avocado": "no avocado class in ImageNet; 'grocery store' wins",
+    "Red-Bell-Pepper": "'grocery store' 0.66 vs 'bell pepper' 0.28",
+    "Aubergine": "no aubergine class; probability spread over many classes",
+    "Brown-Cap-Mushroom": "read as bagel: packaged-food",
+    **dict.fromkeys([*list(TOP5_MISSES)[1:], *BORDERLINE], "cartons are not recognised"),
+}
+
+
+def _params(names: list[str], misses: dict[str, str]) -> list[object]:
+    return [
+        pytest.param(SAMPLES[n], id=n, marks=[pytest.mark.xfail(strict=True, reason=misses[n])])
+        if n in misses
+        else pytest.param(SAMPLES[n], id=n)
+        for n in names
+    ]
+
+
+@pytest.fixture(scope="module")
+def sample_predictions(engine: Engine) -> dict[str, Prediction]:
+    result = engine.predict_paths([s.path for s in samples()], LIMITS)
+    assert all(isinstance(item, Prediction) for item in result.items)
+    return {
+        s.class_name: p
+        for s, p in zip(samples(), result.items, strict=True)
+        if isinstance(p, Prediction)
+    }
+
+
+@pytest.mark.parametrize(
+    "sample",
+    _params(
+        [s.class_name for s in samples() if s.imagenet_class and s.class_name not in BORDERLINE],
+        TOP5_MISSES,
+    ),
+)
+def test_top5_contains_the_imagenet_class(
+    sample: Sample, sample_predictions: dict[str, Prediction]
+) -> None:
+    labels = [label for label, _ in sample_predictions[sample.class_name].labels]
+    assert sample.imagenet_class in labels, labels
+
+
+def test_borderline_photos_are_not_confident(
+    sample_predictions: dict[str, Prediction], engine: Engine
+) -> None:
+    for name, label in BORDERLINE.items():
+        index = engine.manifest.labels.index(label)
+        probabilities, _ = engine.infer(
+            engine.preprocessor.batch(
+                [decode_image(SAMPLES[name].path.read_bytes(), LIMITS, min_side=256).pixels]
+            )
+        )
+        assert probabilities[0, index] < 0.1
+        assert sample_predictions[name].labels[0][1] < 0.2
+
+
+@pytest.mark.parametrize("sample", _params([s.class_name for s in samples()], CATEGORY_MISSES))
+def test_product_category(sample: Sample, sample_predictions: dict[str, Prediction]) -> None:
+    assert sample_predictions[sample.class_name].category == sample.category
+
+
+def test_prediction_shape(sample_predictions: dict[str, Prediction], engine: Engine) -> None:
+    prediction = sample_predictions["Banana"]
+    assert prediction.label == "banana"
+    assert prediction.labels[0][1] > 0.5
+    assert len(prediction.labels) == engine.top_k == 5
+    scores = [s for _, s in prediction.labels]
+    assert scores == sorted(scores, reverse=True)
+    assert (prediction.model_name, prediction.model_version) == ("efficientnet-lite0", "1.0.0")
+    assert prediction.category == "produce"
+    assert 0 < prediction.score <= 1.0 + 1e-6
+    assert prediction.embedding is None
+    assert prediction.to_dict()["labels"][0]["label"] == "banana"
+
+
+def test_batch_of_n_equals_n_singles(engine: Engine) -> None:
+    paths = [s.path for s in samples()][:8]
+    batch = engine.predict_paths(paths, LIMITS, with_embedding=True)
+    for path, item in zip(paths, batch.items, strict=True):
+        single = engine.predict_paths([path], LIMITS, with_embedding=True).items[0]
+        assert isinstance(item, Prediction)
+        assert isinstance(single, Prediction)
+        assert [label for label, _ in item.labels] == [label for label, _ in single.labels]
+        np.testing.assert_allclose(
+            [s for _, s in item.labels], [s for _, s in single.labels], atol=1e-4
+        )
+        assert item.embedding is not None
+        assert single.embedding is not None
+        np.testing.assert_allclose(item.embedding, single.embedding, atol=1e-4)
+
+
+def test_embedding(engine: Engine) -> None:
+    result = engine.predict_paths(
+        [SAMPLES["Lemon"].path, SAMPLES["Banana"].path], LIMITS, with_embedding=True
+    )
+    lemon, banana = result.items
+    assert isinstance(lemon, Prediction)
+    assert isinstance(banana, Prediction)
+    assert lemon.embedding is not None
+    assert banana.embedding is not None
+    assert lemon.embedding.shape == (1280,)
+    assert lemon.embedding.dtype == np.float32
+    assert np.isfinite(lemon.embedding).all()
+    assert (lemon.embedding >= 0).all()
+    assert not np.allclose(lemon.embedding, banana.embedding)
+
+
+def test_errors_are_values_in_input_order(engine: Engine) -> None:
+    good = SAMPLES["Orange"].path.read_bytes()
+    result = engine.predict_bytes([b"", good, b"%PDF-1.4", good[:100], good], LIMITS)
+    assert isinstance(result, BatchResult)
+    kinds = [item.code if isinstance(item, ImageError) else "ok" for item in result.items]
+    assert kinds == ["image.empty", "ok", "image.unsupported_format", "image.truncated", "ok"]
+    assert len(result.ok) == 2
+    assert [i for i, _ in result.errors] == [0, 2, 3]
+    t = result.timings
+    assert t.decode_s > 0
+    assert t.preprocess_s > 0
+    assert t.inference_s > 0
+    assert t.total_s == pytest.approx(t.decode_s + t.preprocess_s + t.inference_s)
+
+
+def test_empty_batch_and_all_bad_batch(engine: Engine) -> None:
+    assert engine.predict_bytes([], LIMITS).items == []
+    result = engine.predict_bytes([b"", b"x"], LIMITS)
+    assert [type(item) for item in result.items] == [ImageError, ImageError]
+    assert result.timings.inference_s == 0.0
+
+
+def test_batches_larger_than_max_batch_size_are_split(
+    manifest: ModelManifest, engine: Engine
+) -> None:
+    small = Engine(manifest, providers=("cpu",), intra_op_threads=1, max_batch_size=2, warmup=False)
+    paths = [s.path for s in samples()][:5]
+    split = small.predict_paths(paths, LIMITS)
+    whole = engine.predict_paths(paths, LIMITS)
+    for a, b in zip(split.items, whole.items, strict=True):
+        assert isinstance(a, Prediction)
+        assert isinstance(b, Prediction)
+        assert a.labels[0][0] == b.labels[0][0]
+        assert a.labels[0][1] == pytest.approx(b.labels[0][1], abs=1e-4)
+
+
+def test_inference_failure_fails_each_item_of_that_batch(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "infer", broken)
+    good = SAMPLES["Banana"].path.read_bytes()
+    result = engine.predict_bytes([good, b"", good], LIMITS)
+    assert isinstance(result.items[1], ImageError)
+    for item in (result.items[0], result.items[2]):
+        assert isinstance(item, InferenceRunError)
+        assert item.retriable
+        assert "CUDA out of memory" in item.message
+
+
+def test_quality_flags_reach_the_prediction(engine: Engine) -> None:
+    import cv2
+
+    photo = cv2.imread(str(SAMPLES["Banana"].path))
+    blurred = cv2.GaussianBlur(photo, (0, 0), 4)
+    grey = cv2.cvtColor(cv2.resize(photo, (150, 150)), cv2.COLOR_BGR2GRAY)
+    blobs = [cv2.imencode(".jpg", blurred)[1].tobytes(), cv2.imencode(".png", grey)[1].tobytes()]
+    blurry, small_grey = engine.predict_bytes(blobs, LIMITS).items
+    assert isinstance(blurry, Prediction)
+    assert "blurry" in blurry.flags
+    assert isinstance(small_grey, Prediction)
+    assert {"grayscale", "low_resolution"} <= set(small_grey.flags)
+
+
+def test_cpu_start_is_quiet_and_logs_one_line(
+    manifest: ModelManifest, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="inference")
+    engine = Engine(manifest, intra_op_threads=1)  # default providers: tensorrt, cuda, cpu
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert engine.provider == "cpu"
+    assert engine.device.startswith("CPU")
+    records = [r for r in caplog.records if r.name.startswith("inference")]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "provider=cpu" in message
+    assert "input=('N', 224, 224, 3)" in message
+    assert engine.info()["precision"] == "fp32"
+
+
+def test_probe_providers() -> None:
+    usable, probes = probe_providers(["cuda", "cpu"])
+    assert usable[-1] == "cpu"
+    assert {p.provider for p in probes} == {"cuda", "cpu"}
+    with pytest.raises(ValueError, match="VITRINE_EXECUTION_PROVIDERS"):
+        probe_providers(["tpu"])
+
+
+def test_model_that_does_not_match_its_manifest(manifest: ModelManifest) -> None:
+    wrong = manifest.replace(labels=manifest.labels[:10], categories=manifest.categories[:10])
+    with pytest.raises(ModelError) as info:
+        Engine(wrong, providers=("cpu",), warmup=False)
+    assert info.value.code == "model.incompatible"
+    assert "1000 output classes but 10 labels" in info.value.message
+    renamed = manifest.replace(embedding_output="features")
+    with pytest.raises(ModelError, match="no output 'features'"):
+        Engine(renamed, providers=("cpu",), warmup=False)
+
+
+def test_unloadable_model_file(manifest: ModelManifest, tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError) as info:
+        Engine(manifest.replace(path=bad), providers=("cpu",))
+    assert info.value.code == "model.load_failed"
+
+
+def test_float_nchw_model_variant_gives_the_same_answers(
+    manifest: ModelManifest, engine: Engine, tmp_path: Path
+) -> None:
+    """A manifest asking for CPU-side normalisation drives the same network to the same result.
+
+    The in-graph Cast/Sub/Div/Transpose prefix is cut off the uint8 graph to get a float
+    NCHW-input graph (what ``python -m inference.export --input float-nchw`` produces).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(manifest.path))
+    graph = model.graph
+    prefix, name = [], "image"
+    for op in ("Cast", "Sub", "Div", "Transpose"):
+        node = next(n for n in graph.node if n.op_type == op and name in n.input)
+        prefix.append(node)
+        name = node.output[0]
+    for node in prefix:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = ["pixels" if i in ("image", name) else i for i in node.input]
+    graph.input.pop()
+    graph.input.append(
+        helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 224, 224])
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    float_manifest = manifest.replace(
+        path=path,
+        input_name="pixels",
+        input_layout="NCHW",
+        input_dtype="float32",
+        normalisation_in_graph=False,
+    )
+    float_engine = Engine(float_manifest, providers=("cpu",), intra_op_threads=2)
+    paths = [s.path for s in samples()][:4]
+    for a, b in zip(
+        float_engine.predict_paths(paths, LIMITS).items,
+        engine.predict_paths(paths, LIMITS).items,
+        strict=True,
+    ):
+        assert isinstance(a, Prediction)
+        assert isinstance(b, Prediction)
+        assert [label for label, _ in a.labels] == [label for label, _ in b.labels]
+        np.testing.assert_allclose([s for _, s in a.labels], [s for _, s in b.labels], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- GPU code paths
+# No GPU here: these drive the CUDA-only branches (FP16 graph, IOBinding) on the CPU device.
+
+
+def _top(result: BatchResult) -> list[tuple[str, float]]:
+    return [item.labels[0] for item in result.items if isinstance(item, Prediction)]
+
+
+def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
+    manifest: ModelManifest, caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = [s.path for s in samples()][:6]
+    candidate = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
+    fp32 = _top(candidate.predict_paths(paths, LIMITS))
+    candidate._try_fp16(["cpu"], 2, 1, 0, None)  # what a CUDA start does after loading FP32
+    assert candidate.fp16
+    fp16 = _top(candidate.predict_paths(paths, LIMITS))
+    assert [label for label, _ in fp16] == [label for label, _ in fp32]
+    np.testing.assert_allclose([s for _, s in fp16], [s for _, s in fp32], atol=1e-2)
+
+    strict = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
+    import inference.engine as engine_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine_module, "_FP16_MAX_ABS_DIFF", 0.0)
+        strict._try_fp16(["cpu"], 2, 1, 0, None)
+    assert not strict.fp16
+    assert "FP16 disabled" in caplog.text
+
+
+def test_iobinding_path_gives_the_same_answers(
+    manifest: ModelManifest, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
+    monkeypatch.setattr(bound, "provider", "cuda")  # take the IOBinding branch
+    paths = [s.path for s in samples()][:3]
+    a = bound.predict_paths(paths, LIMITS, with_embedding=True)
+    b = engine.predict_paths(paths, LIMITS, with_embedding=True)
+    for x, y in zip(a.items, b.items, strict=True):
+        assert isinstance(x, Prediction)
+        assert isinstance(y, Prediction)
+        assert [label for label, _ in x.labels] == [label for label, _ in y.labels]
+        np.testing.assert_allclose([p for _, p in x.labels], [p for _, p in y.labels], atol=1e-5)
+        assert x.embedding is not None
+        assert y.embedding is not None
+        np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-5)
+
+
+def test_cpu_streams_split_batches_and_agree_with_one_session(
+    manifest: ModelManifest, engine: Engine
+) -> None:
+    assert engine.cpu_streams == 1  # explicit intra_op_threads: no automatic streams
+    with Engine(manifest, providers=("cpu",), intra_op_threads=1, cpu_streams=3) as streamed:
+        assert streamed.cpu_streams == 3
+        assert streamed.info()["cpu_streams"] == 3
+        paths = [s.path for s in samples()][:5]  # 5 images over 3 streams: parts of 2, 2, 1
+        a = streamed.predict_paths(paths, LIMITS, with_embedding=True)
+        b = engine.predict_paths(paths, LIMITS, with_embedding=True)
+        for x, y in zip(a.items, b.items, strict=True):
+            assert isinstance(x, Prediction)
+            assert isinstance(y, Prediction)
+            assert [label for label, _ in x.labels] == [label for label, _ in y.labels]
+            np.testing.assert_allclose(
+                [p for _, p in x.labels], [p for _, p in y.labels], atol=1e-4
+            )
+            assert x.embedding is not None
+            assert y.embedding is not None
+            np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-4)
+        single = streamed.predict_paths(paths[:1], LIMITS).items[0]  # one image: one session
+        assert isinstance(single, Prediction)
+    assert streamed.cpu_streams == 1  # closed
+
+
+def test_automatic_streams_follow_automatic_threads(manifest: ModelManifest) -> None:
+    import os
+
+    auto = Engine(manifest, providers=("cpu",), warmup=False)
+    assert auto.cpu_streams == min(len(os.sched_getaffinity(0)), auto.max_batch_size)
+    auto.close()
+    with pytest.raises(ValueError, match="cpu_streams"):
+        Engine(manifest, providers=("cpu",), cpu_streams=0)
