@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import os
 import random
 import time
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import inference
+from inference.samples import SAMPLES_DIR, samples
 from schemas import codec
 from schemas.deadletter import decode_headers
 from schemas.records import SCHEMA_VERSION, OrderEvent, OrderItem, ProductImageEvent
@@ -34,14 +33,13 @@ from streams.workerproc import WorkerProcess, worker_ready
 
 __all__ = ["make_listing", "make_order", "run_demo", "sample_photos"]
 
-SAMPLES_DIR = Path(inference.__file__).resolve().parent / "samples"
+
 REGIONS = ("eu-north", "eu-west", "us-east")
 
 
 def sample_photos() -> list[tuple[Path, str]]:
     """The shipped photos and their class names (Grocery Store data set, MIT)."""
-    with (SAMPLES_DIR / "samples.csv").open(newline="") as fh:
-        return [(SAMPLES_DIR / row["file"], row["class_name"]) for row in csv.DictReader(fh)]
+    return [(sample.path, sample.class_name) for sample in samples()]
 
 
 def make_listing(
