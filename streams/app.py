@@ -42,7 +42,13 @@ from streams.enrich import Enriched
 from streams.labelling import Labelled
 from streams.records import Record, Rejected, from_faust_event
 from streams.settings import Settings, get_settings
-from streams.windows import SalesAggregate, SalesWindows, decode_delta, encode_delta
+from streams.windows import (
+    SalesAggregate,
+    SalesWindows,
+    decode_delta,
+    encode_delta,
+    merge_deltas,
+)
 
 __all__ = ["Runtime", "create_app"]
 
@@ -257,6 +263,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger_ms=2,
+        # aiokafka makes send() wait for a full partition batch to drain; with
+        # the default 16 KiB that paces output by broker round trips every ~20
+        # records (measured: ~600 enriched orders/s). One MiB batches remove it.
+        producer_max_batch_size=1024 * 1024,
         producer_max_request_size=s.kafka_max_message_bytes + 64 * 1024,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=True,
@@ -295,17 +305,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
         .relative_to(lambda event: decode_delta(event.value).timestamp)  # type: ignore[attr-defined]
     )
 
+    async def produce(
+        topic_: faust.TopicT, key: bytes | None, value: bytes, headers: Any = None
+    ) -> Any:
+        """Hand one record to the app's aiokafka producer; return its delivery future.
+
+        Faust's ``topic.send`` costs about 0.6 ms a record in its wrappers and
+        sensors here (measured: 512 enriched orders took 0.3 s to deliver, the
+        aiokafka producer underneath takes 15 ms); the producer, its settings
+        and its partitioner are the same.
+        """
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        return await producer.send(topic_.get_topic_name(), value, key=key, headers=headers)
+
     def dead_letter(topic_: faust.TopicT, rej: Rejected) -> Callable[[], Awaitable[Any]]:
         rec = rej.record
         headers = dead_letter_headers(rej, topic_.get_topic_name())
-        return partial(topic_.send, key=rec.key, value=rec.value, headers=headers, force=True)
-
-    def batcher(stream: Any) -> MicroBatcher[Any]:
-        return MicroBatcher(
-            stream.events(),
-            max_size=s.max_batch_size,
-            max_latency_s=s.max_batch_latency_ms / 1000,
-        )
+        return partial(produce, topic_, rec.key, rec.value, headers)
 
     async def run_batches(
         stream: Any,
@@ -313,16 +329,25 @@ def create_app(settings: Settings | None = None) -> faust.App:
         process: Callable[[Sequence[Record]], Awaitable[list[Any]]],
         route: Callable[[Any], list[Callable[[], Awaitable[Any]]]],
         out_topic: str,
+        *,
+        max_size: int,
+        max_latency_ms: int,
+        batch_outputs: Callable[[list[Any]], list[Callable[[], Awaitable[Any]]]] | None = None,
     ) -> None:
         """Consume in micro-batches; ack a batch only once all its outputs are confirmed."""
         stream = stream.noack()
         source = stream.channel.get_topic_name()
-        async for events in batcher(stream):
+        batches = MicroBatcher(
+            stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000
+        )
+        async for events in batches:
             records = [from_faust_event(e) for e in events]
             metrics.EVENTS_IN.labels(source).inc(len(records))
             metrics.BATCH_SIZE.labels(agent).observe(len(records))
             results = await _isolate(process, records, _internal_error)
             sends = [send for res in results for send in route(res)]
+            if batch_outputs is not None:
+                sends += batch_outputs(results)
             await _deliver(sends, agent)
             outputs = sum(not isinstance(res, Rejected) for res in results)
             metrics.EVENTS_OUT.labels(out_topic).inc(outputs)
@@ -337,32 +362,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
     def route_label(res: Labelled | Rejected) -> list[Callable[[], Awaitable[Any]]]:
         if isinstance(res, Rejected):
             return [dead_letter(images_dlq, res)]
-        return [partial(labels.send, key=res.key, value=res.value, force=True)]
+        return [partial(produce, labels, res.key, res.value)]
 
     def route_order(res: Enriched | Rejected) -> list[Callable[[], Awaitable[Any]]]:
         if isinstance(res, Rejected):
             return [dead_letter(orders_dlq, res)]
-        return [
-            partial(enriched.send, key=res.key, value=res.value, force=True),
-            *(
-                partial(deltas.send, key=d.key.encode(), value=encode_delta(d), force=True)
-                for d in res.deltas
-            ),
-        ]
+        return [partial(produce, enriched, res.key, res.value)]
+
+    def sales_of_batch(results: list[Enriched | Rejected]) -> list[Callable[[], Awaitable[Any]]]:
+        merged = merge_deltas(
+            (d for res in results if isinstance(res, Enriched) for d in res.deltas),
+            s.sales_window_s,
+        )
+        return [partial(produce, deltas, d.key.encode(), encode_delta(d)) for d in merged]
 
     @app.agent(images, name="label_images")
     async def label_images(stream: Any) -> None:
         rt = await runtime.ready()
         await run_batches(
-            stream, "label_images", rt.labeller.process, route_label, s.topic_product_labels
-        )
+            stream, "label_images", rt.labeller.process, route_label, s.topic_product_labels,
+            max_size=s.max_batch_size, max_latency_ms=s.max_batch_latency_ms,
+        )  # fmt: skip
 
     @app.agent(orders, name="enrich_orders")
     async def enrich_orders(stream: Any) -> None:
         rt = await runtime.ready()
         await run_batches(
-            stream, "enrich_orders", rt.enricher.process, route_order, s.topic_orders_enriched
-        )
+            stream, "enrich_orders", rt.enricher.process, route_order, s.topic_orders_enriched,
+            max_size=s.order_max_batch_size, max_latency_ms=s.order_max_batch_latency_ms,
+            batch_outputs=sales_of_batch,
+        )  # fmt: skip
 
     @app.agent(deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:
@@ -380,7 +409,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         if not pending:
             return
         await _deliver(
-            [partial(sales_out.send, key=k.encode(), value=v, force=True) for k, v in pending],
+            [partial(produce, sales_out, k.encode(), v) for k, v in pending],
             "category sales",
         )
         metrics.EVENTS_OUT.labels(s.topic_category_sales).inc(len(pending))

@@ -43,15 +43,15 @@ UNKNOWN = "unknown"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SalesDelta:
-    """What one order adds to one (category, region) window."""
+    """What one or more orders add to one (category, region) window."""
 
     category: str
     region: str
     currency: str
-    timestamp: float  # the order's creation time, epoch seconds
+    timestamp: float  # the (latest) order's creation time, epoch seconds
     units: int
     revenue: float
-    event_id: str
+    orders: int = 1
 
     @property
     def key(self) -> str:
@@ -183,7 +183,6 @@ class OrderEnricher:
                     timestamp=ts,
                     units=int(units),
                     revenue=round(revenue, 4),
-                    event_id=order.event_id,
                 )
                 for cat, (units, revenue) in sums.items()
             )

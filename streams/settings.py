@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     image_file_root: Path | None = None
 
     # --- Orders --------------------------------------------------------------
+    # Orders are cheap to process: larger batches amortise the per-batch round
+    # trips (one MGET, one produce wait) over more events.
+    order_max_batch_size: int = Field(default=512, ge=1, le=10_000)
+    order_max_batch_latency_ms: int = Field(default=50, ge=1)
     order_label_wait_ms: int = Field(default=2000, ge=0)
     order_label_retry_interval_ms: int = Field(default=200, ge=10)
     sales_window_s: int = Field(default=3600, ge=1)

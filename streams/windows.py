@@ -17,6 +17,7 @@ again. Exactly-once would need Faust's ``processing_guarantee="exactly_once"``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from schemas.records import SCHEMA_VERSION, CategorySales
 from schemas.sales import category_sales_event_id, category_sales_key, season_of
 from streams.enrich import SalesDelta
 
-__all__ = ["SalesAggregate", "SalesWindows", "decode_delta", "encode_delta"]
+__all__ = ["SalesAggregate", "SalesWindows", "decode_delta", "encode_delta", "merge_deltas"]
 
 _delta_decoder = msgspec.json.Decoder(SalesDelta)
 _encoder = msgspec.json.Encoder()
@@ -43,6 +44,30 @@ def decode_delta(data: bytes) -> SalesDelta:
     return _delta_decoder.decode(data)
 
 
+def merge_deltas(deltas: Iterable[SalesDelta], window_s: int) -> list[SalesDelta]:
+    """Sum the deltas that fall in the same (category, region, currency, window).
+
+    A batch of orders then costs one message per window it touches on the
+    internal topic, and one table update each, instead of one per order line.
+    """
+    merged: dict[tuple[str, str, str, float], SalesDelta] = {}
+    for d in deltas:
+        key = (d.category, d.region, d.currency, d.timestamp - d.timestamp % window_s)
+        prev = merged.get(key)
+        merged[key] = (
+            d
+            if prev is None
+            else dataclasses.replace(
+                prev,
+                timestamp=max(prev.timestamp, d.timestamp),
+                units=prev.units + d.units,
+                revenue=round(prev.revenue + d.revenue, 4),
+                orders=prev.orders + d.orders,
+            )
+        )
+    return list(merged.values())
+
+
 @dataclasses.dataclass(slots=True)
 class SalesAggregate:
     """Running totals of one (category, region) window."""
@@ -54,8 +79,8 @@ class SalesAggregate:
     last_order_at: float = 0.0
 
     def add(self, delta: SalesDelta) -> None:
-        """Fold one order delta into the totals."""
-        self.orders += 1
+        """Fold a delta (one or more orders) into the totals."""
+        self.orders += delta.orders
         self.units += delta.units
         self.revenue = round(self.revenue + delta.revenue, 4)
         self.currency = self.currency or delta.currency

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 from schemas import codec
 from schemas.sales import category_sales_event_id
 from streams.enrich import SalesDelta
-from streams.windows import SalesAggregate, SalesWindows, decode_delta, encode_delta
+from streams.windows import (
+    SalesAggregate,
+    SalesWindows,
+    decode_delta,
+    encode_delta,
+    merge_deltas,
+)
 
 
 def delta(ts: float, units: int = 2, revenue: float = 5.0, cat: str = "produce") -> SalesDelta:
@@ -18,7 +24,6 @@ def delta(ts: float, units: int = 2, revenue: float = 5.0, cat: str = "produce")
         timestamp=ts,
         units=units,
         revenue=revenue,
-        event_id="e1",
     )
 
 
@@ -66,3 +71,27 @@ def test_drain_emits_one_category_sales_per_changed_window() -> None:
     assert (produce.orders, produce.units, produce.revenue) == (2, 4, 10.0)
     assert produce.season == "winter"
     assert produce.event_id == category_sales_event_id("produce", "eu-north", produce.window_start)
+
+
+def test_merge_sums_deltas_of_the_same_window_and_keeps_windows_apart() -> None:
+    t = 3600.0 * 500
+    merged = merge_deltas(
+        [
+            delta(t + 10, units=1, revenue=1.0),
+            delta(t + 20, units=2, revenue=2.5),
+            delta(t + 30, units=1, revenue=1.0, cat="dairy"),
+            delta(t + 3600, units=5, revenue=9.0),  # next window
+        ],
+        3600,
+    )
+    by = {(d.category, d.timestamp - d.timestamp % 3600): d for d in merged}
+    assert len(merged) == 3
+    first = by[("produce", t)]
+    assert (first.orders, first.units, first.revenue, first.timestamp) == (2, 3, 3.5, t + 20)
+    assert by[("dairy", t)].orders == 1
+    assert by[("produce", t + 3600)].units == 5
+    agg = SalesAggregate()
+    for d in merged:
+        if d.category == "produce":
+            agg.add(d)
+    assert (agg.orders, agg.units, agg.revenue) == (3, 8, 12.5)
