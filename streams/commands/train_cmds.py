@@ -51,7 +51,7 @@ def train_command(
     from dataclasses import replace  # noqa: PLC0415
 
     from inference.errors import InferenceError  # noqa: PLC0415
-    from inference.train import TailFinetuneConfig, TrainConfig, default_cache_dir, train  # noqa: PLC0415
+    from inference.train import TailFinetuneConfig, TrainConfig, train  # noqa: PLC0415
     from streams.settings import get_settings  # noqa: PLC0415
 
     _setup_logging()
@@ -73,7 +73,7 @@ def train_command(
         finetune_config=ft,
         categories_file=categories,
         seed=seed,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        cache_dir=None if no_cache else (cache_dir or settings.state_dir / "features"),
         intra_op_threads=settings.intra_op_threads,
         progress=progress,
     )
@@ -215,7 +215,7 @@ def evaluate_command(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Feature cache (default: ~/.cache/vitrine/features).",
+    help="Feature cache (default: <VITRINE_STATE_DIR>/features, ~/.cache/vitrine/features).",
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
