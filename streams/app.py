@@ -158,6 +158,14 @@ class Runtime:
         )
         return self
 
+    async def close(self) -> None:
+        """Release connections and threads (after the agents have stopped)."""
+        built = self._ready
+        if built is not None and built.done() and not built.cancelled() and not built.exception():
+            await self.labeller.close()
+            await self.cache.close()
+        self.executor.shutdown(wait=False)
+
 
 async def _isolate(
     process: Callable[[Sequence[Record]], Awaitable[list[T]]],
@@ -244,6 +252,9 @@ class VitrineApp(faust.App):
         watchdog.daemon = True
         watchdog.start()
         await super().on_stop()
+        runtime: Runtime | None = getattr(self, "vitrine_runtime", None)
+        if runtime is not None:
+            await runtime.close()
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
