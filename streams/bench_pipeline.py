@@ -38,7 +38,7 @@ from streams.demo import make_listing, make_order, sample_photos
 from streams.kafka_io import end_offsets, make_consumer, make_producer, read_from
 from streams.settings import Settings, get_settings
 from streams.stack import create_topics, free_ports
-from streams.workerproc import WorkerProcess
+from streams.workerproc import WorkerProcess, isolated_env, isolated_topics
 
 __all__ = ["bench_pipeline_command", "unique_images"]
 
@@ -86,31 +86,21 @@ class _Bench:
         self.n = n_images
         self.run = uuid.uuid4().hex[:8]
         self.partitions = settings.topic_partitions
-        names = {
-            "product_images": "product-images", "orders": "orders",
-            "product_labels": "product-labels", "orders_enriched": "orders-enriched",
-            "category_sales": "category-sales", "product_images_dlq": "product-images.dlq",
-            "orders_dlq": "orders.dlq",
-        }  # fmt: skip
-        self.topics = {k: f"bench-{self.run}-{v}" for k, v in names.items()}
+        self.topics = isolated_topics(f"bench-{self.run}")
         self.photos = [p.read_bytes() for p, _ in sample_photos()]
         self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
         self.consumer = make_consumer(settings)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-        env.update(
-            VITRINE_KAFKA_BOOTSTRAP_SERVERS=self.settings.kafka_bootstrap_servers,
-            VITRINE_REDIS_URL=self.settings.redis_url,
-            VITRINE_APP_ID=f"vitrine-bench-{self.run}",
-            VITRINE_REDIS_KEY_PREFIX=f"bench-{self.run}",
-            VITRINE_TOPIC_PARTITIONS=str(self.partitions),
+        return isolated_env(
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            redis_url=self.settings.redis_url,
+            tag=f"bench-{self.run}",
+            partitions=self.partitions,
+            topics=self.topics,
             VITRINE_MAX_BATCH_SIZE=str(self.settings.max_batch_size),
             VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
         )
-        for key, name in self.topics.items():
-            env[f"VITRINE_TOPIC_{key.upper()}"] = name
-        return env
 
     def listing(self, i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
         pid = f"p-{tag}-{i}"

@@ -16,7 +16,44 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["WorkerProcess", "worker_ready"]
+from streams.settings import Settings
+
+__all__ = ["WorkerProcess", "isolated_env", "isolated_topics", "worker_ready"]
+
+
+def isolated_topics(tag: str) -> dict[str, str]:
+    """Every topic setting (``product_images``, ...) mapped to its default name + ``-tag``."""
+    return {
+        name.removeprefix("topic_"): f"{field.default}-{tag}"
+        for name, field in Settings.model_fields.items()
+        if name.startswith("topic_") and isinstance(field.default, str)
+    }
+
+
+def isolated_env(
+    *,
+    bootstrap: str,
+    redis_url: str,
+    tag: str,
+    partitions: int,
+    topics: dict[str, str],
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of a worker with its own topics, consumer group and Redis keys.
+
+    Inherited ``VITRINE_*`` variables are dropped so that nothing else leaks in.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
+    env.update(
+        VITRINE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        VITRINE_REDIS_URL=redis_url,
+        VITRINE_APP_ID=f"vitrine-{tag}",
+        VITRINE_REDIS_KEY_PREFIX=tag,
+        VITRINE_TOPIC_PARTITIONS=str(partitions),
+    )
+    env.update({f"VITRINE_TOPIC_{key.upper()}": name for key, name in topics.items()})
+    env.update(extra)
+    return env
 
 
 def worker_ready(host: str, port: int) -> bool:

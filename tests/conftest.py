@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings
 from streams.stack import Stack, create_topics, free_ports
-from streams.workerproc import WorkerProcess
+from streams.workerproc import WorkerProcess, isolated_env, isolated_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,16 +80,7 @@ class Topics:
     names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        base = {
-            "product_images": "product-images",
-            "orders": "orders",
-            "product_labels": "product-labels",
-            "orders_enriched": "orders-enriched",
-            "category_sales": "category-sales",
-            "product_images_dlq": "product-images.dlq",
-            "orders_dlq": "orders.dlq",
-        }
-        self.names = {k: f"{v}-{self.suffix}" for k, v in base.items()}
+        self.names = isolated_topics(f"test-{self.suffix}")
 
     def __getattr__(self, item: str) -> str:
         try:
@@ -97,25 +88,15 @@ class Topics:
         except KeyError:
             raise AttributeError(item) from None
 
-    @property
-    def app_id(self) -> str:
-        return f"vitrine-test-{self.suffix}"
-
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
-        env.update(
-            VITRINE_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-            VITRINE_REDIS_URL=self.redis_url,
-            VITRINE_APP_ID=self.app_id,
-            VITRINE_TOPIC_PARTITIONS=str(self.partitions),
-            VITRINE_REDIS_KEY_PREFIX=f"vt-{self.suffix}",
-            VITRINE_LOG_LEVEL="INFO",
-            PYTHONUNBUFFERED="1",
+        return isolated_env(
+            bootstrap=self.bootstrap,
+            redis_url=self.redis_url,
+            tag=f"test-{self.suffix}",
+            partitions=self.partitions,
+            topics=self.names,
+            **{"VITRINE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **extra},
         )
-        for key, name in self.names.items():
-            env[f"VITRINE_TOPIC_{key.upper()}"] = name
-        env.update(extra)
-        return env
 
 
 def make_topics(stack: LocalStack, partitions: int = 2) -> Topics:
