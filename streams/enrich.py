@@ -128,6 +128,7 @@ class OrderEnricher:
                 out[i] = Rejected(rec, exc.code, str(exc))
         labels, outage = await self._labels(orders, records) if orders else ({}, None)
         enriched_at = datetime.now(UTC)
+        unknown_by_reason: dict[UnknownReason, int] = {}
         for i, order in orders.items():
             items = []
             sums: dict[str, list[float]] = {}
@@ -146,7 +147,7 @@ class OrderEnricher:
                 )
                 if lab is None:
                     unknown += 1
-                    metrics.ORDER_ITEMS_UNKNOWN.labels(reason).inc()
+                    unknown_by_reason[reason] = unknown_by_reason.get(reason, 0) + 1
                 else:
                     item = msgspec.structs.replace(
                         item,
@@ -189,5 +190,7 @@ class OrderEnricher:
             out[i] = Enriched(
                 records[i], order.order_id.encode(), codec.encode(value), deltas, unknown
             )
+        for reason, n in unknown_by_reason.items():
+            metrics.ORDER_ITEMS_UNKNOWN.labels(reason).inc(n)
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
