@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +38,7 @@ from streams import metrics
 from streams.batcher import MicroBatcher
 from streams.deadletter import dead_letter_headers
 from streams.enrich import Enriched
+from streams.kafka_io import ssl_context
 from streams.labelling import Labelled
 from streams.records import Record, Rejected, from_faust_event
 from streams.settings import Settings, get_settings
@@ -63,16 +63,7 @@ def _credentials(settings: Settings) -> Any:
     proto = settings.kafka_security_protocol
     if proto == "PLAINTEXT":
         return None
-    context = None
-    if proto in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            )
+    context = ssl_context(settings)
     if proto == "SSL":
         return faust.SSLCredentials(context)
     return faust.SASLCredentials(

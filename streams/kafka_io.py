@@ -1,12 +1,15 @@
-"""Plain kafka-python clients for the commands that talk to the broker outside Faust.
+"""Kafka clients built from the settings, outside Faust's own.
 
 ``vitrine demo``, ``vitrine bench pipeline`` and ``vitrine report`` publish and
-read topics directly; these helpers build clients from the settings (security
-included) and read a topic from remembered offsets.
+read topics with kafka-python; these helpers build those clients from the
+settings (security included) and read a topic from remembered offsets.
+:func:`aiokafka_config` is the same for the worker's aiokafka batch consumer
+(:mod:`streams.batchconsumer`), and :func:`ssl_context` for Faust's credentials.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +18,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings
 
-__all__ = ["end_offsets", "make_consumer", "make_producer", "read_from"]
+__all__ = [
+    "aiokafka_config",
+    "end_offsets",
+    "make_consumer",
+    "make_producer",
+    "read_from",
+    "ssl_context",
+]
 
 
 def _client_config(settings: Settings) -> dict[str, Any]:
@@ -35,6 +45,38 @@ def _client_config(settings: Settings) -> dict[str, Any]:
         conf["ssl_certfile"] = str(settings.kafka_ssl_certfile)
     if settings.kafka_ssl_keyfile:
         conf["ssl_keyfile"] = str(settings.kafka_ssl_keyfile)
+    return conf
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL (CA, and a client certificate if set)."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return context
+
+
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for an aiokafka client: brokers, security, message size."""
+    conf: dict[str, Any] = {
+        "bootstrap_servers": [h.strip() for h in settings.kafka_bootstrap_servers.split(",")],
+        "client_id": settings.app_id,
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": ssl_context(settings),
+        "max_partition_fetch_bytes": settings.kafka_max_message_bytes + 64 * 1024,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        conf.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+        )
     return conf
 
 
