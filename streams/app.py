@@ -2,18 +2,26 @@
 
 Agents:
 
-- ``label_images``: product-images -> product-labels (+ product-images.dlq), in
-  micro-batches (:mod:`streams.batcher`), inference off the event loop.
+- ``label_images`` (Faust agent): product-images -> product-labels
+  (+ product-images.dlq), in micro-batches (:mod:`streams.batcher`), inference
+  off the event loop. Two batches overlap (``image_batches_in_flight``): one is
+  in the model while the next is parsed and looked up and the previous one is
+  cached and produced; the cache writes and outputs stay in input order.
 - ``enrich_orders``: orders -> orders-enriched (+ orders.dlq), and per-order
-  sales deltas to an internal topic keyed ``category|region``.
-- ``aggregate_sales``: the internal topic -> a tumbling-window table ->
-  category-sales (changed windows emitted by a timer).
+  sales deltas to an internal topic keyed ``category|region``. It consumes
+  through :class:`~streams.batchconsumer.BatchConsumer`, a service of this app
+  with its own consumer group, because Faust's per-event stream path alone
+  costs more CPU than an order's budget (measurements in that module).
+- ``aggregate_sales`` (Faust agent): the internal topic -> a tumbling-window
+  table -> category-sales (changed windows emitted by a timer).
 
-Delivery is at-least-once: a batch's events are acked only after every output
-of the batch (labels, enriched orders, dead letters) is confirmed by the broker,
-and Faust commits only acked offsets. On SIGTERM, Faust stops fetching, waits
-until every fetched event is acked (so the in-flight batch finishes and is
-produced), commits, and exits.
+Delivery is at-least-once: a batch's events are acked (or, for orders,
+committed) only after every output of the batch (labels, enriched orders, dead
+letters) is confirmed by the broker, and Faust commits only acked offsets. On
+SIGTERM the order consumer finishes its batch and commits first, while Redis and
+the producer are still up; then Faust stops fetching, waits until every fetched
+event is acked (so the in-flight batches finish and are produced), commits, and
+exits.
 
 All values are raw bytes on the wire; decoding is ours (:mod:`schemas.codec`),
 so a bad value becomes a dead letter instead of a Faust decode error.
@@ -35,10 +43,11 @@ import faust
 import mode
 
 from streams import metrics
+from streams.batchconsumer import BatchConsumer
 from streams.batcher import MicroBatcher
 from streams.deadletter import dead_letter_headers
 from streams.enrich import Enriched
-from streams.kafka_io import ssl_context
+from streams.kafka_io import aiokafka_config, ssl_context
 from streams.labelling import Labelled
 from streams.records import Record, Rejected, from_faust_event
 from streams.settings import Settings, get_settings
@@ -242,6 +251,10 @@ class VitrineApp(faust.App):
         watchdog = threading.Timer(timeout, give_up)
         watchdog.daemon = True
         watchdog.start()
+        # Its in-flight batch needs Redis and the producer: stop it while both are up.
+        batch_consumer: BatchConsumer | None = getattr(self, "vitrine_order_consumer", None)
+        if batch_consumer is not None:
+            await batch_consumer.stop()
         await super().on_stop()
         runtime: Runtime | None = getattr(self, "vitrine_runtime", None)
         if runtime is not None:
@@ -293,7 +306,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     images_dlq = topic(s.topic_product_images_dlq)
     orders_dlq = topic(s.topic_orders_dlq)
     deltas = topic(f"{s.app_id}-sales-deltas")
-    runtime.declare = [labels, enriched, sales_out, images_dlq, orders_dlq, deltas]
+    runtime.declare = [orders, labels, enriched, sales_out, images_dlq, orders_dlq, deltas]
 
     windows = SalesWindows(s.sales_window_s)
     table = (
@@ -325,41 +338,75 @@ def create_app(settings: Settings | None = None) -> faust.App:
         headers = dead_letter_headers(rej, topic_.get_topic_name())
         return partial(produce, topic_, rec.key, rec.value, headers)
 
-    async def run_batches(
-        stream: Any,
+    async def handle_batch(
+        records: list[Record],
         agent: str,
         process: Callable[[Sequence[Record]], Awaitable[list[Any]]],
         route: Callable[[Any], list[Callable[[], Awaitable[Any]]]],
         out_topic: str,
         *,
+        batch_outputs: Callable[[list[Any]], list[Callable[[], Awaitable[Any]]]] | None = None,
+        remember: Callable[[list[Any]], Awaitable[None]] | None = None,
+        after: Awaitable[Any] | None = None,
+    ) -> None:
+        """Process one batch and produce all its outputs; return once each is confirmed.
+
+        ``after`` (the previous batch, when batches overlap) is awaited between
+        processing and ``remember`` + producing, so side effects stay in input order.
+        """
+        metrics.EVENTS_IN.labels(records[0].topic).inc(len(records))
+        metrics.BATCH_SIZE.labels(agent).observe(len(records))
+        results = await _isolate(process, records, _internal_error)
+        if after is not None:
+            await after
+        if remember is not None:
+            await remember(results)
+        sends = [send for res in results for send in route(res)]
+        if batch_outputs is not None:
+            sends += batch_outputs(results)
+        await _deliver(sends, agent)
+        outputs = sum(not isinstance(res, Rejected) for res in results)
+        metrics.EVENTS_OUT.labels(out_topic).inc(outputs)
+        wall_ms = time.time() * 1000
+        hist = metrics.END_TO_END_SECONDS.labels(agent)
+        for rec in records:
+            if rec.timestamp_ms:
+                hist.observe(max(0.0, (wall_ms - rec.timestamp_ms) / 1000))
+
+    async def run_batches(
+        stream: Any,
+        handle: Callable[[list[Record], Awaitable[Any] | None], Awaitable[None]],
+        *,
         max_size: int,
         max_latency_ms: int,
-        batch_outputs: Callable[[list[Any]], list[Callable[[], Awaitable[Any]]]] | None = None,
+        in_flight: int,
     ) -> None:
-        """Consume in micro-batches; ack a batch only once all its outputs are confirmed."""
+        """Consume a Faust stream in micro-batches; ack a batch once its outputs are confirmed.
+
+        Up to ``in_flight`` batches overlap; each is handed the previous one's
+        task to wait for before its ordered steps.
+        """
         stream = stream.noack()
-        source = stream.channel.get_topic_name()
         batches = MicroBatcher(
             stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000
         )
-        async for events in batches:
-            records = [from_faust_event(e) for e in events]
-            metrics.EVENTS_IN.labels(source).inc(len(records))
-            metrics.BATCH_SIZE.labels(agent).observe(len(records))
-            results = await _isolate(process, records, _internal_error)
-            sends = [send for res in results for send in route(res)]
-            if batch_outputs is not None:
-                sends += batch_outputs(results)
-            await _deliver(sends, agent)
-            outputs = sum(not isinstance(res, Rejected) for res in results)
-            metrics.EVENTS_OUT.labels(out_topic).inc(outputs)
-            wall_ms = time.time() * 1000
-            hist = metrics.END_TO_END_SECONDS.labels(agent)
-            for rec in records:
-                if rec.timestamp_ms:
-                    hist.observe(max(0.0, (wall_ms - rec.timestamp_ms) / 1000))
+
+        async def one(events: list[Any], after: asyncio.Task[None] | None) -> None:
+            await handle([from_faust_event(e) for e in events], after)
             for e in events:
                 await stream.ack(e)
+
+        running: list[asyncio.Task[None]] = []
+        try:
+            async for events in batches:
+                running.append(asyncio.ensure_future(one(events, running[-1] if running else None)))
+                if len(running) >= in_flight:
+                    await running.pop(0)  # raises what the batch raised: the agent crashes
+            for task in running:
+                await task
+        finally:
+            for task in running:
+                task.cancel()
 
     def route_label(res: Labelled | Rejected) -> list[Callable[[], Awaitable[Any]]]:
         if isinstance(res, Rejected):
@@ -381,19 +428,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.agent(images, name="label_images")
     async def label_images(stream: Any) -> None:
         rt = await runtime.ready()
+
+        async def handle(records: list[Record], after: Awaitable[Any] | None) -> None:
+            await handle_batch(
+                records, "label_images", rt.labeller.process, route_label,
+                s.topic_product_labels, remember=rt.labeller.remember, after=after,
+            )  # fmt: skip
+
         await run_batches(
-            stream, "label_images", rt.labeller.process, route_label, s.topic_product_labels,
-            max_size=s.max_batch_size, max_latency_ms=s.max_batch_latency_ms,
+            stream, handle, max_size=s.max_batch_size,
+            max_latency_ms=s.max_batch_latency_ms, in_flight=s.image_batches_in_flight,
         )  # fmt: skip
 
-    @app.agent(orders, name="enrich_orders")
-    async def enrich_orders(stream: Any) -> None:
-        rt = await runtime.ready()
-        await run_batches(
-            stream, "enrich_orders", rt.enricher.process, route_order, s.topic_orders_enriched,
-            max_size=s.order_max_batch_size, max_latency_ms=s.order_max_batch_latency_ms,
-            batch_outputs=sales_of_batch,
+    async def enrich_orders(records: list[Record]) -> None:
+        await handle_batch(
+            records, "enrich_orders", runtime.enricher.process, route_order,
+            s.topic_orders_enriched, batch_outputs=sales_of_batch,
         )  # fmt: skip
+
+    # Orders bypass Faust's per-event stream machinery (see streams.batchconsumer).
+    order_consumer = BatchConsumer(
+        topics=[s.topic_orders],
+        group_id=s.order_consumer_group,
+        handle=enrich_orders,
+        client_config=aiokafka_config(s),
+        max_records=s.order_max_batch_size,
+        max_latency_ms=s.order_max_batch_latency_ms,
+        before_start=runtime.ready,
+    )
+    app.service(order_consumer)  # type: ignore[arg-type]
+    app.vitrine_order_consumer = order_consumer  # type: ignore[attr-defined]
 
     @app.agent(deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:
@@ -430,6 +494,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if hw is not None:
                     lag = hw - ((pos + 1) if pos is not None else 0)
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+            for tp, lag in (await order_consumer.lag()).items():
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
         except Exception:  # lag is best effort; never crash the worker for it
             logger.debug("consumer lag not available yet", exc_info=True)
 
@@ -441,7 +507,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         built = runtime._ready is not None and runtime._ready.done()
+        built = built and order_consumer.running.is_set()
         return web.json({"ready": built}, status=200 if built else 503)
 
-    app.vitrine_agents = (label_images, enrich_orders, aggregate_sales)  # type: ignore[attr-defined]
+    app.vitrine_agents = (label_images, aggregate_sales)  # type: ignore[attr-defined]
     return app

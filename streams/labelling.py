@@ -7,7 +7,10 @@ raises for one bad record; the batch always goes on.
 
 Per batch: one Redis MGET for every image hash, one executor call that decodes,
 preprocesses and infers the misses (identical images in one batch are inferred
-once), and one pipelined Redis write.
+once), and one pipelined Redis write. The write is a separate step,
+:meth:`ImageLabeller.remember`, which the agent runs in input order after
+``process``: batches may be processed concurrently, but a product's entry is
+never overwritten by an older batch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ class Labelled:
     key: bytes
     value: bytes
     cached: bool
+    image_sha256: str
+    # What :meth:`ImageLabeller.remember` writes: the image's result (None when it
+    # came from the cache) and the product's entry for order enrichment.
+    image_result: dict[str, Any] | None
+    product: dict[str, Any]
 
 
 def _hash_all(blobs: Sequence[bytes]) -> list[str]:
@@ -170,9 +178,7 @@ class ImageLabeller:
                 else:
                     results[sha] = _result_payload(item)
 
-        new_images = {sha: results[sha] for sha in misses if sha in results}
         labelled_at = datetime.now(UTC)
-        products: dict[str, dict[str, Any]] = {}
         for i in idx:
             sha = hashes[i]
             if sha in errors:
@@ -202,14 +208,33 @@ class ImageLabeller:
                 ),
                 labelled_at=labelled_at,
             )
-            products[ev.product_id] = {
+            product = {
                 "category": res["category"],
                 "score": res["score"],
                 "model_name": res["model_name"],
                 "model_version": res["model_version"],
                 "labelled_at": labelled_at.isoformat(),
             }
-            out[i] = Labelled(records[i], ev.product_id.encode(), codec.encode(value), was_cached)
-        await self.cache.put(new_images, products)
+            out[i] = Labelled(
+                record=records[i],
+                key=ev.product_id.encode(),
+                value=codec.encode(value),
+                cached=was_cached,
+                image_sha256=sha,
+                image_result=None if was_cached else res,
+                product=product,
+            )
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
+
+    async def remember(self, results: Sequence[Labelled | Rejected]) -> None:
+        """Cache the batch's new image results and its products' labels (one pipeline)."""
+        images: dict[str, dict[str, Any]] = {}
+        products: dict[str, dict[str, Any]] = {}
+        for res in results:
+            if isinstance(res, Labelled):
+                if res.image_result is not None:
+                    images[res.image_sha256] = res.image_result
+                products[res.key.decode()] = res.product
+        if images or products:
+            await self.cache.put(images, products)

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_batch_latency_ms: int = Field(default=50, ge=1)
     inference_workers: int = Field(default=1, ge=1)
+    # Image batches in progress at once: while one is in the model, the next is
+    # parsed, hashed and looked up, and the previous one cached and produced.
+    # Outputs are still written and produced in input order.
+    image_batches_in_flight: int = Field(default=2, ge=1, le=8)
     model_path: Path | None = None
     execution_providers: str = "tensorrt,cuda,cpu"
     intra_op_threads: int = Field(default=0, ge=0)
@@ -108,6 +112,11 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap_mb: int = 768
     redis_port: int = 6379
+
+    @property
+    def order_consumer_group(self) -> str:
+        """The order agent's consumer group (its own: see :mod:`streams.batchconsumer`)."""
+        return f"{self.app_id}-orders"
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
 from schemas import codec
 from schemas.deadletter import decode_headers
+from streams.bench_pipeline import unique_images
 from streams.stack import free_ports
 from streams.workerproc import WorkerProcess
 from tests.conftest import LocalStack, Topics, consume
@@ -104,6 +106,37 @@ def test_same_image_twice_is_inferred_once(
     assert both["e-second"].image_sha256 == both["e-first"].image_sha256
     assert both["e-second"].labels == both["e-first"].labels
     assert both["e-second"].timings.inference_ms == 0
+
+
+def test_overlapping_image_batches_keep_input_order(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer
+) -> None:
+    """A fast batch (cache hit) behind a slow one (inference) waits its turn.
+
+    Two batches are in flight at once; a product's labels must still come out,
+    and its Redis entry be written, in the order its listings were published.
+    """
+    worker_factory(VITRINE_MAX_BATCH_SIZE="1", VITRINE_MAX_BATCH_LATENCY_MS="1").start()
+    photos = [data for _, data in photo_bytes()]
+    hit = photos[0]
+    send_all(producer, topics.product_images, [listing("warm", hit, event_id="warm")])
+    consume(topics.bootstrap, topics.product_labels, expect=1, timeout_s=60)
+    # Same key (one partition): misses with fresh images alternate with hits.
+    msgs = []
+    for i, img in enumerate(unique_images(photos[1:], 6, "order")):
+        msgs.append(listing("p-order", img, event_id=f"miss-{i}"))
+        msgs.append(listing("p-order", hit, event_id=f"hit-{i}"))
+    send_all(producer, topics.product_images, msgs)
+    out = consume(topics.bootstrap, topics.product_labels, expect=1 + len(msgs), timeout_s=120)
+    ordered = [codec.decode_product_labelled(r.value) for r in out if r.key == b"p-order"]
+    expected = [f"{kind}-{i}" for i in range(6) for kind in ("miss", "hit")]
+    assert [lab.event_id for lab in ordered] == expected
+    assert [lab.cached for lab in ordered] == [False, True] * 6
+    entry = json.loads(
+        redis.Redis.from_url(topics.redis_url).get(f"test-{topics.suffix}:product:p-order") or b"{}"
+    )
+    assert ordered[-1].category_score != ordered[-2].category_score  # the check can tell
+    assert entry["score"] == pytest.approx(ordered[-1].category_score)
 
 
 def test_orders_are_enriched_with_their_products_categories(

@@ -7,8 +7,10 @@ they run on a stack of this module's own, not the session's.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -78,14 +80,40 @@ def label_ids(records: list[Any]) -> Counter[str]:
     return Counter(codec.decode_product_labelled(r.value).event_id for r in records)
 
 
+def enriched_ids(records: list[Any]) -> Counter[str]:
+    return Counter(codec.decode_enriched_order(r.value).event_id for r in records)
+
+
 def wait_for_labels(topics: Topics, n: int, timeout_s: float = 180) -> Counter[str]:
     """Label counts by event_id once ``n`` distinct events are labelled (or the timeout)."""
+    return _wait_for(topics.bootstrap, topics.product_labels, label_ids, n, timeout_s)
+
+
+def wait_for_enriched(topics: Topics, n: int, timeout_s: float = 180) -> Counter[str]:
+    """Enriched-order counts by event_id once ``n`` distinct orders are out (or the timeout)."""
+    return _wait_for(topics.bootstrap, topics.orders_enriched, enriched_ids, n, timeout_s)
+
+
+def _wait_for(
+    bootstrap: str,
+    topic: str,
+    ids: Callable[[list[Any]], Counter[str]],
+    n: int,
+    timeout_s: float,
+) -> Counter[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         # Read everything there is (duplicates included), then count distinct ids.
-        got = label_ids(consume(topics.bootstrap, topics.product_labels, expect=10**9, timeout_s=3))
+        got = ids(consume(bootstrap, topic, expect=10**9, timeout_s=3))
         if len(got) >= n or time.monotonic() > deadline:
             return got
+
+
+def orders(n: int, tag: str) -> list[tuple[bytes, bytes]]:
+    """``n`` orders of products nobody labelled: each fresh batch waits for labels a while."""
+    return [
+        order(f"{tag}-{i}", [(f"{tag}-p{i % 40}", 1, 2.5)], event_id=f"{tag}-{i}") for i in range(n)
+    ]
 
 
 def test_worker_killed_mid_stream_loses_nothing(
@@ -130,20 +158,73 @@ def test_sigterm_finishes_the_in_flight_batch_and_commits(
     assert len(before) > 0
 
 
+def publish_steadily(
+    producer: KafkaProducer, topic: str, msgs: list[tuple[bytes, bytes]]
+) -> threading.Thread:
+    """Publish ``msgs`` in chunks of 100 every 0.2 s from a thread (started)."""
+
+    def run() -> None:
+        for i in range(0, len(msgs), 100):
+            publish(producer, topic, msgs[i : i + 100])
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_orders_survive_a_worker_kill_and_a_sigterm(
+    rtopics: Topics, rworkers: Any, rproducer: Any
+) -> None:
+    # Fresh orders of unlabelled products wait up to 2 s for labels, so the
+    # worker always has a batch in flight while orders keep coming.
+    env = {"VITRINE_ORDER_MAX_BATCH_SIZE": "200", "VITRINE_ORDER_LABEL_WAIT_MS": "2000"}
+    killed = orders(3000, "okill")
+    first = rworkers(**env).start()
+    publishing = publish_steadily(rproducer, rtopics.orders, killed)
+    wait_for_enriched(rtopics, 300, timeout_s=120)
+    first.kill()
+    publishing.join()
+    partial = wait_for_enriched(rtopics, 0, timeout_s=0)
+    assert 0 < len(partial) < len(killed), "the kill should land mid-stream"
+    second = rworkers(**env).start()
+    got = wait_for_enriched(rtopics, len(killed))
+    assert set(got) == {k.decode() for k, _ in killed}
+
+    termed = orders(2000, "oterm")
+    publishing = publish_steadily(rproducer, rtopics.orders, termed)
+    wait_for_enriched(rtopics, len(killed) + 300, timeout_s=120)
+    assert second.stop(signal.SIGTERM, timeout_s=90) == 0, second.tail()
+    publishing.join()
+    before = wait_for_enriched(rtopics, 0, timeout_s=0)
+    assert len(before) < len(killed) + len(termed), "the SIGTERM should land mid-stream"
+    rworkers(**env).start()
+    got = wait_for_enriched(rtopics, len(killed) + len(termed))
+    assert {k.decode() for k, _ in termed} <= set(got)
+    # What the stopped worker produced was committed: no order of the second lot twice.
+    twice = [k for k, v in got.items() if k.startswith("oterm-") and v > 1]
+    assert not twice, twice[:5]
+
+
 def test_broker_restart_loses_nothing(
     private_stack: LocalStack, rtopics: Topics, rworkers: Any, rproducer: Any
 ) -> None:
     msgs = listings(64, "broker")
-    worker = rworkers().start()
+    sold = orders(400, "obroker")
+    worker = rworkers(VITRINE_ORDER_LABEL_WAIT_MS="0").start()
     publish(rproducer, rtopics.product_images, msgs[:32])
+    publish(rproducer, rtopics.orders, sold[:200])
     consume(rtopics.bootstrap, rtopics.product_labels, expect=4, timeout_s=120)
     private_stack.stack.stop_kafka()
     time.sleep(3)
     private_stack.stack.start_kafka()
     private_stack.stack.wait_kafka(time.monotonic() + 120)
     publish(rproducer, rtopics.product_images, msgs[32:])
+    publish(rproducer, rtopics.orders, sold[200:])
     got = wait_for_labels(rtopics, len(msgs), timeout_s=240)
     assert set(got) == {k.decode() for k, _ in msgs}, worker.tail()
+    enriched = wait_for_enriched(rtopics, len(sold), timeout_s=120)
+    assert set(enriched) == {k.decode() for k, _ in sold}, worker.tail()
     assert worker.running, "the worker rides out a broker restart"
 
 

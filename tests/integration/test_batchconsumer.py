@@ -1,0 +1,190 @@
+"""The order agent's batch consumer on the real broker: batches, commits, stop, crash, joins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaProducer
+
+from streams.batchconsumer import BatchConsumer
+from streams.records import Record
+from streams.stack import create_topics
+from tests.conftest import LocalStack
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+
+
+@pytest.fixture
+def topic(kafka_stack: LocalStack, producer: KafkaProducer) -> str:
+    name = f"bc-{uuid.uuid4().hex[:10]}"
+    create_topics(kafka_stack.bootstrap, {name: PARTITIONS})
+    return name
+
+
+def publish(producer: KafkaProducer, topic: str, n: int, start: int = 0) -> set[bytes]:
+    values = {f"v-{i}".encode() for i in range(start, start + n)}
+    for v in sorted(values):
+        producer.send(topic, key=v, value=v)
+    producer.flush()
+    return values
+
+
+def consumer(
+    stack: LocalStack, topic: str, group: str, handle: Callable[[list[Record]], Awaitable[None]]
+) -> BatchConsumer:
+    return BatchConsumer(
+        topics=[topic],
+        group_id=group,
+        handle=handle,
+        client_config={"bootstrap_servers": stack.bootstrap},
+        max_records=50,
+        max_latency_ms=20,
+    )
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def committed(stack: LocalStack, topic: str, group: str) -> dict[int, int | None]:
+    c = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group)
+    await c.start()
+    try:
+        return {p: await c.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        await c.stop()
+
+
+async def end_offsets(stack: LocalStack, topic: str) -> dict[int, int]:
+    c = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
+    await c.start()
+    try:
+        ends = await c.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
+def test_batches_are_bounded_each_record_handled_once_and_committed(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str
+) -> None:
+    sent = publish(producer, topic, 1000)
+    seen: Counter[bytes] = Counter()
+    sizes: list[int] = []
+
+    async def handle(records: list[Record]) -> None:
+        sizes.append(len(records))
+        seen.update(r.value for r in records)
+        assert all(r.topic == topic and r.timestamp_ms > 0 for r in records)
+
+    async def main() -> dict[int, int | None]:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        bc = consumer(kafka_stack, topic, group, handle)
+        await bc.start()
+        await until(lambda: len(seen) >= len(sent))
+        lag = await bc.lag()
+        await bc.stop()
+        assert sum(lag.values()) == 0
+        return await committed(kafka_stack, topic, group)
+
+    offsets = asyncio.run(main())
+    assert set(seen) == sent
+    assert max(seen.values()) == 1
+    assert max(sizes) <= 50
+    assert len(sizes) >= len(sent) // 50
+    assert offsets == asyncio.run(end_offsets(kafka_stack, topic))
+
+
+def test_stop_finishes_the_in_flight_batch_and_commits_it(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str
+) -> None:
+    publish(producer, topic, 200)
+    done: list[int] = []
+
+    async def main() -> tuple[dict[int, int | None], int]:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        inside = asyncio.Event()
+
+        async def slow(records: list[Record]) -> None:
+            inside.set()
+            await asyncio.sleep(1.0)
+            done.append(len(records))
+
+        bc = consumer(kafka_stack, topic, group, slow)
+        await bc.start()
+        await asyncio.wait_for(inside.wait(), 60)
+        await bc.stop()  # while the first batch sleeps
+        return await committed(kafka_stack, topic, group), len(done)
+
+    offsets, finished = asyncio.run(main())
+    assert finished >= 1, "the in-flight batch was not finished"
+    assert sum(o or 0 for o in offsets.values()) == sum(done)
+
+
+def test_a_failing_handler_crashes_the_service_and_commits_nothing(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str
+) -> None:
+    publish(producer, topic, 20)
+
+    async def broken(records: list[Record]) -> None:
+        raise RuntimeError("producing failed for good")
+
+    async def main() -> tuple[bool, Any, dict[int, int | None]]:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        bc = consumer(kafka_stack, topic, group, broken)
+        await bc.start()
+        await until(lambda: bc.crashed)
+        reason = bc.crash_reason
+        await bc.stop()
+        return bc.crashed, reason, await committed(kafka_stack, topic, group)
+
+    crashed, reason, offsets = asyncio.run(main())
+    assert crashed
+    assert isinstance(reason, RuntimeError)
+    assert all(o is None for o in offsets.values())
+
+
+def test_a_member_joining_mid_stream_loses_nothing(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str
+) -> None:
+    sent = publish(producer, topic, 1200)
+    seen: Counter[bytes] = Counter()
+    by_member: Counter[str] = Counter()
+
+    def handler(name: str) -> Callable[[list[Record]], Awaitable[None]]:
+        async def handle(records: list[Record]) -> None:
+            await asyncio.sleep(0.25)  # slow enough for the join to land mid-stream
+            seen.update(r.value for r in records)
+            by_member[name] += len(records)
+
+        return handle
+
+    async def main() -> dict[int, int | None]:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        first = consumer(kafka_stack, topic, group, handler("first"))
+        await first.start()
+        await until(lambda: len(seen) >= 100)
+        second = consumer(kafka_stack, topic, group, handler("second"))
+        await second.start()
+        await until(lambda: len(seen) >= len(sent), timeout_s=120)
+        await first.stop()
+        await second.stop()
+        return await committed(kafka_stack, topic, group)
+
+    offsets = asyncio.run(main())
+    assert set(seen) == sent  # at-least-once: duplicates allowed, loss not
+    assert by_member["second"] > 0, "the second member never got a partition"
+    assert offsets == asyncio.run(end_offsets(kafka_stack, topic))
