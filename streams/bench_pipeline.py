@@ -11,8 +11,14 @@ One run, same images, same machine, with the local stack up:
 3. **pipeline, cache hits**: the same images published again under new event ids;
 4. **pipeline, half rate**: fresh images paced at half the rate measured in 2,
    for the publish-to-label latency percentiles a user would see;
-5. **orders**: enriched orders per second for orders of the labelled products;
-6. **naive baseline**: a kafka-python consumer that decodes and infers one
+5. **orders, live**: enriched orders per second for orders of the labelled
+   products, published while the worker runs (from the first publish to the
+   last output: bounded by this process's publishing too);
+6. **orders, backlog**: the worker is stopped, a backlog of orders is
+   published, and a fresh worker drains it: the worker's own capacity, from
+   its first output to its last (the first batch is left out of the count, so
+   the figure errs low), with this process only polling end offsets meanwhile;
+7. **naive baseline**: a kafka-python consumer that decodes and infers one
    message at a time and produces each result before the next.
 
 Images are the shipped product photos; each event gets a unique trailer after
@@ -107,6 +113,24 @@ class _Bench:
         ev = make_listing(pid, image=image, event_id=f"{self.run}-{tag}-{i}")
         return pid.encode(), codec.encode(ev)
 
+    def orders(self, n: int, tag: str) -> list[tuple[bytes, bytes]]:
+        """``n`` orders of 1-4 lines over the products labelled in the misses phase."""
+        rng = random.Random(7)
+        products = [f"p-miss-{i}" for i in range(self.n)]
+        now = datetime.now(UTC)
+        msgs = []
+        for i in range(n):
+            lines = [
+                (rng.choice(products), rng.randint(1, 3), round(rng.uniform(1, 20), 2))
+                for _ in range(rng.randint(1, 4))
+            ]
+            order = make_order(
+                f"o-{tag}-{i}", lines, region=("eu-north", "eu-west", "us-east")[i % 3],
+                created_at=now, event_id=f"{self.run}-o-{tag}-{i}",
+            )  # fmt: skip
+            msgs.append((order.order_id.encode(), codec.encode(order)))
+        return msgs
+
     def engine_alone(self, images: list[bytes]) -> Phase:
         from inference.decode import ImageLimits  # noqa: PLC0415
         from streams.commands.inference_cmds import build_engine  # noqa: PLC0415
@@ -173,7 +197,7 @@ def bench_pipeline_command(*, as_json: bool, n_images: int) -> int:
     images = list(unique_images(b.photos, n_images, f"{b.run}-miss"))
     say(f"bench pipeline: {n_images} images, batch <= {settings.max_batch_size}, "
         f"latency <= {settings.max_batch_latency_ms} ms, {b.partitions} partitions")  # fmt: skip
-    say("1/6 engine alone ...")
+    say("1/7 engine alone ...")
     ceiling = b.engine_alone(images)
     results: dict[str, Any] = {
         "provider": b.engine.provider, "device": b.engine.device,
@@ -193,22 +217,29 @@ def bench_pipeline_command(*, as_json: bool, n_images: int) -> int:
             ("pipeline misses", [b.listing(i, img, "miss") for i, img in enumerate(images)]),
             ("pipeline cache hits", [b.listing(i, img, "hit") for i, img in enumerate(images)]),
         ):
-            say(f"{len(phases) + 1}/6 {name} ...")
+            say(f"{len(phases) + 1}/7 {name} ...")
             phases.append(_timed(b, name, msgs, tin, tout))
         half = phases[1].per_s / 2
         paced_n = max(32, min(n_images, int(half * 20)))
         paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
-        say(f"4/6 pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
+        say(f"4/7 pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
         phases.append(
             _timed(b, "pipeline half rate",
                    [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
                    tin, tout, pace_per_s=half)
         )  # fmt: skip
-        say("5/6 orders ...")
-        phases.append(_orders(b, n_orders=max(2000, n_images * 20)))
+        n_orders = max(2000, n_images * 20)
+        say(f"5/7 orders, live ({n_orders}) ...")
+        phases.append(_timed(b, "orders live", b.orders(n_orders, "live"),
+                             b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
+        say(f"6/7 orders, backlog ({2 * n_orders}, drained by a restarted worker) ...")
+        worker.stop()
+        backlog = b.orders(2 * n_orders, "backlog")
+        worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+        phases.append(_drained(b, backlog, worker))
     finally:
         worker.stop()
-    say("6/6 naive baseline ...")
+    say("7/7 naive baseline ...")
     phases.append(b.naive(images))
     results["phases"] = {p.name: p.summary() for p in phases}
     miss, hits = phases[1].per_s, phases[2].per_s
@@ -262,19 +293,22 @@ def _timed(
     return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
 
 
-def _orders(b: _Bench, n_orders: int) -> Phase:
-    rng = random.Random(7)
-    products = [f"p-miss-{i}" for i in range(b.n)]
-    now = datetime.now(UTC)
-    msgs = []
-    for i in range(n_orders):
-        lines = [
-            (rng.choice(products), rng.randint(1, 3), round(rng.uniform(1, 20), 2))
-            for _ in range(rng.randint(1, 4))
-        ]
-        order = make_order(
-            f"o-{i}", lines, region=("eu-north", "eu-west", "us-east")[i % 3],
-            created_at=now, event_id=f"{b.run}-o-{i}",
-        )  # fmt: skip
-        msgs.append((order.order_id.encode(), codec.encode(order)))
-    return _timed(b, "orders enriched", msgs, b.topics["orders"], b.topics["orders_enriched"])
+def _drained(b: _Bench, msgs: list[tuple[bytes, bytes]], worker: WorkerProcess) -> Phase:
+    """Publish ``msgs`` to ``orders`` with no worker up; start ``worker``; time its drain."""
+    tin, tout = b.topics["orders"], b.topics["orders_enriched"]
+    start = end_offsets(b.consumer, tout)
+    for key, value in msgs:
+        b.producer.send(tin, key=key, value=value)
+    b.producer.flush()
+    worker.start(180)
+    target = sum(start.values()) + len(msgs)
+    deadline = time.monotonic() + 900
+    while sum(end_offsets(b.consumer, tout).values()) < target:
+        if time.monotonic() > deadline or not worker.running:
+            raise RuntimeError(f"orders backlog: not drained\n{worker.tail()}")
+        time.sleep(0.25)
+    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= len(msgs), timeout_s=60)
+    stamps = sorted(r.timestamp for r in out)
+    # The first batch's outputs mark the start; count only what came after it.
+    counted = len(out) - b.settings.order_max_batch_size
+    return Phase("orders backlog", counted, (stamps[-1] - stamps[0]) / 1000, [])
