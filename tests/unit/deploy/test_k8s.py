@@ -104,6 +104,7 @@ def test_keda_scales_on_the_group_lag_within_the_partitions() -> None:
     assert scaled
     deployments = {name(d) for _, d in DEPLOYMENTS}
     total_max = 0
+    orders_scaled = 0
     for _, doc in scaled:
         (target,) = block(doc, "scaleTargetRef")
         assert scalars(target, "name")[0] in deployments
@@ -111,15 +112,22 @@ def test_keda_scales_on_the_group_lag_within_the_partitions() -> None:
         (hi,) = scalars(doc, "maxReplicaCount")
         assert 1 <= int(lo) <= int(hi)
         total_max += int(hi)
-        (trigger,) = block(doc, "triggers")
-        assert scalars(trigger, "type") == ["kafka"]
-        assert scalars(trigger, "consumerGroup") == [setting("app_id")]
-        assert scalars(trigger, "topic") == [setting("topic_product_images")]
-        assert scalars(trigger, "bootstrapServers") == [setting("kafka_bootstrap_servers")]
-        assert scalars(trigger, "offsetResetPolicy") == ["earliest"]
-        assert int(scalars(trigger, "lagThreshold")[0]) > 0
+        (triggers,) = block(doc, "triggers")
+        groups = scalars(triggers, "consumerGroup")
+        # Images always; orders (the order agent's own group) where a trigger has it.
+        assert groups[0] == setting("app_id")
+        assert groups[1:] in ([], [f"{setting('app_id')}-orders"])
+        topics = [setting("topic_product_images"), setting("topic_orders")][: len(groups)]
+        assert scalars(triggers, "topic") == topics
+        n = len(groups)
+        assert scalars(triggers, "type") == ["kafka"] * n
+        assert scalars(triggers, "bootstrapServers") == [setting("kafka_bootstrap_servers")] * n
+        assert scalars(triggers, "offsetResetPolicy") == ["earliest"] * n
+        assert all(int(v) > 0 for v in scalars(triggers, "lagThreshold"))
+        orders_scaled += len(groups) - 1
     # Both variants may run together in one group: their ceilings add up.
     assert total_max <= int(setting("topic_partitions"))
+    assert orders_scaled == 1, "the CPU workers scale on the orders lag too"
 
 
 def test_every_worker_has_a_disruption_budget() -> None:
