@@ -455,6 +455,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         max_records=s.order_max_batch_size,
         max_latency_ms=s.order_max_batch_latency_ms,
         before_start=runtime.ready,
+        # Orders were consumed in the Faust group before: start where it stopped.
+        inherit_offsets_from=s.app_id,
     )
     app.service(order_consumer)  # type: ignore[arg-type]
     app.vitrine_order_consumer = order_consumer  # type: ignore[attr-defined]

@@ -25,18 +25,23 @@ Semantics are those of the Faust agents (at-least-once):
   uncommitted batch is delivered again.
 
 The consumer has a group of its own (the worker's Faust group runs Faust's
-assignor protocol, which a plain consumer cannot join).
+assignor protocol, which a plain consumer cannot join). A partition the group
+has never committed starts where ``inherit_offsets_from`` (the Faust group that
+consumed the topic before) left it, so an upgrade does not re-enrich and
+re-count every retained order; without either commit, at the earliest offset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from streams.records import Record
@@ -89,6 +94,7 @@ class BatchConsumer(mode.Service):
         max_records: int,
         max_latency_ms: int,
         before_start: Callable[[], Awaitable[Any]] | None = None,
+        inherit_offsets_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,6 +105,7 @@ class BatchConsumer(mode.Service):
         self.max_records = max_records
         self.max_latency_ms = max_latency_ms
         self._before_start = before_start
+        self.inherit_offsets_from = inherit_offsets_from
         self.consumer: AIOKafkaConsumer | None = None
         # Next offset to commit per partition: processed, maybe not yet committed.
         self._processed: dict[TopicPartition, int] = {}
@@ -117,6 +124,8 @@ class BatchConsumer(mode.Service):
         try:
             if self._before_start is not None:
                 await self._before_start()
+            if self.inherit_offsets_from:
+                await self._inherit_offsets()
             consumer = AIOKafkaConsumer(
                 **self._config,
                 group_id=self.group_id,
@@ -124,8 +133,8 @@ class BatchConsumer(mode.Service):
                 auto_offset_reset="earliest",
             )
             consumer.subscribe(self.topics, listener=_Rebalance(self))
+            self.consumer = consumer  # set first: a stop during start() still closes it
             await consumer.start()
-            self.consumer = consumer
             self.running.set()
             logger.info("%s: consuming %s", self.group_id, ", ".join(self.topics))
             while not self._stopping:
@@ -183,6 +192,44 @@ class BatchConsumer(mode.Service):
                 self.group_id,
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked)),
             )
+
+    async def _inherit_offsets(self) -> None:
+        """Copy ``inherit_offsets_from``'s commits for partitions this group never committed.
+
+        Done before joining, so no fetch can start from the earliest offset first.
+        A group that is already active (another upgraded worker seeded it) refuses
+        the commit; that is fine.
+        """
+        admin_keys = inspect.signature(AIOKafkaAdminClient).parameters
+        admin = AIOKafkaAdminClient(**{k: v for k, v in self._config.items() if k in admin_keys})
+        own = AIOKafkaConsumer(**self._config, group_id=self.group_id, enable_auto_commit=False)
+        await admin.start()
+        await own.start()
+        try:
+            ours = await admin.list_consumer_group_offsets(self.group_id)
+            theirs = await admin.list_consumer_group_offsets(str(self.inherit_offsets_from))
+            seed = {
+                tp: meta.offset
+                for tp, meta in sorted(theirs.items())
+                if tp.topic in self.topics and tp not in ours and meta.offset >= 0
+            }
+            if seed:
+                own.assign(list(seed))
+                await own.commit(seed)
+                logger.info(
+                    "%s: starts %s where group %s left off",
+                    self.group_id,
+                    ", ".join(f"{tp.topic}[{tp.partition}]@{off}" for tp, off in seed.items()),
+                    self.inherit_offsets_from,
+                )
+        except KafkaError as exc:
+            logger.warning(
+                "%s: offsets of group %s not inherited (%s)",
+                self.group_id, self.inherit_offsets_from, exc,
+            )  # fmt: skip
+        finally:
+            await own.stop()
+            await admin.close()
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition (end as of the last fetch)."""

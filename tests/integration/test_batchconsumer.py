@@ -60,7 +60,9 @@ async def until(cond: Callable[[], bool], timeout_s: float = 60) -> None:
 
 
 async def committed(stack: LocalStack, topic: str, group: str) -> dict[int, int | None]:
-    c = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group)
+    c = AIOKafkaConsumer(
+        bootstrap_servers=stack.bootstrap, group_id=group, enable_auto_commit=False
+    )
     await c.start()
     try:
         return {p: await c.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
@@ -160,7 +162,7 @@ def test_a_failing_handler_crashes_the_service_and_commits_nothing(
 def test_a_member_joining_mid_stream_loses_nothing(
     kafka_stack: LocalStack, producer: KafkaProducer, topic: str
 ) -> None:
-    sent = publish(producer, topic, 1200)
+    sent = publish(producer, topic, 2400)
     seen: Counter[bytes] = Counter()
     by_member: Counter[str] = Counter()
 
@@ -179,6 +181,8 @@ def test_a_member_joining_mid_stream_loses_nothing(
         await until(lambda: len(seen) >= 100)
         second = consumer(kafka_stack, topic, group, handler("second"))
         await second.start()
+        await until(lambda: bool(second.consumer and second.consumer.assignment()))
+        assert len(seen) < len(sent), "the join should land mid-stream"
         await until(lambda: len(seen) >= len(sent), timeout_s=120)
         await first.stop()
         await second.stop()
@@ -188,3 +192,54 @@ def test_a_member_joining_mid_stream_loses_nothing(
     assert set(seen) == sent  # at-least-once: duplicates allowed, loss not
     assert by_member["second"] > 0, "the second member never got a partition"
     assert offsets == asyncio.run(end_offsets(kafka_stack, topic))
+
+
+def test_a_new_group_starts_where_the_inherited_group_left_off(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str
+) -> None:
+    """Upgrading from orders in the Faust group: retained orders are not enriched again."""
+    publish(producer, topic, 100)
+    old, new = f"old-{uuid.uuid4().hex[:6]}", f"new-{uuid.uuid4().hex[:6]}"
+    ends = asyncio.run(end_offsets(kafka_stack, topic))
+    # The old group had handled all but the last 10 records of partition 0, and
+    # nothing of partition 1.
+    done0 = ends[0] - 10
+
+    async def commit_old() -> None:
+        c = AIOKafkaConsumer(
+            bootstrap_servers=kafka_stack.bootstrap, group_id=old, enable_auto_commit=False
+        )
+        await c.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            c.assign([tp])
+            await c.commit({tp: done0})
+        finally:
+            await c.stop()
+
+    asyncio.run(commit_old())
+    seen: list[Record] = []
+
+    async def handle(records: list[Record]) -> None:
+        seen.extend(records)
+
+    async def main() -> None:
+        bc = BatchConsumer(
+            topics=[topic],
+            group_id=new,
+            handle=handle,
+            client_config={"bootstrap_servers": kafka_stack.bootstrap},
+            max_records=50,
+            max_latency_ms=20,
+            inherit_offsets_from=old,
+        )
+        await bc.start()
+        await until(lambda: len(seen) >= 10 + ends[1])
+        await asyncio.sleep(1)  # anything more would show up now
+        await bc.stop()
+
+    asyncio.run(main())
+    by_partition = Counter(r.partition for r in seen)
+    assert by_partition == {0: 10, 1: ends[1]}
+    assert min(r.offset for r in seen if r.partition == 0) == done0
+    assert asyncio.run(committed(kafka_stack, topic, new)) == ends
