@@ -39,7 +39,11 @@ def publish(producer: KafkaProducer, topic: str, n: int, start: int = 0) -> set[
 
 
 def consumer(
-    stack: LocalStack, topic: str, group: str, handle: Callable[[list[Record]], Awaitable[None]]
+    stack: LocalStack,
+    topic: str,
+    group: str,
+    handle: Callable[[list[Record]], Awaitable[None]],
+    **extra: Any,
 ) -> BatchConsumer:
     return BatchConsumer(
         topics=[topic],
@@ -48,6 +52,7 @@ def consumer(
         client_config={"bootstrap_servers": stack.bootstrap},
         max_records=50,
         max_latency_ms=20,
+        **extra,
     )
 
 
@@ -224,15 +229,7 @@ def test_a_new_group_starts_where_the_inherited_group_left_off(
         seen.extend(records)
 
     async def main() -> None:
-        bc = BatchConsumer(
-            topics=[topic],
-            group_id=new,
-            handle=handle,
-            client_config={"bootstrap_servers": kafka_stack.bootstrap},
-            max_records=50,
-            max_latency_ms=20,
-            inherit_offsets_from=old,
-        )
+        bc = consumer(kafka_stack, topic, new, handle, inherit_offsets_from=old)
         await bc.start()
         await until(lambda: len(seen) >= 10 + ends[1])
         await asyncio.sleep(1)  # anything more would show up now
