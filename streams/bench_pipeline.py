@@ -1,6 +1,9 @@
 """``vitrine bench pipeline``: the worker end to end, beside its ceiling and a naive baseline.
 
-One run, same images, same machine, with the local stack up:
+One run, same images, same machine, with the local stack up. Phases 1, 2 and
+7 run side by side in each of ``--trials`` trials (fresh images each time), so
+that a change of load on a shared machine hits all three alike; their ratios
+are the medians of the trials' own ratios:
 
 1. **engine alone**: ``Engine.predict_bytes`` over the images in batches of
    ``max_batch_size``, in this process, no Kafka (``bench inference``'s ceiling);
@@ -8,8 +11,8 @@ One run, same images, same machine, with the local stack up:
    fresh topics; a real ``vitrine worker`` labels them; throughput from the
    first publish to the last label, latency per event from the input record's
    timestamp to the output record's;
-3. **pipeline, cache hits**: the same images published again under new event ids;
-4. **pipeline, half rate**: fresh images paced at half the rate measured in 2,
+3. **pipeline, cache hits**: the first trial's images again under new event ids;
+4. **pipeline, half rate**: fresh images paced at half the median rate of 2,
    for the publish-to-label latency percentiles a user would see;
 5. **orders, live**: enriched orders per second for orders of the labelled
    products, published while the worker runs (from the first publish to the
@@ -17,9 +20,13 @@ One run, same images, same machine, with the local stack up:
 6. **orders, backlog**: the worker is stopped, a backlog of orders is
    published, and a fresh worker drains it: the worker's own capacity, from
    its first output to its last (the first batch is left out of the count, so
-   the figure errs low), with this process only polling end offsets meanwhile;
+   the figure errs low);
 7. **naive baseline**: a kafka-python consumer that decodes and infers one
    message at a time and produces each result before the next.
+
+While the worker works, this process only publishes and polls end offsets; it
+reads the outputs afterwards, from their record timestamps, so that on two
+cores it does not take CPU from the worker it measures.
 
 Images are the shipped product photos; each event gets a unique trailer after
 the JPEG end-of-image marker, so every image has its own content hash (a
@@ -114,9 +121,9 @@ class _Bench:
         return pid.encode(), codec.encode(ev)
 
     def orders(self, n: int, tag: str) -> list[tuple[bytes, bytes]]:
-        """``n`` orders of 1-4 lines over the products labelled in the misses phase."""
+        """``n`` orders of 1-4 lines over the products labelled in the first misses trial."""
         rng = random.Random(7)
-        products = [f"p-miss-{i}" for i in range(self.n)]
+        products = [f"p-miss0-{i}" for i in range(self.n)]
         now = datetime.now(UTC)
         msgs = []
         for i in range(n):
@@ -135,7 +142,9 @@ class _Bench:
         from inference.decode import ImageLimits  # noqa: PLC0415
         from streams.commands.inference_cmds import build_engine  # noqa: PLC0415
 
-        engine = build_engine(self.settings)
+        if not hasattr(self, "engine"):
+            self.engine = build_engine(self.settings)
+        engine = self.engine
         limits = ImageLimits(
             max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
         )
@@ -144,21 +153,20 @@ class _Bench:
         t0 = time.perf_counter()
         for i in range(0, len(images), size):
             engine.predict_bytes(images[i : i + size], limits)
-        self.engine = engine
         return Phase("engine alone", len(images), time.perf_counter() - t0, [])
 
-    def naive(self, images: list[bytes]) -> Phase:
+    def naive(self, images: list[bytes], tag: str) -> Phase:
         """One message at a time: poll 1, decode, infer, produce and flush, repeat."""
         from inference.decode import ImageLimits  # noqa: PLC0415
 
         limits = ImageLimits(
             max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
         )
-        src = f"bench-{self.run}-naive-in"
-        dst = f"bench-{self.run}-naive-out"
+        src = f"bench-{self.run}-{tag}-in"
+        dst = f"bench-{self.run}-{tag}-out"
         create_topics(self.settings.kafka_bootstrap_servers, {src: self.partitions, dst: 1})
         for i, img in enumerate(images):
-            key, value = self.listing(i, img, "naive")
+            key, value = self.listing(i, img, tag)
             self.producer.send(src, key=key, value=value)
         self.producer.flush()
         consumer = make_consumer(self.settings, max_poll_records=1)
@@ -188,65 +196,93 @@ def _latencies(records: list[Any], sent_ms: dict[bytes, float]) -> list[float]:
     return [r.timestamp - sent_ms[r.key] for r in records if r.key in sent_ms]
 
 
-def bench_pipeline_command(*, as_json: bool, n_images: int) -> int:
+def _pooled(name: str, phases: Sequence[Phase]) -> Phase:
+    """One phase from several trials: all their events over all their time."""
+    return Phase(
+        name,
+        sum(p.events for p in phases),
+        sum(p.seconds for p in phases),
+        [ms for p in phases for ms in p.latencies_ms],
+    )
+
+
+def bench_pipeline_command(*, as_json: bool, n_images: int, trials: int = 3) -> int:
     """Run every phase; print a table or one JSON object."""
     settings = get_settings()
     b = _Bench(settings, n_images)
     say: Callable[[str], None] = (lambda _m: None) if as_json else print
     create_topics(settings.kafka_bootstrap_servers, dict.fromkeys(b.topics.values(), b.partitions))
-    images = list(unique_images(b.photos, n_images, f"{b.run}-miss"))
-    say(f"bench pipeline: {n_images} images, batch <= {settings.max_batch_size}, "
-        f"latency <= {settings.max_batch_latency_ms} ms, {b.partitions} partitions")  # fmt: skip
-    say("1/7 engine alone ...")
-    ceiling = b.engine_alone(images)
-    results: dict[str, Any] = {
-        "provider": b.engine.provider, "device": b.engine.device,
-        "model": f"{b.engine.model_name}:{b.engine.model_version}",
-        "images": n_images, "max_batch_size": settings.max_batch_size,
-        "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
-        "cpu_count": os.cpu_count(),
-    }  # fmt: skip
+    say(f"bench pipeline: {n_images} images x {trials} trials, batch <= "
+        f"{settings.max_batch_size}, latency <= {settings.max_batch_latency_ms} ms, "
+        f"{b.partitions} partitions")  # fmt: skip
     log = settings.state_dir / f"bench-worker-{b.run}.log"
     worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
     say(f"starting a worker (log: {log}) ...")
     worker.start(180)
-    phases: list[Phase] = [ceiling]
+    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    per_trial: list[dict[str, Phase]] = []
+    extra: list[Phase] = []
     try:
-        tin, tout = b.topics["product_images"], b.topics["product_labels"]
-        for name, msgs in (
-            ("pipeline misses", [b.listing(i, img, "miss") for i, img in enumerate(images)]),
-            ("pipeline cache hits", [b.listing(i, img, "hit") for i, img in enumerate(images)]),
-        ):
-            say(f"{len(phases) + 1}/7 {name} ...")
-            phases.append(_timed(b, name, msgs, tin, tout))
-        half = phases[1].per_s / 2
+        # Engine alone, pipeline and naive baseline side by side, trial after
+        # trial, so that a change of load on a shared machine hits all three.
+        for t in range(trials):
+            images = list(unique_images(b.photos, n_images, f"{b.run}-miss{t}"))
+            say(f"trial {t + 1}/{trials}: engine alone, pipeline misses, naive baseline ...")
+            engine = b.engine_alone(images)
+            msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
+            misses = _timed(b, "pipeline misses", msgs, tin, tout)
+            naive = b.naive(images, f"naive{t}")
+            per_trial.append({"engine": engine, "pipeline": misses, "naive": naive})
+        first = list(unique_images(b.photos, n_images, f"{b.run}-miss0"))
+        say("pipeline cache hits (the first trial's images again) ...")
+        hits = [b.listing(i, img, "hit") for i, img in enumerate(first)]
+        extra.append(_timed(b, "pipeline cache hits", hits, tin, tout))
+        half = statistics.median(tr["pipeline"].per_s for tr in per_trial) / 2
         paced_n = max(32, min(n_images, int(half * 20)))
         paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
-        say(f"4/7 pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
-        phases.append(
+        say(f"pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
+        extra.append(
             _timed(b, "pipeline half rate",
                    [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
                    tin, tout, pace_per_s=half)
         )  # fmt: skip
         n_orders = max(2000, n_images * 20)
-        say(f"5/7 orders, live ({n_orders}) ...")
-        phases.append(_timed(b, "orders live", b.orders(n_orders, "live"),
-                             b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
-        say(f"6/7 orders, backlog ({2 * n_orders}, drained by a restarted worker) ...")
+        say(f"orders, live ({n_orders}) ...")
+        extra.append(_timed(b, "orders live", b.orders(n_orders, "live"),
+                            b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
+        say(f"orders, backlog ({2 * n_orders}, drained by a restarted worker) ...")
         worker.stop()
         backlog = b.orders(2 * n_orders, "backlog")
         worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
-        phases.append(_drained(b, backlog, worker))
+        extra.append(_drained(b, backlog, worker))
     finally:
         worker.stop()
-    say("7/7 naive baseline ...")
-    phases.append(b.naive(images))
+    pooled = {k: _pooled(per_trial[0][k].name, [tr[k] for tr in per_trial]) for k in per_trial[0]}
+    phases = [pooled["engine"], pooled["pipeline"], *extra, pooled["naive"]]
+    results: dict[str, Any] = {
+        "provider": b.engine.provider, "device": b.engine.device,
+        "model": f"{b.engine.model_name}:{b.engine.model_version}",
+        "images": n_images, "trials": trials, "max_batch_size": settings.max_batch_size,
+        "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
+        "cpu_count": os.cpu_count(),
+    }  # fmt: skip
     results["phases"] = {p.name: p.summary() for p in phases}
-    miss, hits = phases[1].per_s, phases[2].per_s
+    results["per_trial"] = [
+        {k: round(p.per_s, 1) for k, p in tr.items()}
+        | {"pipeline_vs_engine": round(tr["pipeline"].per_s / tr["engine"].per_s, 3),
+           "pipeline_vs_naive": round(tr["pipeline"].per_s / tr["naive"].per_s, 3)}
+        for tr in per_trial
+    ]  # fmt: skip
+    miss, hits_per_s = pooled["pipeline"].per_s, extra[0].per_s
     results["ratios"] = {
-        "pipeline_vs_engine": round(miss / ceiling.per_s, 3) if ceiling.per_s else None,
-        "pipeline_vs_naive": round(miss / phases[-1].per_s, 3) if phases[-1].per_s else None,
-        "cache_hits_vs_misses": round(hits / miss, 2) if miss else None,
+        # Medians over the trials of each trial's own ratio.
+        "pipeline_vs_engine": statistics.median(
+            tr["pipeline_vs_engine"] for tr in results["per_trial"]
+        ),
+        "pipeline_vs_naive": statistics.median(
+            tr["pipeline_vs_naive"] for tr in results["per_trial"]
+        ),
+        "cache_hits_vs_misses": round(hits_per_s / miss, 2) if miss else None,
     }
     if as_json:
         print(json.dumps(results, indent=2))
@@ -255,11 +291,14 @@ def bench_pipeline_command(*, as_json: bool, n_images: int) -> int:
           f"{os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'phase':<22} {'events':>7} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for p in phases:
-        s = p.summary()
-        lat = s["latency_ms"]
-        print(f"{p.name:<22} {p.events:>7} {s['per_s']:>9.1f} "
+        summary = p.summary()
+        lat = summary["latency_ms"]
+        print(f"{p.name:<22} {p.events:>7} {summary['per_s']:>9.1f} "
               f"{lat['p50'] or '-':>8} {lat['p95'] or '-':>8} {lat['p99'] or '-':>8}")  # fmt: skip
-    print("ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))
+    for t, tr in enumerate(results["per_trial"], 1):
+        print(f"trial {t}: " + ", ".join(f"{k} {v}" for k, v in tr.items()))
+    print("ratios (median of trials; hits vs pooled misses): "
+          + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))  # fmt: skip
     return 0
 
 
@@ -286,11 +325,37 @@ def _timed(
         if gap:
             b.producer.flush()
     b.producer.flush()
-    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= len(msgs), timeout_s=900)
-    if len(out) < len(msgs):
-        raise RuntimeError(f"{name}: only {len(out)} of {len(msgs)} outputs arrived")
+    out = _outputs(b, name, tout, start, len(msgs))
     t_last = max(r.timestamp for r in out) / 1000
     return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
+
+
+def _outputs(
+    b: _Bench,
+    name: str,
+    topic: str,
+    start: dict[Any, int],
+    n: int,
+    worker: WorkerProcess | None = None,
+) -> list[Any]:
+    """The ``n`` records written to ``topic`` after ``start``, once they are all there.
+
+    Only end offsets are polled while the worker runs: on two cores, a client
+    reading along would take CPU from the worker it measures. Times and
+    latencies come from the records' own timestamps, so reading afterwards
+    changes neither.
+    """
+    target = sum(start.values()) + n
+    deadline = time.monotonic() + 900
+    while sum(end_offsets(b.consumer, topic).values()) < target:
+        if time.monotonic() > deadline or (worker is not None and not worker.running):
+            tail = worker.tail() if worker is not None else ""
+            raise RuntimeError(f"{name}: not all {n} outputs arrived\n{tail}")
+        time.sleep(0.25)
+    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= n, timeout_s=60)
+    if len(out) < n:
+        raise RuntimeError(f"{name}: only {len(out)} of {n} outputs could be read")
+    return out
 
 
 def _drained(b: _Bench, msgs: list[tuple[bytes, bytes]], worker: WorkerProcess) -> Phase:
@@ -301,13 +366,7 @@ def _drained(b: _Bench, msgs: list[tuple[bytes, bytes]], worker: WorkerProcess) 
         b.producer.send(tin, key=key, value=value)
     b.producer.flush()
     worker.start(180)
-    target = sum(start.values()) + len(msgs)
-    deadline = time.monotonic() + 900
-    while sum(end_offsets(b.consumer, tout).values()) < target:
-        if time.monotonic() > deadline or not worker.running:
-            raise RuntimeError(f"orders backlog: not drained\n{worker.tail()}")
-        time.sleep(0.25)
-    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= len(msgs), timeout_s=60)
+    out = _outputs(b, "orders backlog", tout, start, len(msgs), worker)
     stamps = sorted(r.timestamp for r in out)
     # The first batch's outputs mark the start; count only what came after it.
     counted = len(out) - b.settings.order_max_batch_size

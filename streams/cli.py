@@ -107,6 +107,13 @@ def predict_command(
 @click.option(
     "--images", "n_images", default=512, show_default=True, help="Events to publish (pipeline)."
 )
+@click.option(
+    "--trials",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Engine / pipeline / naive trials, side by side (pipeline).",
+)
 def bench_command(
     target: str,
     as_json: bool,
@@ -114,6 +121,7 @@ def bench_command(
     model_dir: Path | None,
     images_dir: Path | None,
     n_images: int,
+    trials: int,
 ) -> None:
     """Measure inference alone, or the whole pipeline against its baselines."""
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
@@ -128,7 +136,7 @@ def bench_command(
     from streams.bench_pipeline import bench_pipeline_command  # noqa: PLC0415
 
     _quiet_client_logs()
-    sys.exit(bench_pipeline_command(as_json=as_json, n_images=n_images))
+    sys.exit(bench_pipeline_command(as_json=as_json, n_images=n_images, trials=trials))
 
 
 @click.command("report")

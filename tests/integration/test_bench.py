@@ -1,0 +1,48 @@
+"""``vitrine bench pipeline`` end to end at a small size: every phase runs and is counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.bench_pipeline import bench_pipeline_command
+from tests.conftest import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_pipeline_runs_every_phase(
+    kafka_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
+    monkeypatch.setenv("VITRINE_REDIS_URL", kafka_stack.redis_url)
+    monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    assert bench_pipeline_command(as_json=True, n_images=32, trials=2) == 0
+    out = json.loads(capsys.readouterr().out)
+    phases = out["phases"]
+    assert list(phases) == [
+        "engine alone",
+        "pipeline misses",
+        "pipeline cache hits",
+        "pipeline half rate",
+        "orders live",
+        "orders backlog",
+        "naive baseline",
+    ]
+    assert phases["engine alone"]["events"] == phases["pipeline misses"]["events"] == 64
+    assert phases["naive baseline"]["events"] == 64
+    assert phases["pipeline cache hits"]["events"] == 32
+    assert phases["orders live"]["events"] == 2000
+    # The backlog counts all but the first batch of its 4,000 orders.
+    assert phases["orders backlog"]["events"] == 4000 - 512
+    assert all(p["per_s"] > 0 for p in phases.values())
+    assert phases["pipeline misses"]["latency_ms"]["p99"] is not None
+    assert len(out["per_trial"]) == 2
+    assert set(out["ratios"]) == {"pipeline_vs_engine", "pipeline_vs_naive", "cache_hits_vs_misses"}
+    assert all(v > 0 for v in out["ratios"].values())
