@@ -531,16 +531,22 @@ class Engine:
             return ("N", m.input_height, m.input_width, 3)
         return ("N", 3, m.input_height, m.input_width)
 
-    def warmup(self) -> None:
-        """Run the graph once so the first real batch does not pay for lazy initialisation."""
+    def warmup(self, batch_size: int | None = None) -> None:
+        """Run the graph so the first real batch does not pay for lazy initialisation.
+
+        Always with one image (and one per CPU stream); with ``batch_size`` also
+        with a batch that large, so that a server's first full batch does not grow
+        the memory arenas (CPU) or build a TensorRT profile (GPU) while it waits.
+        """
+        n = max(self.cpu_streams, min(batch_size or 1, self.max_batch_size))
         crops = np.full(
-            (self.cpu_streams, self.manifest.input_height, self.manifest.input_width, 3),
-            127,
-            np.uint8,
+            (n, self.manifest.input_height, self.manifest.input_width, 3), 127, np.uint8
         )
         tensor = self.preprocessor.to_model_input(crops)
         self.infer(tensor[:1], with_embedding=True)
         if self.cpu_streams > 1:
+            self.infer(tensor[: self.cpu_streams], with_embedding=True)
+        if n > self.cpu_streams:
             self.infer(tensor, with_embedding=True)
 
     def info(self) -> dict[str, Any]:

@@ -119,6 +119,8 @@ class Runtime:
             await topic.maybe_declare()
         loop = asyncio.get_running_loop()
         self.engine = await loop.run_in_executor(self.executor, build_engine, s)
+        # A full batch once, so the first real one does not pay for it.
+        await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
         metrics.EXECUTION_PROVIDER.info(
             {
                 "provider": self.engine.provider,

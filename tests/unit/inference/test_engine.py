@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,6 +176,26 @@ def test_batches_larger_than_max_batch_size_are_split(
         assert isinstance(b, Prediction)
         assert a.labels[0][0] == b.labels[0][0]
         assert a.labels[0][1] == pytest.approx(b.labels[0][1], abs=1e-4)
+
+
+def test_warmup_runs_a_full_batch_when_asked(
+    manifest: ModelManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eng = Engine(manifest, providers=("cpu",), max_batch_size=16, warmup=False)
+    seen: list[int] = []
+    real = eng.infer
+
+    def infer(tensor: Any, **kw: Any) -> Any:
+        seen.append(len(tensor))
+        return real(tensor, **kw)
+
+    monkeypatch.setattr(eng, "infer", infer)
+    eng.warmup()
+    assert max(seen) == eng.cpu_streams  # one image, and one per stream
+    seen.clear()
+    eng.warmup(32)  # capped at the engine's max batch size
+    assert max(seen) == 16
+    assert seen[0] == 1
 
 
 def test_inference_failure_fails_each_item_of_that_batch(
