@@ -37,7 +37,7 @@ def test_bench_pipeline_runs_every_phase(
     ]
     assert phases["engine alone"]["events"] == phases["pipeline misses"]["events"] == 64
     assert phases["naive baseline"]["events"] == 64
-    assert phases["pipeline cache hits"]["events"] == 32
+    assert phases["pipeline cache hits"]["events"] == 64
     assert phases["orders live"]["events"] == 2000
     # The backlog counts all but the first batch of its 4,000 orders.
     assert phases["orders backlog"]["events"] == 4000 - 512
