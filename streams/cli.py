@@ -94,7 +94,7 @@ def predict_command(
 
 
 @click.command("bench")
-@click.argument("target", type=click.Choice(["inference", "pipeline"]))
+@click.argument("target", type=click.Choice(["inference", "pipeline", "consume"]))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None)
@@ -114,6 +114,13 @@ def predict_command(
     type=click.IntRange(1, 20),
     help="Engine / pipeline / naive trials, side by side (pipeline).",
 )
+@click.option(
+    "--events",
+    "n_events",
+    default=20_000,
+    show_default=True,
+    help="Orders to publish and consume (consume).",
+)
 def bench_command(
     target: str,
     as_json: bool,
@@ -122,8 +129,9 @@ def bench_command(
     images_dir: Path | None,
     n_images: int,
     trials: int,
+    n_events: int,
 ) -> None:
-    """Measure inference alone, or the whole pipeline against its baselines."""
+    """Measure inference alone, the whole pipeline against its baselines, or consuming alone."""
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     if target == "inference":
         from streams.commands.inference_cmds import bench_inference_command  # noqa: PLC0415
@@ -133,9 +141,13 @@ def bench_command(
                 as_json=as_json, batch_sizes=sizes, model_dir=model_dir, images_dir=images_dir
             )
         )
+    _quiet_client_logs()
+    if target == "consume":
+        from streams.bench_consume import bench_consume_command  # noqa: PLC0415
+
+        sys.exit(bench_consume_command(as_json=as_json, n_events=n_events))
     from streams.bench_pipeline import bench_pipeline_command  # noqa: PLC0415
 
-    _quiet_client_logs()
     sys.exit(bench_pipeline_command(as_json=as_json, n_images=n_images, trials=trials))
 
 

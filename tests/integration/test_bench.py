@@ -1,4 +1,4 @@
-"""``vitrine bench pipeline`` end to end at a small size: every phase runs and is counted."""
+"""``vitrine bench pipeline`` and ``bench consume`` at a small size: every phase runs and counts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.bench_consume import bench_consume_command
 from streams.bench_pipeline import bench_pipeline_command
 from tests.conftest import LocalStack
 
@@ -46,3 +47,18 @@ def test_bench_pipeline_runs_every_phase(
     assert len(out["per_trial"]) == 2
     assert set(out["ratios"]) == {"pipeline_vs_engine", "pipeline_vs_naive", "cache_hits_vs_misses"}
     assert all(v > 0 for v in out["ratios"].values())
+
+
+def test_bench_consume_compares_faust_with_the_batch_consumer(
+    kafka_stack: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    assert bench_consume_command(as_json=True, n_events=1000) == 0
+    out = json.loads(capsys.readouterr().out)
+    for mode in ("faust iter", "faust take", "batch consumer"):
+        assert out[mode]["per_s"] > 0
+        assert out[mode]["cpu_us_per_event"] > 0
+    assert out["batch_consumer_vs_faust_iter"] > 0
