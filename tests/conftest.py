@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.settings import Settings
+from streams.settings import Settings, get_settings
 from streams.stack import Stack, create_topics, free_ports
 from streams.workerproc import WorkerProcess, isolated_env, isolated_topics
 
@@ -42,6 +42,20 @@ class LocalStack:
     @property
     def redis_url(self) -> str:
         return self.stack.redis_url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Forget the process-wide settings around every test.
+
+    ``get_settings()`` reads the environment once per process; without this, a
+    test that sets ``VITRINE_*`` with monkeypatch would get whatever an earlier
+    test in the same session happened to read (in CI: the default
+    ``127.0.0.1:9092``, where no broker runs).
+    """
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
