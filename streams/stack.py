@@ -334,8 +334,15 @@ class Stack:
         raise StackError(f"Redis did not answer on {self.redis_url}; see {self.log_file('redis')}")
 
     # --- kafka ---------------------------------------------------------------
-    def _cluster_id(self) -> str:
-        digest = hashlib.sha256(self.name.encode()).digest()[:16]
+    def cluster_id(self) -> str:
+        """The KRaft cluster id: 16 bytes from the stack's name, base64url like Kafka's own.
+
+        The top bit is cleared so that the id never starts with ``-`` (base64url
+        62), which ``kafka-storage format -t`` would take for an option; Kafka's
+        ``Uuid.randomUuid`` avoids such ids for the same reason.
+        """
+        digest = bytearray(hashlib.sha256(self.name.encode()).digest()[:16])
+        digest[0] &= 0x7F
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def _write_kafka_config(self) -> Path:
@@ -413,7 +420,7 @@ class Stack:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            self._cluster_id(),
+            self.cluster_id(),
             "-c",
             str(conf),
             "--ignore-formatted",

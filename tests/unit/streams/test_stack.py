@@ -1,0 +1,21 @@
+"""The native stack's pure parts (starting servers is covered by the integration suites)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from streams.settings import Settings
+from streams.stack import Stack
+
+
+def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    # Test stacks are named after the pid: cover far more names than pids CI sees.
+    ids = {Stack(settings, name=f"test-{pid}").cluster_id() for pid in range(5000)}
+    assert len(ids) == 5000
+    for cid in ids:
+        assert not cid.startswith("-"), cid
+        assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+    # Stable for a name: a restarted stack reuses its formatted storage.
+    assert Stack(settings, name="default").cluster_id() == Stack(settings, "default").cluster_id()
