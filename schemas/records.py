@@ -178,7 +178,12 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
     model_version: Annotated[str, Meta(min_length=1, max_length=64)]
     image_sha256: Sha256
     cached: Annotated[
-        bool, Meta(description="True when the result came from the image-hash cache.")
+        bool,
+        Meta(
+            description="True when the image was not inferred for this event: its result came"
+            " from the image-hash cache, or from the same image's inference already under way"
+            " in this worker."
+        ),
     ] = False
     flags: Annotated[
         tuple[str, ...],

@@ -10,7 +10,10 @@ preprocesses and infers the misses (identical images in one batch are inferred
 once), and one pipelined Redis write. The write is a separate step,
 :meth:`ImageLabeller.remember`, which the agent runs in input order after
 ``process``: batches may be processed concurrently, but a product's entry is
-never overwritten by an older batch.
+never overwritten by an older batch. An image that misses the cache in two
+concurrent batches is inferred once: from the start of its inference until its
+result is in Redis, it is held in :attr:`ImageLabeller._inflight`, and the
+other batch awaits it there (single flight).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +56,10 @@ class Labelled:
     # came from the cache) and the product's entry for order enrichment.
     image_result: dict[str, Any] | None
     product: dict[str, Any]
+
+
+# What one image's inference gives: its result payload, or why it has none.
+_Outcome = dict[str, Any] | InferenceError
 
 
 def _hash_all(blobs: Sequence[bytes]) -> list[str]:
@@ -90,6 +97,8 @@ class ImageLabeller:
         self.limits = limits
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
+        # Image hash -> its inference under way, or done and not yet in Redis.
+        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
 
     async def _image_bytes(self, event: ProductImageEvent) -> bytes:
         if event.image_uri is None:
@@ -105,12 +114,28 @@ class ImageLabeller:
                 await asyncio.sleep(0.2 * 4**attempt)
         raise AssertionError("unreachable")
 
+    @property
+    def inflight(self) -> int:
+        """Images inferred or being inferred here whose results Redis does not hold yet."""
+        return len(self._inflight)
+
     async def close(self) -> None:
         """Release pooled HTTP connections."""
         await self.fetcher.close()
 
     async def process(self, records: Sequence[Record]) -> list[Labelled | Rejected]:
         """Label ``records``; the result has one entry per record, in order."""
+        inferred: set[str] = set()
+        try:
+            return await self._process(records, inferred)
+        except BaseException:
+            # No remember() will follow for these results: stop sharing them.
+            self._forget_inferred(inferred)
+            raise
+
+    async def _process(
+        self, records: Sequence[Record], inferred: set[str]
+    ) -> list[Labelled | Rejected]:
         started = time.monotonic()
         out: list[Labelled | Rejected | None] = [None] * len(records)
         events: dict[int, ProductImageEvent] = {}
@@ -154,29 +179,41 @@ class ImageLabeller:
         metrics.CACHE_HITS.inc(sum(1 for i in idx if hashes[i] in results))
         hit_hashes = set(results)
 
-        # Infer each missing image once, however many records carry it.
+        # Infer each missing image once, however many records carry it, and
+        # however many batches in flight carry it: a hash another batch is
+        # inferring right now is awaited, not inferred again.
         misses: dict[str, bytes] = {}
+        shared: dict[str, asyncio.Future[_Outcome]] = {}
         for i in idx:
-            if hashes[i] not in results:
-                misses.setdefault(hashes[i], blobs[i])
-        metrics.CACHE_MISSES.inc(len(idx) - sum(1 for i in idx if hashes[i] in hit_hashes))
+            sha = hashes[i]
+            if sha in results or sha in misses or sha in shared:
+                continue
+            if (pending := self._inflight.get(sha)) is not None:
+                shared[sha] = pending
+            else:
+                misses[sha] = blobs[i]
+        metrics.CACHE_MISSES.inc(sum(1 for i in idx if hashes[i] not in hit_hashes))
+        metrics.INFERENCE_SHARED.inc(sum(1 for i in idx if hashes[i] in shared))
         errors: dict[str, InferenceError] = {}
-        decode_ms = inference_ms = 0.0
-        if misses:
-            batch = await loop.run_in_executor(
-                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
-            )
-            timings = batch.timings
-            metrics.DECODE_SECONDS.observe(timings.decode_s)
-            metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
-            metrics.INFERENCE_SECONDS.observe(timings.inference_s)
-            decode_ms = 1000 * (timings.decode_s + timings.preprocess_s)
-            inference_ms = 1000 * timings.inference_s
-            for sha, item in zip(misses, batch.items, strict=True):
-                if isinstance(item, InferenceError):
-                    errors[sha] = item
-                else:
-                    results[sha] = _result_payload(item)
+        decode_ms, inference_ms = await self._infer(misses, results, errors, inferred)
+        retry: dict[str, bytes] = {}
+        if shared:
+            # asyncio.wait neither raises the futures' outcomes nor cancels them.
+            await asyncio.wait(shared.values())
+        for sha, pending in shared.items():
+            if pending.cancelled():  # the other batch failed: infer it here after all
+                retry[sha] = next(blobs[i] for i in idx if hashes[i] == sha)
+                continue
+            outcome = pending.result()
+            if isinstance(outcome, InferenceError):
+                errors[sha] = outcome
+            else:
+                results[sha] = outcome
+                hit_hashes.add(sha)  # not inferred for these records
+        if retry:
+            more_decode_ms, more_inference_ms = await self._infer(retry, results, errors, inferred)
+            decode_ms += more_decode_ms
+            inference_ms += more_inference_ms
 
         labelled_at = datetime.now(UTC)
         for i in idx:
@@ -227,6 +264,51 @@ class ImageLabeller:
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
 
+    async def _infer(
+        self,
+        misses: dict[str, bytes],
+        results: dict[str, dict[str, Any]],
+        errors: dict[str, InferenceError],
+        inferred: set[str],
+    ) -> tuple[float, float]:
+        """Infer ``misses`` in the executor into ``results`` / ``errors``; (decode, infer) ms.
+
+        From now until :meth:`remember` has written them to Redis, the hashes
+        are in :attr:`_inflight`, so that a batch processed concurrently waits
+        for (or takes) this result instead of inferring the same image again.
+        Images that failed to decode leave it at once (they are never cached).
+        If the inference itself fails or is cancelled, the futures are
+        cancelled and a waiting batch infers those images itself.
+        """
+        if not misses:
+            return 0.0, 0.0
+        loop = asyncio.get_running_loop()
+        owned = {sha: loop.create_future() for sha in misses}
+        self._inflight.update(owned)
+        try:
+            batch = await loop.run_in_executor(
+                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
+            )
+            for sha, item in zip(misses, batch.items, strict=True):
+                outcome: _Outcome
+                if isinstance(item, InferenceError):
+                    outcome = errors[sha] = item
+                else:
+                    outcome = results[sha] = _result_payload(item)
+                owned[sha].set_result(outcome)
+                inferred.add(sha)
+        finally:
+            for sha, fut in owned.items():
+                if sha in errors or not fut.done():
+                    if self._inflight.get(sha) is fut:
+                        del self._inflight[sha]
+                    fut.cancel()  # a no-op once it has its result
+        timings = batch.timings
+        metrics.DECODE_SECONDS.observe(timings.decode_s)
+        metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
+        metrics.INFERENCE_SECONDS.observe(timings.inference_s)
+        return 1000 * (timings.decode_s + timings.preprocess_s), 1000 * timings.inference_s
+
     async def remember(self, results: Sequence[Labelled | Rejected]) -> None:
         """Cache the batch's new image results and its products' labels (one pipeline)."""
         images: dict[str, dict[str, Any]] = {}
@@ -236,5 +318,15 @@ class ImageLabeller:
                 if res.image_result is not None:
                     images[res.image_sha256] = res.image_result
                 products[res.key.decode()] = res.product
-        if images or products:
-            await self.cache.put(images, products)
+        try:
+            if images or products:
+                await self.cache.put(images, products)
+        finally:
+            # Redis has them now (or is down, and then a repeat is inferred again).
+            self._forget_inferred(images)
+
+    def _forget_inferred(self, hashes: Iterable[str]) -> None:
+        for sha in hashes:
+            fut = self._inflight.get(sha)
+            if fut is not None and fut.done():
+                del self._inflight[sha]

@@ -25,6 +25,7 @@ __all__ = [
     "EVENTS_OUT",
     "EXECUTION_PROVIDER",
     "INFERENCE_SECONDS",
+    "INFERENCE_SHARED",
     "KAFKA_ERRORS",
     "ORDER_ITEMS_UNKNOWN",
     "PREPROCESS_SECONDS",
@@ -66,6 +67,10 @@ END_TO_END_SECONDS = Histogram(
 )
 CACHE_HITS = Counter("vitrine_cache_hits", "Image label cache hits")
 CACHE_MISSES = Counter("vitrine_cache_misses", "Image label cache misses")
+INFERENCE_SHARED = Counter(
+    "vitrine_inference_shared",
+    "Cache misses not inferred again: the same image was being inferred for another batch",
+)
 CACHE_BYPASSED = Counter(
     "vitrine_cache_bypassed", "Lookups or writes skipped because Redis was unreachable", ["op"]
 )
