@@ -37,10 +37,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 import mode
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams import metrics
 from streams.batchconsumer import BatchConsumer
@@ -229,6 +230,31 @@ async def _deliver(sends: list[Callable[[], Awaitable[Any]]], what: str) -> None
         pending = failed
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with ``VITRINE_KAFKA_FETCH_MAX_WAIT_MS`` applied.
+
+    Faust passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting to change
+    it, and aiokafka keeps one fetch in flight per broker: a fetch for idle
+    partitions (the sales-deltas topic, or images partitions already drained)
+    then holds back the partitions that have data for up to 1.5 s.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads it when the consumer starts (it builds its Fetcher then).
+        consumer._fetch_max_wait_ms = cast(VitrineApp, self.app).fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 class VitrineApp(faust.App):
     """Faust's app with a bound on shutdown.
 
@@ -241,6 +267,10 @@ class VitrineApp(faust.App):
     """
 
     shutdown_timeout_s: float = 30.0
+    fetch_max_wait_ms: int = 100
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         timeout = self.shutdown_timeout_s
@@ -294,6 +324,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         table_cleanup_interval=60.0,
     )
     app.shutdown_timeout_s = s.shutdown_timeout_s
+    app.fetch_max_wait_ms = s.kafka_fetch_max_wait_ms
     runtime = Runtime(s)
     app.vitrine_runtime = runtime  # type: ignore[attr-defined]
 

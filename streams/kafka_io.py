@@ -70,6 +70,7 @@ def aiokafka_config(settings: Settings) -> dict[str, Any]:
         "security_protocol": settings.kafka_security_protocol,
         "ssl_context": ssl_context(settings),
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes + 64 * 1024,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
     if settings.kafka_security_protocol.startswith("SASL"):
         conf.update(

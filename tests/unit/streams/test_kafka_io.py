@@ -59,3 +59,28 @@ def test_a_missing_ca_file_fails_at_start_not_at_first_fetch(tmp_path: Path) -> 
     s = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "missing.pem")
     with pytest.raises(FileNotFoundError):
         aiokafka_config(s)
+
+
+def test_both_consumers_bound_how_long_the_broker_may_hold_an_empty_fetch() -> None:
+    """Faust hard-codes 1,500 ms; the worker's Faust consumer gets the setting instead.
+
+    aiokafka keeps one fetch in flight per broker, so a held fetch for idle
+    partitions delays the busy ones (1.3-1.5 s stalls in ``bench pipeline``).
+    """
+    from streams.app import create_app
+
+    settings = Settings(kafka_fetch_max_wait_ms=77)
+    assert aiokafka_config(settings)["fetch_max_wait_ms"] == 77
+
+    async def faust_consumer_wait() -> int:
+        app = create_app(settings)
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            # What aiokafka hands its Fetcher when the consumer starts.
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+            thread.thread_loop.close()  # never started: nothing else closes it
+
+    assert asyncio.run(faust_consumer_wait()) == 77
