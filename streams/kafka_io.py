@@ -28,17 +28,23 @@ __all__ = [
 ]
 
 
+def _sasl(settings: Settings) -> dict[str, Any]:
+    """SASL mechanism and credentials, the same keywords in kafka-python and aiokafka."""
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return {}
+    return {
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+    }
+
+
 def _client_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
         "security_protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        conf.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
-        )
+    conf.update(_sasl(settings))
     if settings.kafka_ssl_cafile:
         conf["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     if settings.kafka_ssl_certfile:
@@ -72,12 +78,7 @@ def aiokafka_config(settings: Settings) -> dict[str, Any]:
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes + 64 * 1024,
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        conf.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
-        )
+    conf.update(_sasl(settings))
     return conf
 
 
