@@ -75,8 +75,9 @@ def _start_stack(name: str) -> Iterator[LocalStack]:
     settings = Settings(kafka_port=kp, kafka_controller_port=cp, redis_port=rp)
     stack = Stack(settings, name=name)
     shutil.rmtree(stack.root, ignore_errors=True)
-    stack.up(timeout_s=240, create_topics=False)
     try:
+        # Inside the try: if Kafka fails to start, the Redis already started stops too.
+        stack.up(timeout_s=240, create_topics=False)
         yield LocalStack(stack, settings)
     finally:
         stack.down()
