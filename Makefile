@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test check lint stack-up stack-down bench
+.PHONY: setup demo test check lint stack-up stack-down bench train-grocery
 
 VENV := .venv/bin
 
@@ -30,3 +30,15 @@ bench: setup
 	$(VENV)/vitrine stack up
 	$(VENV)/vitrine bench inference
 	$(VENV)/vitrine bench pipeline
+
+# Retrain the shipped default model (inference/serving/models/grocery-store) from
+# the Grocery Store data beside the repo: PyTorch in its own venv, about an hour on
+# 2 CPU cores, resumable (checkpoints in ~/.cache/vitrine/checkpoints/grocery-store).
+GROCERY := ../shared/datasets/grocery-store
+train-grocery:
+	test -x .venv-train/bin/vitrine || { python3 -m venv .venv-train && .venv-train/bin/pip install -q -e '.[train-torch]'; }
+	.venv-train/bin/vitrine train $(GROCERY)/train.txt --val $(GROCERY)/val.txt \
+		--recipe full --open-set-classes 10 --name grocery-store \
+		--categories inference/serving/data/grocery_categories.csv \
+		--checkpoint-dir $(HOME)/.cache/vitrine/checkpoints/grocery-store \
+		--out inference/serving/models/grocery-store

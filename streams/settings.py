@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.serving.defaults import DEFAULT_MAX_BATCH_SIZE
+
 __all__ = ["DEFAULT_STATE_DIR", "Settings", "get_settings"]
 
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "vitrine"
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     # cannot be fetched again. Faust hard-codes 1.5 s, which showed as 1.3-1.5 s
     # stalls in `vitrine bench pipeline`; this bounds them.
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0, le=10_000)
+    # The worker's own producer compresses its record batches with this codec.
+    # Measured on its real outputs (`vitrine bench codecs`, 2-core VM): zstd
+    # makes labels and enriched orders 5-8x smaller for 0.3-2.3 us more CPU a
+    # record; lz4 here is larger and slower, gzip 15-35x the CPU. Consumers of
+    # every codec are supported whatever this is.
+    kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     app_id: str = "vitrine"
     topic_partitions: int = 4
     topic_replication_factor: int = 1
@@ -59,17 +67,23 @@ class Settings(BaseSettings):
     topic_category_sales: str = "category-sales"
     topic_product_images_dlq: str = "product-images.dlq"
     topic_orders_dlq: str = "orders.dlq"
+    # Labelled products the model could not place (flags low_confidence /
+    # unknown_product), key product_id: the same ProductLabelled, for review tools.
+    topic_product_review: str = "product-review"
 
     # --- Redis -------------------------------------------------------------
+    # rediss:// for TLS (redis-py verifies the server certificate by default).
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr = SecretStr("")
-    redis_tls: bool = False
+    # The CA that signs a rediss:// server's certificate, when it is not one
+    # the system trusts (the secured local stack's own CA, for instance).
+    redis_ssl_cafile: Path | None = None
     redis_ttl_s: int = 7 * 24 * 3600
     redis_timeout_ms: int = 250
     redis_key_prefix: str = "vitrine"
 
     # --- Batching and inference -------------------------------------------
-    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
     max_batch_latency_ms: int = Field(default=50, ge=1)
     inference_workers: int = Field(default=1, ge=1)
     # Image batches in progress at once: while one is in the model, the next is
@@ -83,6 +97,12 @@ class Settings(BaseSettings):
     gpu_device_id: int = 0
     fp16: bool = True
     top_k: int = Field(default=5, ge=1, le=100)
+    # Review thresholds; unset: the ones chosen on validation when the model was
+    # trained (its manifest). Below the calibrated top-1 probability threshold an
+    # image is flagged low_confidence, below the OOD score threshold
+    # unknown_product; either sends it to topic_product_review.
+    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    ood_threshold: float | None = None
 
     # --- Images ------------------------------------------------------------
     max_image_bytes: int = 10 * 1024 * 1024
@@ -118,10 +138,19 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap_mb: int = 768
     redis_port: int = 6379
+    # Listeners of a secured stack (`vitrine stack up --secure`), beside the
+    # plaintext ones: Kafka SASL_SSL (SCRAM-SHA-512) and Redis TLS.
+    kafka_sasl_ssl_port: int = 9095
+    redis_tls_port: int = 6390
+
+    @property
+    def kafka_brokers(self) -> tuple[str, ...]:
+        """``kafka_bootstrap_servers`` as a list of ``host:port``, blanks dropped."""
+        return tuple(h.strip() for h in self.kafka_bootstrap_servers.split(",") if h.strip())
 
     @property
     def order_consumer_group(self) -> str:
-        """The order agent's consumer group (its own: see :mod:`streams.batchconsumer`)."""
+        """The order agent's consumer group (its own: see :mod:`streams.worker.batchconsumer`)."""
         return f"{self.app_id}-orders"
 
     @property

@@ -24,8 +24,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings, get_settings
-from streams.stack import Stack, create_topics, free_ports
-from streams.workerproc import WorkerProcess, isolated_env, isolated_topics
+from streams.tools.stack import Stack, create_topics, free_ports
+from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from schemas import codec
-from streams.demo import SAMPLES_DIR, make_listing, make_order, sample_photos
+from streams.tools.demo import SAMPLES_DIR, make_listing, make_order, sample_photos
 
 __all__ = ["SAMPLES_DIR", "file_uri", "listing", "order", "photo_bytes"]
 

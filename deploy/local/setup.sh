@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up vitrine on a fresh Debian/Ubuntu machine: system packages (Java 17,
-# Maven, redis-server), a virtual environment in .venv with the project and its
+# Maven, redis-server, kcat, prometheus), a virtual environment in .venv with the project and its
 # dev tools, and the Kafka jars (resolved once from Maven Central into
 # ~/.cache/vitrine/kafka-jars). Idempotent: a second run only checks.
 set -euo pipefail
@@ -10,6 +10,10 @@ need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
+# librdkafka's command-line client: the codec tests publish with it (a producer that is not Python).
+command -v kcat >/dev/null || need+=(kcat)
+# prometheus + promtool: tests/integration/test_alerts.py checks the rules and sees them fire.
+command -v promtool >/dev/null || need+=(prometheus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   sudo=""
@@ -17,6 +21,11 @@ if ((${#need[@]})); then
   echo "setup: installing ${need[*]} with apt-get"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # The package enables a system Prometheus on :9090; the tests run their own.
+    $sudo systemctl disable --now prometheus 2>/dev/null || true
+    $sudo service prometheus stop 2>/dev/null || true  # machines without systemd
+  fi
 fi
 
 python=${PYTHON:-python3}
@@ -36,7 +45,7 @@ fi
 .venv/bin/python - <<'PY'
 import logging, time
 from streams.settings import get_settings
-from streams.stack import resolve_kafka_jars
+from streams.tools.stack import resolve_kafka_jars
 logging.basicConfig(level=logging.INFO, format="setup: %(message)s")
 t = time.monotonic()
 libs = resolve_kafka_jars(get_settings())

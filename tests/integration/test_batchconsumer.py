@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 
-from streams.batchconsumer import BatchConsumer
-from streams.records import Record
-from streams.stack import create_topics
+from streams.tools.stack import create_topics
+from streams.worker.batchconsumer import BatchConsumer
+from streams.worker.consumed import ConsumedRecord
 from tests.conftest import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def consumer(
     stack: LocalStack,
     topic: str,
     group: str,
-    handle: Callable[[list[Record]], Awaitable[None]],
+    handle: Callable[[list[ConsumedRecord]], Awaitable[None]],
     **extra: Any,
 ) -> BatchConsumer:
     return BatchConsumer(
@@ -92,7 +92,7 @@ def test_batches_are_bounded_each_record_handled_once_and_committed(
     seen: Counter[bytes] = Counter()
     sizes: list[int] = []
 
-    async def handle(records: list[Record]) -> None:
+    async def handle(records: list[ConsumedRecord]) -> None:
         sizes.append(len(records))
         seen.update(r.value for r in records)
         assert all(r.topic == topic and r.timestamp_ms > 0 for r in records)
@@ -125,7 +125,7 @@ def test_stop_finishes_the_in_flight_batch_and_commits_it(
         group = f"g-{uuid.uuid4().hex[:6]}"
         inside = asyncio.Event()
 
-        async def slow(records: list[Record]) -> None:
+        async def slow(records: list[ConsumedRecord]) -> None:
             inside.set()
             await asyncio.sleep(1.0)
             done.append(len(records))
@@ -146,7 +146,7 @@ def test_a_failing_handler_crashes_the_service_and_commits_nothing(
 ) -> None:
     publish(producer, topic, 20)
 
-    async def broken(records: list[Record]) -> None:
+    async def broken(records: list[ConsumedRecord]) -> None:
         raise RuntimeError("producing failed for good")
 
     async def main() -> tuple[bool, Any, dict[int, int | None]]:
@@ -171,8 +171,8 @@ def test_a_member_joining_mid_stream_loses_nothing(
     seen: Counter[bytes] = Counter()
     by_member: Counter[str] = Counter()
 
-    def handler(name: str) -> Callable[[list[Record]], Awaitable[None]]:
-        async def handle(records: list[Record]) -> None:
+    def handler(name: str) -> Callable[[list[ConsumedRecord]], Awaitable[None]]:
+        async def handle(records: list[ConsumedRecord]) -> None:
             await asyncio.sleep(0.25)  # slow enough for the join to land mid-stream
             seen.update(r.value for r in records)
             by_member[name] += len(records)
@@ -223,9 +223,9 @@ def test_a_new_group_starts_where_the_inherited_group_left_off(
             await c.stop()
 
     asyncio.run(commit_old())
-    seen: list[Record] = []
+    seen: list[ConsumedRecord] = []
 
-    async def handle(records: list[Record]) -> None:
+    async def handle(records: list[ConsumedRecord]) -> None:
         seen.extend(records)
 
     async def main() -> None:
@@ -240,3 +240,69 @@ def test_a_new_group_starts_where_the_inherited_group_left_off(
     assert by_partition == {0: 10, 1: ends[1]}
     assert min(r.offset for r in seen if r.partition == 0) == done0
     assert asyncio.run(committed(kafka_stack, topic, new)) == ends
+
+
+def test_an_unreadable_batch_pauses_its_partition_and_the_rest_goes_on(
+    kafka_stack: LocalStack, producer: KafkaProducer, topic: str, monkeypatch: Any,
+    caplog: Any,
+) -> None:  # fmt: skip
+    """A client without the lz4 library meets an lz4 batch (what crash-looped the worker).
+
+    Partition 1 holds plain records, then one lz4 batch, then plain records;
+    partition 0 only plain ones. Everything before the batch and all of
+    partition 0 is handled once, partition 1 is paused at the batch with one
+    log line naming it, and the metric says so. Nothing is committed past it.
+    """
+    import aiokafka.codec
+
+    from streams.worker import metrics
+
+    def send(partition: int, values: list[bytes], compression: str | None = None) -> None:
+        p = KafkaProducer(bootstrap_servers=kafka_stack.bootstrap, compression_type=compression,
+                          linger_ms=20)  # fmt: skip
+        for v in values:
+            p.send(topic, value=v, partition=partition)
+        p.flush()
+        p.close()
+
+    before = [f"p1-{i}".encode() for i in range(30)]
+    packed = [f"lz4-{i}".encode() for i in range(20)]
+    after = [f"p1-after-{i}".encode() for i in range(10)]
+    plain = [f"p0-{i}".encode() for i in range(200)]
+    send(1, before)
+    send(1, packed, "lz4")
+    send(1, after)
+    send(0, plain)
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    seen: Counter[bytes] = Counter()
+
+    async def handle(records: list[ConsumedRecord]) -> None:
+        seen.update(r.value for r in records)
+
+    async def main() -> tuple[Any, dict[int, int | None]]:
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        bc = consumer(kafka_stack, topic, group, handle)
+        await bc.start()
+        await until(lambda: bool(bc.unreadable) and len(seen) >= len(before) + len(plain))
+        await asyncio.sleep(1.0)  # nothing more may arrive
+        assert bc.running.is_set()
+        unreadable = list(bc.unreadable)
+        await bc.stop()
+        return unreadable, await committed(kafka_stack, topic, group)
+
+    with caplog.at_level("ERROR", logger="streams.worker.unreadable"):
+        unreadable, offsets = asyncio.run(main())
+    assert set(seen) == set(before) | set(plain)
+    assert max(seen.values()) == 1
+    assert [(u.topic, u.partition, u.offset) for u in unreadable] == [(topic, 1, len(before))]
+    assert "lz4" in unreadable[0].cause
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "ERROR" and r.name == "streams.worker.unreadable"
+    ]
+    assert lines == [unreadable[0].line()]
+    assert f"{topic}[1] at offset {len(before)}" in lines[0]
+    assert offsets == {0: len(plain), 1: len(before)}
+    gauge = metrics.UNREADABLE_PARTITIONS.labels(topic, "1")._value.get()
+    assert gauge == 1

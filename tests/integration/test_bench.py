@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_consume import bench_consume_command
-from streams.bench_pipeline import bench_pipeline_command
+from streams.tools.bench.consume import bench_consume_command
+from streams.tools.bench.pipeline import bench_pipeline_command
 from tests.conftest import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,3 +62,27 @@ def test_bench_consume_compares_faust_with_the_batch_consumer(
         assert out[mode]["per_s"] > 0
         assert out[mode]["cpu_us_per_event"] > 0
     assert out["batch_consumer_vs_faust_iter"] > 0
+
+
+def test_bench_soak_samples_memory_latency_and_lag(
+    kafka_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.tools.bench.soak import bench_soak_command
+
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
+    monkeypatch.setenv("VITRINE_REDIS_URL", kafka_stack.redis_url)
+    monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    out = tmp_path / "soak"
+    assert bench_soak_command(minutes=0.4, interval_s=4.0, out_dir=out) == 0
+    result = json.loads((out / "soak.json").read_text())
+    assert result["capacity_per_s"] > 0
+    assert result["images_per_s"] == pytest.approx(result["capacity_per_s"] / 2, rel=0.01)
+    samples = result["samples"]
+    assert len(samples) >= 4
+    assert all(s["rss_mb"] > 100 for s in samples)  # a worker with a model loaded
+    assert sum(s["labels"] for s in samples) > 0
+    assert any(s["p99_ms"] is not None for s in samples)
+    assert (out / "soak.png").stat().st_size > 10_000

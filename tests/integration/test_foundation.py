@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.stack import create_topics, free_ports
+from streams.tools.stack import create_topics, free_ports
 from tests.conftest import ROOT, LocalStack, consume
 
 pytestmark = pytest.mark.integration

@@ -17,15 +17,15 @@ from typing import Any, TypeVar, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from inference.decode import ImageLimits
-from inference.engine import BatchResult, Engine
-from inference.errors import InferenceError
-from inference.manifest import ModelManifest, default_model_dir
+from inference.serving.decode import ImageLimits
+from inference.serving.engine import BatchResult, Engine
+from inference.serving.errors import InferenceError
+from inference.serving.manifest import ModelManifest, default_model_dir
 from schemas import codec
-from streams.cache import LabelCache
-from streams.fetch import FetchPolicy
-from streams.labelling import ImageLabeller, Labelled, Rejected
-from streams.records import Record
+from streams.worker.cache import LabelCache
+from streams.worker.consumed import ConsumedRecord
+from streams.worker.fetch import FetchPolicy
+from streams.worker.labelling import ImageLabeller, Labelled, Rejected
 from tests.conftest import LocalStack
 from tests.events import listing, photo_bytes
 
@@ -110,7 +110,7 @@ def shared_so_far() -> float:
 
 
 async def overlapped(
-    lab: ImageLabeller, counting: CountingEngine, first: Record, second: Record
+    lab: ImageLabeller, counting: CountingEngine, first: ConsumedRecord, second: ConsumedRecord
 ) -> list[Any]:
     """Batch ``[first]`` starts inferring; ``[second]`` starts and finds it in flight; then go.
 
@@ -127,9 +127,9 @@ async def overlapped(
     return await asyncio.gather(one, two, return_exceptions=True)
 
 
-def record(product_id: str, image: bytes, offset: int) -> Record:
+def record(product_id: str, image: bytes, offset: int) -> ConsumedRecord:
     key, value = listing(product_id, image, event_id=f"e-{product_id}")
-    return Record(key, value, "product-images", 0, offset, 0)
+    return ConsumedRecord(key, value, "product-images", 0, offset, 0)
 
 
 def labelled(results: Sequence[Labelled | Rejected] | BaseException) -> Labelled:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from inference.train import TrainConfig, train
+from inference.training.trainer import TrainConfig, train
 from schemas import codec
 from tests.conftest import Topics, consume
 from tests.events import listing
@@ -50,7 +50,7 @@ def test_worker_serves_a_trained_model_and_never_reuses_another_models_cache(
     }
     trained.stop()
 
-    assert codec.decode_product_labelled(first[0].value).model_name == "efficientnet-lite0"
+    assert codec.decode_product_labelled(first[0].value).model_name == "grocery-store"
     served = labels["e-2"]
     assert (served.model_name, served.model_version) == (
         result.manifest.name,

@@ -17,49 +17,11 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas import codec
-from streams.bench_pipeline import unique_images
-from streams.workerproc import WorkerProcess
-from tests.conftest import LocalStack, Topics, consume, make_topics
+from streams.tools.bench.pipeline import unique_images
+from tests.conftest import LocalStack, Topics, consume
 from tests.events import listing, order, photo_bytes
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
-
-@pytest.fixture
-def rtopics(private_stack: LocalStack) -> Topics:
-    return make_topics(private_stack)
-
-
-@pytest.fixture
-def rproducer(private_stack: LocalStack) -> Any:
-    p = KafkaProducer(
-        bootstrap_servers=private_stack.bootstrap,
-        acks="all",
-        linger_ms=5,
-        retries=50,
-        retry_backoff_ms=200,
-        max_request_size=16 * 1024 * 1024,
-    )
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def rworkers(rtopics: Topics, tmp_path: Any) -> Any:
-    from streams.stack import free_ports
-
-    started: list[WorkerProcess] = []
-
-    def make(**env: str) -> WorkerProcess:
-        w = WorkerProcess(
-            rtopics.env(**env), tmp_path / f"w{len(started)}.log", web_port=free_ports(1)[0]
-        )
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        w.kill()
 
 
 def listings(n: int, tag: str) -> list[tuple[bytes, bytes]]:
@@ -68,6 +30,19 @@ def listings(n: int, tag: str) -> list[tuple[bytes, bytes]]:
         listing(f"{tag}-{i}", img, event_id=f"{tag}-{i}")
         for i, img in enumerate(unique_images(photos, n, tag))
     ]
+
+
+def ledger(fault: str, sent: list[tuple[bytes, bytes]], got: Counter[str]) -> dict[str, int]:
+    """In and out by event id for one fault, printed (``pytest -s``) for the record."""
+    ids = {k.decode() for k, _ in sent}
+    book = {
+        "sent": len(ids),
+        "received": len(ids & set(got)),
+        "missing": len(ids - set(got)),
+        "duplicated": sum(n - 1 for k, n in got.items() if k in ids and n > 1),
+    }
+    print(f"ledger {fault}: {book}")
+    return book
 
 
 def publish(producer: KafkaProducer, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
@@ -133,6 +108,7 @@ def test_worker_killed_mid_stream_loses_nothing(
     assert 0 < len(partial) < len(msgs), "the kill should land mid-stream"
     rworkers(VITRINE_MAX_BATCH_SIZE="8").start()
     got = wait_for_labels(rtopics, len(msgs))
+    ledger("worker killed (listings)", msgs, got)
     assert set(got) == {k.decode() for k, _ in msgs}
     # At-least-once: re-delivery after a kill is allowed, loss is not.
     assert sum(got.values()) >= len(msgs)
@@ -152,6 +128,7 @@ def test_sigterm_finishes_the_in_flight_batch_and_commits(
     before = label_ids(consume(rtopics.bootstrap, rtopics.product_labels, expect=0, timeout_s=2))
     rworkers(VITRINE_MAX_BATCH_SIZE="16").start()
     got = wait_for_labels(rtopics, len(msgs))
+    ledger("SIGTERM (listings)", msgs, got)
     assert set(got) == {k.decode() for k, _ in msgs}
     # Everything the first worker produced was committed: nothing is labelled twice.
     assert max(got.values()) == 1, [k for k, v in got.items() if v > 1][:5]
@@ -189,6 +166,7 @@ def test_orders_survive_a_worker_kill_and_a_sigterm(
     assert 0 < len(partial) < len(killed), "the kill should land mid-stream"
     second = rworkers(**env).start()
     got = wait_for_enriched(rtopics, len(killed))
+    ledger("worker killed (orders)", killed, got)
     assert set(got) == {k.decode() for k, _ in killed}
 
     termed = orders(2000, "oterm")
@@ -200,6 +178,7 @@ def test_orders_survive_a_worker_kill_and_a_sigterm(
     assert len(before) < len(killed) + len(termed), "the SIGTERM should land mid-stream"
     rworkers(**env).start()
     got = wait_for_enriched(rtopics, len(killed) + len(termed))
+    ledger("SIGTERM (orders)", termed, got)
     assert {k.decode() for k, _ in termed} <= set(got)
     # What the stopped worker produced was committed: no order of the second lot twice.
     twice = [k for k, v in got.items() if k.startswith("oterm-") and v > 1]
@@ -222,8 +201,10 @@ def test_broker_restart_loses_nothing(
     publish(rproducer, rtopics.product_images, msgs[32:])
     publish(rproducer, rtopics.orders, sold[200:])
     got = wait_for_labels(rtopics, len(msgs), timeout_s=240)
+    ledger("broker restart (listings)", msgs, got)
     assert set(got) == {k.decode() for k, _ in msgs}, worker.tail()
     enriched = wait_for_enriched(rtopics, len(sold), timeout_s=120)
+    ledger("broker restart (orders)", sold, enriched)
     assert set(enriched) == {k.decode() for k, _ in sold}, worker.tail()
     assert worker.running, "the worker rides out a broker restart"
 

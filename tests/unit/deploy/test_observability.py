@@ -1,4 +1,4 @@
-"""Prometheus and Grafana files use only metrics that streams/metrics.py exposes."""
+"""Prometheus and Grafana files use only metrics that streams/worker/metrics.py exposes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from streams import metrics
+from streams.worker import metrics
 from streams.settings import Settings
 
 from .yaml_text import COMPOSE, DEPLOY, block, compose_services, scalars
@@ -32,7 +32,7 @@ _SUFFIXES = {
 
 
 def _families() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Family name -> (type, label names) of every metric in streams.metrics."""
+    """Family name -> (type, label names) of every metric in streams.worker.metrics."""
     out = {}
     for obj in vars(metrics).values():
         if isinstance(obj, MetricWrapperBase):
@@ -99,7 +99,7 @@ def _rule_queries() -> list[str]:
 
 def _check_query(query: str) -> None:
     for name in _METRIC.findall(query):
-        assert name in EXPOSED, f"{name} is not exposed by streams/metrics.py (in {query!r})"
+        assert name in EXPOSED, f"{name} is not exposed by streams/worker/metrics.py (in {query!r})"
     # Label matchers must name labels the metric has.
     for name, matchers in re.findall(r"\b(vitrine_\w+)\{([^}]*)\}", query):
         allowed = set(EXPOSED[name][1]) | _TARGET_LABELS

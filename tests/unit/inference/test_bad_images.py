@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from inference.decode import ImageLimits, decode_image
-from inference.engine import Engine, Prediction
-from inference.errors import ImageError
 from inference.samples import sample_images
+from inference.serving.decode import ImageLimits, decode_image
+from inference.serving.engine import Engine, Prediction
+from inference.serving.errors import ImageError
 
 CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "bad_images"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from inference.bench import format_report, run_bench
-from inference.engine import Engine
 from inference.samples import sample_images
+from inference.serving.bench import format_report, run_bench
+from inference.serving.engine import Engine
 
 
 def test_report_shape(engine: Engine) -> None:

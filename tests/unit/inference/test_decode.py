@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from inference.decode import (
+from inference.serving.decode import (
     FLAGS,
     DecodedImage,
     ImageLimits,
@@ -19,7 +19,7 @@ from inference.decode import (
     read_header,
     sniff_format,
 )
-from inference.errors import ImageError
+from inference.serving.errors import ImageError
 
 from .images import encode, jpeg_with_orientation, pil_bytes, rgb_pattern
 

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.decode import ImageLimits, decode_image, read_header
-from inference.errors import IMAGE_CODES, ImageError
+from inference.serving.decode import ImageLimits, decode_image, read_header
+from inference.serving.errors import IMAGE_CODES, ImageError
 
 from .images import encode, jpeg_with_orientation, rgb_pattern
 

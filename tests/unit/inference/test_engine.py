@@ -9,38 +9,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference.decode import ImageLimits, decode_image
-from inference.engine import BatchResult, Engine, Prediction, probe_providers
-from inference.errors import ImageError, InferenceRunError, ModelError
-from inference.manifest import ModelManifest
 from inference.samples import Sample, samples
+from inference.serving.decode import ImageLimits
+from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction, probe_providers
+from inference.serving.errors import ImageError, InferenceRunError, ModelError
+from inference.serving.manifest import ModelManifest
+from tests.not_products import not_products
 
 LIMITS = ImageLimits()
 SAMPLES = {s.class_name: s for s in samples()}
 
-# Photos whose ImageNet class the model does NOT put in its top 5. They are listed,
-# not hidden: strict xfail fails the suite if the model ever starts getting them right.
+# The default (Grocery Store) model on the sample photos, all from the val split it
+# was not trained on. Every photo's product category is right; these two photos'
+# product is not in its top 5 (listed, not hidden: strict xfail fails the suite if
+# a retrained model starts getting them right).
 TOP5_MISSES = {
-    "Brown-Cap-Mushroom": "top 5: bagel, bakery, grocery store, ...",
-    "Arla-Standard-Milk": "ImageNet's 'carton' is a cardboard box; milk cartons read as eggnog",
-    "Tropicana-Apple-Juice": "reads as lotion / packet / pill bottle",
-    "Oatly-Oat-Milk": "reads as space heater / crossword puzzle",
-    "Alpro-Fresh-Soy-Milk": "reads as sunscreen / Band Aid",
+    "Satsumas": "read as kiwi / golden delicious / lemon",
+    "Arla-Mild-Vanilla-Yoghurt": "the carton reads as juice cartons (category still dairy)",
 }
-# 'carton' is 5th for the yoghurt carton, at 0.06 among other 0.06s: a near tie that
-# may go either way with the ONNX Runtime version or thread count, so it is checked
-# for what is stable (a low probability) instead of a top-5 rank.
-BORDERLINE = {"Arla-Natural-Yoghurt": "carton"}
-# Photos whose product category (summed probability) is not the expected one.
-CATEGORY_MISSES = {
-    "Pomegranate": "'grocery store' (a scene, category other) outweighs the fruit",
-    "Kiwi": "no kiwi class in ImageNet; 'grocery store' wins",
-    "Avocado": "no avocado class in ImageNet; 'grocery store' wins",
-    "Red-Bell-Pepper": "'grocery store' 0.66 vs 'bell pepper' 0.28",
-    "Aubergine": "no aubergine class; probability spread over many classes",
-    "Brown-Cap-Mushroom": "read as bagel: packaged-food",
-    **dict.fromkeys([*list(TOP5_MISSES)[1:], *BORDERLINE], "cartons are not recognised"),
-}
+# The ImageNet generalist on the same photos: its top 5 holds the ImageNet class for
+# most produce, but it has no class for milk, juice or yoghurt cartons.
+IMAGENET_TOP5_MISSES = {"Brown-Cap-Mushroom": "read as butternut squash / bakery / earthstar"}
 
 
 def _params(names: list[str], misses: dict[str, str]) -> list[object]:
@@ -52,8 +41,7 @@ def _params(names: list[str], misses: dict[str, str]) -> list[object]:
     ]
 
 
-@pytest.fixture(scope="module")
-def sample_predictions(engine: Engine) -> dict[str, Prediction]:
+def _predict_samples(engine: Engine) -> dict[str, Prediction]:
     result = engine.predict_paths([s.path for s in samples()], LIMITS)
     assert all(isinstance(item, Prediction) for item in result.items)
     return {
@@ -63,51 +51,74 @@ def sample_predictions(engine: Engine) -> dict[str, Prediction]:
     }
 
 
-@pytest.mark.parametrize(
-    "sample",
-    _params(
-        [s.class_name for s in samples() if s.imagenet_class and s.class_name not in BORDERLINE],
-        TOP5_MISSES,
-    ),
-)
-def test_top5_contains_the_imagenet_class(
-    sample: Sample, sample_predictions: dict[str, Prediction]
-) -> None:
-    labels = [label for label, _ in sample_predictions[sample.class_name].labels]
-    assert sample.imagenet_class in labels, labels
+@pytest.fixture(scope="module")
+def sample_predictions(engine: Engine) -> dict[str, Prediction]:
+    return _predict_samples(engine)
 
 
-def test_borderline_photos_are_not_confident(
-    sample_predictions: dict[str, Prediction], engine: Engine
-) -> None:
-    for name, label in BORDERLINE.items():
-        index = engine.manifest.labels.index(label)
-        probabilities, _ = engine.infer(
-            engine.preprocessor.batch(
-                [decode_image(SAMPLES[name].path.read_bytes(), LIMITS, min_side=256).pixels]
-            )
-        )
-        assert probabilities[0, index] < 0.1
-        assert sample_predictions[name].labels[0][1] < 0.2
+@pytest.fixture(scope="module")
+def imagenet_predictions(imagenet_engine: Engine) -> dict[str, Prediction]:
+    return _predict_samples(imagenet_engine)
 
 
-@pytest.mark.parametrize("sample", _params([s.class_name for s in samples()], CATEGORY_MISSES))
+@pytest.mark.parametrize("sample", [pytest.param(s, id=s.class_name) for s in samples()])
 def test_product_category(sample: Sample, sample_predictions: dict[str, Prediction]) -> None:
     assert sample_predictions[sample.class_name].category == sample.category
 
 
-def test_prediction_shape(sample_predictions: dict[str, Prediction], engine: Engine) -> None:
+@pytest.mark.parametrize("sample", _params([s.class_name for s in samples()], TOP5_MISSES))
+def test_top5_contains_the_product(
+    sample: Sample, sample_predictions: dict[str, Prediction]
+) -> None:
+    labels = [label for label, _ in sample_predictions[sample.class_name].labels]
+    assert sample.class_name in labels, labels
+
+
+def test_most_sample_products_are_first(sample_predictions: dict[str, Prediction]) -> None:
+    """A floor, not a score (24 photos are too few to score a model): 19 of 24 today."""
+    right = [n for n, p in sample_predictions.items() if p.label == n]
+    assert len(right) >= 18, sorted(set(SAMPLES) - set(right))
+
+
+@pytest.mark.parametrize(
+    "sample",
+    _params(
+        [s.class_name for s in samples() if s.imagenet_class and s.category == "produce"],
+        IMAGENET_TOP5_MISSES,
+    ),
+)
+def test_imagenet_top5_contains_the_imagenet_class(
+    sample: Sample, imagenet_predictions: dict[str, Prediction]
+) -> None:
+    labels = [label for label, _ in imagenet_predictions[sample.class_name].labels]
+    assert sample.imagenet_class in labels, labels
+
+
+def test_cartons_are_why_the_default_is_the_product_model(
+    sample_predictions: dict[str, Prediction], imagenet_predictions: dict[str, Prediction]
+) -> None:
+    cartons = [s for s in samples() if s.category in ("dairy", "beverages")]
+    assert len(cartons) == 5
+    assert all(sample_predictions[s.class_name].category == s.category for s in cartons)
+    # ImageNet has no milk, juice or yoghurt: none of them gets its category there.
+    assert not any(imagenet_predictions[s.class_name].category == s.category for s in cartons)
+
+
+def test_prediction_shape(
+    sample_predictions: dict[str, Prediction], engine: Engine, manifest: ModelManifest
+) -> None:
     prediction = sample_predictions["Banana"]
-    assert prediction.label == "banana"
+    assert prediction.label == "Banana"
     assert prediction.labels[0][1] > 0.5
     assert len(prediction.labels) == engine.top_k == 5
     scores = [s for _, s in prediction.labels]
     assert scores == sorted(scores, reverse=True)
-    assert (prediction.model_name, prediction.model_version) == ("efficientnet-lite0", "1.0.0")
+    assert (prediction.model_name, prediction.model_version) == ("grocery-store", manifest.version)
     assert prediction.category == "produce"
     assert 0 < prediction.score <= 1.0 + 1e-6
     assert prediction.embedding is None
-    assert prediction.to_dict()["labels"][0]["label"] == "banana"
+    assert prediction.ood_score is not None
+    assert prediction.to_dict()["labels"][0]["label"] == "Banana"
 
 
 def test_batch_of_n_equals_n_singles(engine: Engine) -> None:
@@ -204,7 +215,7 @@ def test_inference_failure_fails_each_item_of_that_batch(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(engine, "infer", broken)
+    monkeypatch.setattr(engine, "infer_outputs", broken)
     good = SAMPLES["Banana"].path.read_bytes()
     result = engine.predict_bytes([good, b"", good], LIMITS)
     assert isinstance(result.items[1], ImageError)
@@ -258,7 +269,7 @@ def test_model_that_does_not_match_its_manifest(manifest: ModelManifest) -> None
     with pytest.raises(ModelError) as info:
         Engine(wrong, providers=("cpu",), warmup=False)
     assert info.value.code == "model.incompatible"
-    assert "1000 output classes but 10 labels" in info.value.message
+    assert f"{manifest.num_classes} output classes but 10 labels" in info.value.message
     renamed = manifest.replace(embedding_output="features")
     with pytest.raises(ModelError, match="no output 'features'"):
         Engine(renamed, providers=("cpu",), warmup=False)
@@ -278,7 +289,7 @@ def test_float_nchw_model_variant_gives_the_same_answers(
     """A manifest asking for CPU-side normalisation drives the same network to the same result.
 
     The in-graph Cast/Sub/Div/Transpose prefix is cut off the uint8 graph to get a float
-    NCHW-input graph (what ``python -m inference.export --input float-nchw`` produces).
+    NCHW-input graph (what ``python -m inference.training.export --input float-nchw`` produces).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -331,7 +342,9 @@ def _top(result: BatchResult) -> list[tuple[str, float]]:
 def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
     manifest: ModelManifest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    paths = [s.path for s in samples()][:6]
+    # Photos the model is sure of: a near tie (the lemon's Satsumas 0.33 vs Lemon 0.3)
+    # may flip under FP16 rounding, which the engine's own check allows.
+    paths = [SAMPLES[n].path for n in ("Banana", "Pineapple", "Cabbage", "Zucchini", "Lime")]
     candidate = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
     fp32 = _top(candidate.predict_paths(paths, LIMITS))
     candidate._try_fp16(["cpu"], 2, 1, 0, None)  # what a CUDA start does after loading FP32
@@ -341,7 +354,7 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
     np.testing.assert_allclose([s for _, s in fp16], [s for _, s in fp32], atol=1e-2)
 
     strict = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
-    import inference.engine as engine_module
+    import inference.serving.engine as engine_module
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine_module, "_FP16_MAX_ABS_DIFF", 0.0)
@@ -401,3 +414,71 @@ def test_automatic_streams_follow_automatic_threads(manifest: ModelManifest) -> 
     auto.close()
     with pytest.raises(ValueError, match="cpu_streams"):
         Engine(manifest, providers=("cpu",), cpu_streams=0)
+
+
+def test_engine_and_worker_share_the_default_batch_size() -> None:
+    import inspect
+
+    from inference.serving.engine import DEFAULT_MAX_BATCH_SIZE
+    from streams.settings import Settings
+
+    engine_default = inspect.signature(Engine).parameters["max_batch_size"].default
+    assert engine_default == Settings.model_fields["max_batch_size"].default
+    assert engine_default == DEFAULT_MAX_BATCH_SIZE == 32
+
+
+# ------------------------------------------------------------------ review: what it cannot place
+
+
+def test_the_default_model_carries_its_review_thresholds(
+    manifest: ModelManifest, engine: Engine
+) -> None:
+    assert manifest.ood_output == "ood_score"
+    assert manifest.confidence_threshold is not None
+    assert manifest.ood_threshold is not None
+    assert 0 < manifest.confidence_threshold < 1
+    assert (engine.confidence_threshold, engine.ood_threshold) == (
+        manifest.confidence_threshold,
+        manifest.ood_threshold,
+    )
+
+
+def test_unknown_product_fires_on_what_is_no_product(engine: Engine) -> None:
+    items = engine.predict_bytes(list(not_products().values()), LIMITS).items
+    for name, item in zip(not_products(), items, strict=True):
+        assert isinstance(item, Prediction)
+        assert "unknown_product" in item.flags, (name, item.ood_score)
+
+
+def test_known_products_are_not_unknown(sample_predictions: dict[str, Prediction]) -> None:
+    # The OOD threshold rejects 5% of known val images by construction; of the 24
+    # sample photos two fall under it today (the avocado, the vanilla yoghurt).
+    unknown = [n for n, p in sample_predictions.items() if "unknown_product" in p.flags]
+    assert len(unknown) <= 3, unknown
+    clear = sample_predictions["Cabbage"]
+    assert not set(clear.flags) & set(REVIEW_FLAGS), clear
+
+
+def test_review_thresholds_are_settings(manifest: ModelManifest) -> None:
+    paths = [SAMPLES["Cabbage"].path, SAMPLES["Pineapple"].path]
+    strict = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False,
+                    confidence_threshold=1.01, ood_threshold=-1.0)  # fmt: skip
+    lenient = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False,
+                     confidence_threshold=0.0, ood_threshold=1.01)  # fmt: skip
+    for item in strict.predict_paths(paths, LIMITS).items:
+        assert isinstance(item, Prediction)
+        assert "low_confidence" in item.flags
+        assert "unknown_product" not in item.flags
+    for item in lenient.predict_paths(paths, LIMITS).items:
+        assert isinstance(item, Prediction)
+        assert "unknown_product" in item.flags
+        assert "low_confidence" not in item.flags
+
+
+def test_a_model_without_thresholds_flags_nothing_for_review(imagenet_engine: Engine) -> None:
+    assert imagenet_engine.manifest.ood_output is None
+    items = imagenet_engine.predict_bytes(list(not_products().values()), LIMITS).items
+    for item in items:
+        assert isinstance(item, Prediction)
+        assert item.ood_score is None
+        assert not set(item.flags) & set(REVIEW_FLAGS)

@@ -9,15 +9,71 @@ from pathlib import Path
 
 import pytest
 
-from inference.errors import ModelError
-from inference.export import build_manifest
-from inference.manifest import MANIFEST_FILE, ModelManifest, default_model_dir, sha256_file
-from inference.taxonomy import OTHER, imagenet_classes, product_categories
+from inference.serving.errors import ModelError
+from inference.serving.manifest import (
+    DEFAULT_MODEL,
+    IMAGENET_MODEL,
+    MANIFEST_FILE,
+    ModelManifest,
+    default_model_dir,
+    sha256_file,
+)
+from inference.serving.taxonomy import OTHER, imagenet_classes, product_categories
+from inference.training.export import build_manifest
+
+GROCERY_CATEGORIES = (
+    Path(__file__).resolve().parents[3] / "inference/serving/data/grocery_categories.csv"
+)
 
 
-def test_shipped_manifest_matches_the_committed_model(manifest: ModelManifest) -> None:
-    assert manifest.name == "efficientnet-lite0"
+def _grocery_rows() -> dict[str, str]:
+    rows = [line.split(",") for line in GROCERY_CATEGORIES.read_text().splitlines()]
+    return {r[0]: r[1] for r in rows[1:] if r and not r[0].startswith("#") and r[0] != "class"}
+
+
+def test_the_default_is_the_grocery_store_model(manifest: ModelManifest) -> None:
+    assert manifest.name == DEFAULT_MODEL == "grocery-store"
     assert manifest.path == default_model_dir() / "model.onnx"
+    assert hashlib.sha256(manifest.path.read_bytes()).hexdigest() == manifest.sha256
+    assert manifest.num_classes == 81 == len(manifest.labels) == len(set(manifest.labels))
+    coarse = json.loads((default_model_dir() / MANIFEST_FILE).read_text())["coarse"]
+    assert len(coarse) == 81
+    assert len(set(coarse)) == 43
+    assert manifest.input_size == (224, 224)
+    assert (manifest.input_layout, manifest.input_dtype) == ("NHWC", "uint8")
+    assert (manifest.ood_output, manifest.embedding_size) == ("ood_score", 1280)
+    assert manifest.license == "Apache-2.0"
+    assert 10 < manifest.path.stat().st_size / 2**20 < 20  # fp32 EfficientNet-Lite0 body
+    assert manifest.source["base_model"]["name"] == IMAGENET_MODEL
+
+
+def test_grocery_labels_and_categories_agree_with_the_data_file(manifest: ModelManifest) -> None:
+    rows = _grocery_rows()
+    assert len(rows) == 81
+    assert set(manifest.labels) == set(rows)
+    assert list(manifest.categories) == [rows[label] for label in manifest.labels]
+    assert set(manifest.categories) == {"produce", "dairy", "beverages"}
+    assert set(manifest.categories) <= set(product_categories())
+
+
+def test_grocery_manifest_records_how_it_was_trained(manifest: ModelManifest) -> None:
+    training = json.loads((default_model_dir() / MANIFEST_FILE).read_text())["training"]
+    assert training["seed"] == 0
+    assert training["data"]["split_sizes"] == {"train": 2640, "val": 296}
+    assert training["recipe"]["arch"] == "efficientnet-lite0"
+    assert len(training["history"]) == training["recipe"]["epochs"]
+    assert training["export_check"]["onnx_vs_torch_max_abs_diff"]["probabilities"] < 1e-3
+    assert training["review"]["temperature"] > 0
+    assert training["review"]["confidence_threshold"] == manifest.confidence_threshold
+    assert training["review"]["ood_threshold"] == manifest.ood_threshold
+
+
+def test_shipped_imagenet_manifest_matches_the_committed_model(
+    imagenet_manifest: ModelManifest,
+) -> None:
+    manifest = imagenet_manifest
+    assert manifest.name == "efficientnet-lite0"
+    assert manifest.path == default_model_dir(IMAGENET_MODEL) / "model.onnx"
     assert hashlib.sha256(manifest.path.read_bytes()).hexdigest() == manifest.sha256
     assert manifest.input_size == (224, 224)
     assert (manifest.input_layout, manifest.input_dtype, manifest.colour_order) == (
@@ -39,14 +95,21 @@ def test_shipped_manifest_matches_the_committed_model(manifest: ModelManifest) -
     assert manifest.num_classes == 1000 == len(manifest.categories)
     assert manifest.license == "Apache-2.0"
     assert 15 < manifest.path.stat().st_size / 2**20 < 25  # fp32 EfficientNet-Lite0, ~18 MB
+    assert manifest.ood_output is None
+    assert (manifest.confidence_threshold, manifest.ood_threshold) == (None, None)
 
 
-def test_shipped_manifest_agrees_with_the_data_files(manifest: ModelManifest) -> None:
-    """Editing data/imagenet_categories.tsv needs `python -m inference.export --manifest-only`."""
-    rebuilt = build_manifest(default_model_dir())
-    assert rebuilt.labels == manifest.labels
-    assert rebuilt.categories == manifest.categories
-    assert rebuilt.sha256 == manifest.sha256
+def test_shipped_imagenet_manifest_agrees_with_the_data_files(
+    imagenet_manifest: ModelManifest,
+) -> None:
+    """Editing data/imagenet_categories.tsv needs a re-run of the export.
+
+    (``python -m inference.training.export --manifest-only``)
+    """
+    rebuilt = build_manifest(default_model_dir(IMAGENET_MODEL))
+    assert rebuilt.labels == imagenet_manifest.labels
+    assert rebuilt.categories == imagenet_manifest.categories
+    assert rebuilt.sha256 == imagenet_manifest.sha256
 
 
 def test_every_imagenet_class_maps_to_a_known_category() -> None:
@@ -58,9 +121,10 @@ def test_every_imagenet_class_maps_to_a_known_category() -> None:
     assert [c.wnid for c in classes] == sorted(c.wnid for c in classes)
     assert len({c.label for c in classes}) == 1000, "display labels must be unique"
     assert all(c.category in known for c in classes)
-    assert 10 <= len(known) <= 20
-    # Every category is reachable from some class (else it is dead taxonomy).
-    assert {c.category for c in classes} == set(known)
+    assert 10 <= len(known) <= 24
+    # Every category is reachable from some class of a shipped model (else it is
+    # dead taxonomy): ImageNet has no dairy class, the Grocery Store model does.
+    assert {c.category for c in classes} | set(_grocery_rows().values()) == set(known)
 
 
 def test_animals_and_scenes_are_other_and_products_are_not() -> None:
@@ -102,7 +166,7 @@ def test_duplicate_wordnet_names_get_distinct_labels() -> None:
 def model_copy(tmp_path: Path) -> Path:
     """A writable copy of the shipped model directory."""
     target = tmp_path / "model"
-    shutil.copytree(default_model_dir(), target)
+    shutil.copytree(default_model_dir(IMAGENET_MODEL), target)
     return target
 
 
@@ -125,10 +189,26 @@ def test_load_accepts_dir_manifest_or_onnx_path(model_copy: Path) -> None:
         assert ModelManifest.load(path).model_dir == model_copy
 
 
-def test_round_trip(model_copy: Path, manifest: ModelManifest) -> None:
+def test_round_trip(model_copy: Path, imagenet_manifest: ModelManifest) -> None:
     loaded = ModelManifest.load(model_copy)
     again = ModelManifest.from_dict(json.loads(json.dumps(loaded.to_dict())), model_dir=model_copy)
     assert again == loaded
+    assert loaded.replace(path=imagenet_manifest.path) == imagenet_manifest
+
+
+def test_round_trip_keeps_the_ood_output_and_review_thresholds(
+    tmp_path: Path, manifest: ModelManifest
+) -> None:
+    target = tmp_path / "grocery"
+    shutil.copytree(default_model_dir(), target)
+    loaded = ModelManifest.load(target)
+    raw = json.loads(json.dumps(loaded.to_dict()))
+    assert raw["outputs"]["ood_score"] == "ood_score"
+    assert raw["review"] == {
+        "confidence_threshold": manifest.confidence_threshold,
+        "ood_threshold": manifest.ood_threshold,
+    }
+    assert ModelManifest.from_dict(raw, model_dir=target) == loaded
     assert loaded.replace(path=manifest.path) == manifest
 
 

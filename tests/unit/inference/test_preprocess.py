@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.manifest import ModelManifest
-from inference.preprocess import BLUR_THRESHOLD, Preprocessor, sharpness
 from inference.samples import sample_images
+from inference.serving.manifest import ModelManifest
+from inference.serving.preprocess import BLUR_THRESHOLD, Preprocessor, sharpness
 
 PRE = Preprocessor(height=224, width=224, resize_short_side=256)
 

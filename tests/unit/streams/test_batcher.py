@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.batcher import MicroBatcher
+from streams.worker.batcher import MicroBatcher
 
 
 async def timed_source(plan: list[tuple[float, int]]) -> AsyncIterator[int]:

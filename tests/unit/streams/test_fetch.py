@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from streams.fetch import FetchError, FetchPolicy, ImageFetcher, fetch_image
+from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher, fetch_image
 from tests.unit.schemas.support import bad_cases
 
 IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from schemas.records import SCHEMA_VERSION, CategorySales
 from schemas.sales import category_sales_event_id, season_of
-from streams.report import latest_windows, rank, render_chart
+from streams.tools.report import latest_windows, rank, render_chart
 
 T0 = datetime(2026, 7, 1, 10, tzinfo=UTC)
 

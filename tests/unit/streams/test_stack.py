@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.tools.stack import Stack
 
 
 def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option(tmp_path: Path) -> None:
@@ -19,3 +19,10 @@ def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option(tmp_path: Pa
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
     # Stable for a name: a restarted stack reuses its formatted storage.
     assert Stack(settings, name="default").cluster_id() == Stack(settings, "default").cluster_id()
+
+
+def test_the_pom_that_resolves_the_kafka_jars_is_found_from_a_checkout() -> None:
+    # A fresh machine has no cached jars: the stack must find deploy/local/pom.xml.
+    from streams.tools import stack
+
+    assert stack._pom_path() == Path(__file__).resolve().parents[3] / "deploy" / "local" / "pom.xml"

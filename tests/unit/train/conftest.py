@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.train import TrainConfig, TrainResult, train
+from inference.training.trainer import TrainConfig, TrainResult, train
 
 TINY = Path(__file__).resolve().parents[2] / "fixtures" / "tiny_dataset"
 TINY_CLASSES = ("Banana", "Granny-Smith", "Oatly-Oat-Milk", "Pink-Lady")

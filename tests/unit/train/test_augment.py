@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.train.augment import AugmentConfig, augment, random_resized_crop, view_rng
+from inference.training.augment import AugmentConfig, augment, random_resized_crop, view_rng
 
 
 def _image() -> np.ndarray:

@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from inference.manifest import default_model_dir
-from inference.train.backbone import load_backbone
-from inference.train.compose import compose_model
-from inference.train.tail import find_tail
+from inference.serving.manifest import IMAGENET_MODEL, default_model_dir
+from inference.training.backbone import load_backbone
+from inference.training.compose import compose_model
+from inference.training.tail import find_tail
 
 
 def _session(model: bytes | str) -> ort.InferenceSession:
@@ -27,7 +27,7 @@ def crops() -> np.ndarray:
 
 
 def test_composed_graph_is_backbone_embedding_then_head(crops: np.ndarray) -> None:
-    backbone = load_backbone(default_model_dir())
+    backbone = load_backbone(default_model_dir(IMAGENET_MODEL))
     rng = np.random.default_rng(1)
     layers = [
         (
@@ -60,7 +60,7 @@ def test_composed_graph_is_backbone_embedding_then_head(crops: np.ndarray) -> No
 
 
 def test_tail_cut_is_a_block_boundary_and_holds_the_last_convolutions() -> None:
-    backbone = load_backbone(default_model_dir())
+    backbone = load_backbone(default_model_dir(IMAGENET_MODEL))
     head_only = find_tail(backbone, 1)
     assert head_only is not None
     assert head_only.n_convs == 1  # the 1x1 head convolution
@@ -82,9 +82,9 @@ def test_tail_cut_is_a_block_boundary_and_holds_the_last_convolutions() -> None:
 
 def test_rebuilt_tail_reproduces_embedding_and_tuned_weights_export(crops: np.ndarray) -> None:
     pytest.importorskip("torch", reason="the tail is rebuilt in PyTorch (optional)")
-    from inference.train.torch_finetune import check_tail
+    from inference.training.torch_finetune import check_tail
 
-    backbone = load_backbone(default_model_dir())
+    backbone = load_backbone(default_model_dir(IMAGENET_MODEL))
     tail = find_tail(backbone, 4)
     assert tail is not None
     session = backbone.session(extra_outputs=[tail.cut], intra_op_threads=2)

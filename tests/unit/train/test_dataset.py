@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.train.dataset import data_hash, load_dataset, stratified_split
-from inference.train.errors import DatasetError
-from inference.train.features import hash_images
+from inference.training.dataset import data_hash, load_dataset, stratified_split
+from inference.training.errors import DatasetError
+from inference.training.features import hash_images
 
 from .conftest import TINY_CLASSES
 

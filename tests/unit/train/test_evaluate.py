@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.evaluate import EvaluationResult, evaluate_model, score, write_report
-from inference.manifest import default_model_dir
-from inference.train import TrainResult
+from inference.serving.manifest import default_model_dir
+from inference.training.evaluate import EvaluationResult, evaluate_model, write_report
+from inference.training.metrics import score
+from inference.training.trainer import TrainResult
 
 from .test_metrics import Y_PRED, Y_TRUE, _probs_for
 
@@ -37,6 +38,7 @@ def test_report_files_match_hand_computed_confusion_matrix(tmp_path: Path) -> No
         "per_class.csv",
         "per_class.md",
         "report.md",
+        "risk_coverage.png",
         "confusion_matrix.png",
         "per_class_f1.png",
     }
@@ -87,7 +89,7 @@ def test_evaluate_trained_model_on_tiny_data(
     assert 0 <= m["ece"] <= 1
     assert "coarse_accuracy" in m
     assert m["coarse_accuracy"] >= m["top1_accuracy"]
-    assert [t.model.split()[0] for t in result.throughput] == ["tiny-grocery", "efficientnet-lite0"]
+    assert [t.model.split()[0] for t in result.throughput] == ["tiny-grocery", "grocery-store"]
     assert all(t.images == 16 and t.images_per_s > 0 for t in result.throughput)
     write_report(result, tmp_path)
     assert (tmp_path / "report.md").read_text().count("images/s") >= 1

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.evaluate import evaluate_model, write_report
-from inference.train import train
+from inference.training.evaluate import evaluate_model, write_report
+from inference.training.trainer import train
 
 from .conftest import tiny_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.train.head import HeadConfig, class_weights, fit_temperature, softmax, train_head
+from inference.training.head import HeadConfig, class_weights, fit_temperature, softmax, train_head
 
 
 def _blobs(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

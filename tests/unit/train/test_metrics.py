@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from inference.evaluate import (
+from inference.training.metrics import (
     confusion_matrix,
     expected_calibration_error,
     per_class_metrics,

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from inference.decode import ImageLimits
-from inference.engine import Engine
-from inference.manifest import ModelManifest
-from inference.train import TailFinetuneConfig, TrainError, TrainResult, train
+from inference.serving.decode import ImageLimits
+from inference.serving.engine import Engine
+from inference.serving.manifest import ModelManifest
+from inference.training.errors import TrainError
+from inference.training.torch_finetune import TailFinetuneConfig
+from inference.training.trainer import TrainResult, train
 
 from .conftest import TINY_CLASSES, tiny_config
 
@@ -64,7 +66,7 @@ def test_manifest_carries_training_metadata(trained: TrainResult) -> None:
 def test_same_seed_same_model_and_features_come_from_the_cache(
     trained: TrainResult, feature_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="inference.train.features"):
+    with caplog.at_level(logging.INFO, logger="inference.training.features"):
         again = train(tiny_config(tmp_path / "tiny-grocery", feature_cache))
     assert "computing" not in caplog.text  # every view came from the cache
     assert again.manifest.version == trained.manifest.version
@@ -102,7 +104,7 @@ def test_fine_tuning_the_last_blocks_runs_and_exports(feature_cache: Path, tmp_p
 def test_fine_tuning_blocks_without_torch_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("inference.train.trainer.torch_available", lambda: False)
+    monkeypatch.setattr("inference.training.trainer.torch_available", lambda: False)
     with pytest.raises(TrainError, match="needs PyTorch"):
         train(tiny_config(tmp_path / "x", None, finetune="blocks"))
 

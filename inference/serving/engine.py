@@ -1,0 +1,802 @@
+"""The inference engine: image bytes in, labelled predictions out, a batch at a time.
+
+``Engine`` owns one ONNX Runtime session built from a :class:`ModelManifest`.
+Its batch-first API takes N images and returns N results in input order; an
+image that cannot be used comes back as an :class:`InferenceError` value in its
+position and never sinks the rest of the batch.
+
+Execution providers are tried in the order asked (TensorRT -> CUDA -> CPU by
+default), but only after probing that each GPU provider can really run here:
+onnxruntime-gpu lists TensorRT and CUDA as "available" on any machine and then
+prints pages of loader errors when they are asked for without the CUDA runtime,
+cuBLAS, cuDNN (or TensorRT) libraries and a device. The probe loads those
+libraries with ``ctypes`` and asks the CUDA runtime for a device first, so a
+CPU-only start is quiet and logs one line: provider, device, input shape.
+
+On CUDA the engine binds inputs and outputs with IOBinding and, when asked,
+runs an FP16 copy of the graph if its answers match FP32 on a check batch
+(otherwise it keeps FP32 and says why). On CPU it always runs FP32, and batches
+of two or more images are split into ``cpu_streams`` sub-batches run at once on
+single-threaded sessions (data parallelism), which uses the cores better than
+intra-op threads for a network this small; a single image still gets all cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import logging
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+try:
+    from onnxruntime.capi import build_and_package_info as _build_info
+except ImportError:  # pragma: no cover - some CPU-only wheels lack the module
+    _build_info = None
+
+from inference.samples import sample_images
+from inference.serving.decode import LOCAL_FILE_LIMITS, DecodedImage, ImageLimits, decode_image
+from inference.serving.defaults import DEFAULT_MAX_BATCH_SIZE
+from inference.serving.errors import ImageError, InferenceError, InferenceRunError, ModelError
+from inference.serving.manifest import ModelManifest
+from inference.serving.preprocess import BLUR_THRESHOLD, Preprocessor, sharpness
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_SIZE",
+    "PROVIDERS",
+    "REVIEW_FLAGS",
+    "BatchResult",
+    "Engine",
+    "ModelOutputs",
+    "Prediction",
+    "ProviderProbe",
+    "StageTimings",
+    "probe_providers",
+]
+
+logger = logging.getLogger(__name__)
+
+
+#: Short provider names (as in ``VITRINE_EXECUTION_PROVIDERS``) -> ONNX Runtime names.
+PROVIDERS: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_SHORT = {v: k for k, v in PROVIDERS.items()}
+
+# FP16 is used only when it changes no top-1 class and no probability by more than this.
+_FP16_MAX_ABS_DIFF = 2e-2
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What the model says about one image."""
+
+    labels: tuple[tuple[str, float], ...]  # top-k (label, probability), best first
+    category: str  # product category with the largest summed probability
+    score: float  # that category's summed probability
+    model_name: str
+    model_version: str
+    flags: tuple[str, ...] = ()  # quality flags (decoding, preprocessing) and review flags
+    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    #: How familiar the image looks to the model (higher: more); None without an OOD output.
+    ood_score: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The top-1 label."""
+        return self.labels[0][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (without the embedding)."""
+        return {
+            "labels": [{"label": label, "score": score} for label, score in self.labels],
+            "category": self.category,
+            "score": self.score,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "flags": list(self.flags),
+            "ood_score": self.ood_score,
+        }
+
+
+#: Flags that send a product to review: the model cannot place the image.
+REVIEW_FLAGS = ("low_confidence", "unknown_product")
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One batch's outputs: probabilities, embeddings and OOD scores (where the graph has them)."""
+
+    probabilities: npt.NDArray[np.float32]
+    embedding: npt.NDArray[np.float32] | None = None
+    ood: npt.NDArray[np.float32] | None = None
+
+
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall-clock seconds spent on the whole batch in each stage."""
+
+    decode_s: float = 0.0
+    preprocess_s: float = 0.0
+    inference_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        """Sum of the stages."""
+        return self.decode_s + self.preprocess_s + self.inference_s
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """One result per input, in input order, and the batch's stage timings."""
+
+    items: list[Prediction | InferenceError]
+    timings: StageTimings
+
+    @property
+    def ok(self) -> list[Prediction]:
+        """The successful predictions (positions are lost; use ``items`` to keep them)."""
+        return [item for item in self.items if isinstance(item, Prediction)]
+
+    @property
+    def errors(self) -> list[tuple[int, InferenceError]]:
+        """(position, error) of every failed item."""
+        return [(i, item) for i, item in enumerate(self.items) if isinstance(item, InferenceError)]
+
+
+# --------------------------------------------------------------------------- provider probing
+
+
+@dataclass(frozen=True)
+class ProviderProbe:
+    """Whether one execution provider can run here, and why not."""
+
+    provider: str
+    usable: bool
+    reason: str = ""
+
+
+def _library_dirs() -> list[str]:
+    """Folders where pip-installed NVIDIA wheels keep their shared libraries."""
+    dirs: list[str] = []
+    for base in sys.path:
+        for pattern in ("nvidia/cu*/lib", "nvidia/*/lib", "tensorrt_libs"):
+            dirs.extend(d for d in glob.glob(os.path.join(base, pattern)) if os.path.isdir(d))
+    return dirs
+
+
+def _load_library(name: str, dirs: Sequence[str]) -> str | None:
+    """Load ``name`` globally (so ONNX Runtime's provider finds it); return an error or None."""
+    error = ""
+    for candidate in [*(os.path.join(d, name) for d in dirs), name]:
+        if candidate != name and not os.path.exists(candidate):
+            continue
+        try:
+            ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+            return None
+        except OSError as exc:
+            error = str(exc)
+    return error or f"{name} not found"
+
+
+def _cuda_major() -> str:
+    """The CUDA major version onnxruntime was built for ("" for CPU-only builds)."""
+    return str(getattr(_build_info, "cuda_version", "") or "").split(".")[0]
+
+
+def _gpu_libraries(provider: str) -> list[str]:
+    major = _cuda_major()
+    libs = [
+        "libcuda.so.1",  # the driver
+        f"libcudart.so.{major}",
+        f"libcublasLt.so.{major}",
+        f"libcublas.so.{major}",
+        "libcurand.so.10",
+        "libcudnn.so.9",
+    ]
+    if provider == "tensorrt":
+        libs += ["libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10"]
+    return libs
+
+
+def _cuda_device(device_id: int) -> tuple[bool, str]:
+    """Ask the CUDA runtime how many devices there are; return (ok, name or reason)."""
+    try:
+        cudart = ctypes.CDLL(f"libcudart.so.{_cuda_major()}", mode=ctypes.RTLD_GLOBAL)
+        count = ctypes.c_int(0)
+        status = cudart.cudaGetDeviceCount(ctypes.byref(count))
+    except (OSError, AttributeError) as exc:
+        return False, f"CUDA runtime unusable: {exc}"
+    if status != 0 or count.value == 0:
+        return False, f"no CUDA device (cudaGetDeviceCount status {status}, count {count.value})"
+    if device_id >= count.value:
+        return False, f"device {device_id} requested, {count.value} present"
+    props = ctypes.create_string_buffer(8192)  # cudaDeviceProp begins with char name[256]
+    for symbol in ("cudaGetDeviceProperties_v2", "cudaGetDeviceProperties"):
+        function = getattr(cudart, symbol, None)
+        if function is not None and function(props, device_id) == 0:
+            return True, props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
+    return True, f"CUDA device {device_id}"
+
+
+def probe_providers(
+    requested: Sequence[str], *, device_id: int = 0
+) -> tuple[list[str], list[ProviderProbe]]:
+    """Return the usable providers among ``requested`` (short names, in order) and why.
+
+    CPU is always usable and is appended when missing, so a session can start anywhere.
+    """
+    unknown = [p for p in requested if p not in PROVIDERS]
+    if unknown:
+        raise ValueError(
+            f"unknown execution provider(s) {unknown} in VITRINE_EXECUTION_PROVIDERS; "
+            f"known: {', '.join(PROVIDERS)}"
+        )
+    available = set(ort.get_available_providers())
+    usable: list[str] = []
+    probes: list[ProviderProbe] = []
+    dirs: list[str] | None = None
+    device: tuple[bool, str] | None = None
+    for provider in dict.fromkeys([*requested, "cpu"]):
+        if provider == "cpu":
+            usable.append(provider)
+            probes.append(ProviderProbe(provider, True, "always available"))
+            continue
+        if PROVIDERS[provider] not in available:
+            probes.append(ProviderProbe(provider, False, "not built into this onnxruntime"))
+            continue
+        dirs = _library_dirs() if dirs is None else dirs
+        missing = [
+            f"{lib} ({err})"
+            for lib in _gpu_libraries(provider)
+            if (err := _load_library(lib, dirs)) is not None
+        ]
+        if missing:
+            probes.append(ProviderProbe(provider, False, "cannot load " + "; ".join(missing)))
+            continue
+        device = _cuda_device(device_id) if device is None else device
+        if not device[0]:
+            probes.append(ProviderProbe(provider, False, device[1]))
+            continue
+        usable.append(provider)
+        probes.append(ProviderProbe(provider, True, device[1]))
+    return usable, probes
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """An ONNX Runtime session for one model, with decode and preprocessing around it.
+
+    ``predict_bytes`` may be called from one executor thread at a time (calls are
+    also serialised by a lock, so sharing an engine between threads is safe but
+    gains nothing; use one engine per worker thread instead).
+    """
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        *,
+        providers: Sequence[str] = ("tensorrt", "cuda", "cpu"),
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        device_id: int = 0,
+        fp16: bool = True,
+        top_k: int = 5,
+        warmup: bool = True,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        cache_dir: Path | None = None,
+        cpu_streams: int | None = None,
+        confidence_threshold: float | None = None,
+        ood_threshold: float | None = None,
+    ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if cpu_streams is not None and cpu_streams < 1:
+            raise ValueError(f"cpu_streams must be >= 1, got {cpu_streams}")
+        self.manifest = manifest
+        self.model_name = manifest.name
+        self.model_version = manifest.version
+        self.top_k = min(top_k, manifest.num_classes)
+        self.max_batch_size = max_batch_size
+        # Review thresholds: the caller's (settings), else the ones trained with the model.
+        self.confidence_threshold = _first(confidence_threshold, manifest.confidence_threshold)
+        self.ood_threshold = _first(ood_threshold, manifest.ood_threshold)
+        self.preprocessor = Preprocessor.from_manifest(manifest)
+        self._lock = threading.Lock()
+        self._categories = tuple(dict.fromkeys(manifest.categories))
+        category_index = {c: i for i, c in enumerate(self._categories)}
+        one_hot = np.zeros((manifest.num_classes, len(self._categories)), dtype=np.float32)
+        one_hot[
+            np.arange(manifest.num_classes), [category_index[c] for c in manifest.categories]
+        ] = 1
+        self._category_matrix = one_hot
+        self._fp16_requested = fp16
+        usable = self._usable_providers(providers, device_id)
+        self._session, self.provider = self._create_session(
+            usable, intra_op_threads, inter_op_threads, device_id, cache_dir
+        )
+        self.fp16 = False
+        if self.provider == "cpu":
+            self.device = f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores"
+        else:
+            name = next(p.reason for p in self.probes if p.provider == self.provider)
+            self.device = f"GPU {device_id}: {name}"
+            if fp16 and self.provider == "cuda":
+                self._try_fp16(usable, intra_op_threads, inter_op_threads, device_id, cache_dir)
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.cpu_streams = 1
+        self._stream_session: ort.InferenceSession | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        if self.provider == "cpu":
+            self._start_streams(cpu_streams, intra_op_threads, inter_op_threads)
+        self._check_io()
+        if warmup:
+            self.warmup()
+        logger.info(
+            "inference engine ready: model=%s %s provider=%s device=%r precision=%s "
+            "input=%s batch=1..%d threads=intra:%s inter:%s streams=%d",
+            self.model_name,
+            self.model_version,
+            self.provider,
+            self.device,
+            "fp16" if self.fp16 else "fp32",
+            self.input_shape,
+            self.max_batch_size,
+            intra_op_threads or "auto",
+            inter_op_threads,
+            self.cpu_streams,
+        )
+
+    def _usable_providers(self, providers: Sequence[str], device_id: int) -> list[str]:
+        """The requested providers whose libraries load, in order; CPU if none does."""
+        requested = [p.strip().lower() for p in providers]
+        usable, self.probes = probe_providers(requested, device_id=device_id)
+        for probe in self.probes:
+            if not probe.usable:
+                logger.debug("execution provider %s skipped: %s", probe.provider, probe.reason)
+        if not any(p in usable for p in requested):
+            skipped = "; ".join(f"{p.provider}: {p.reason}" for p in self.probes if not p.usable)
+            logger.warning("no requested execution provider is usable (%s); using cpu", skipped)
+        return [p for p in usable if p in requested] or ["cpu"]
+
+    def _start_streams(self, streams: int | None, intra: int, inter: int) -> None:
+        """Prepare data-parallel CPU inference: sub-batches on single-threaded runs at once.
+
+        For a small CNN on a few cores, one image per core in parallel keeps every core
+        busier than splitting each operator across cores (measured here: about 65
+        images per CPU-second single-threaded against 55 with two intra-op threads).
+        Batches smaller than two images still run on the multi-threaded session.
+        Automatic (``None``) only when the thread count is automatic too.
+        """
+        if streams is None:
+            streams = _available_cpus() if intra == 0 else 1
+        streams = min(streams, self.max_batch_size)
+        if streams < 2:
+            return
+        self._stream_session, _ = self._create_session(["cpu"], 1, inter, 0, None)
+        self._pool = ThreadPoolExecutor(max_workers=streams - 1, thread_name_prefix="vitrine-infer")
+        self.cpu_streams = streams
+
+    def close(self) -> None:
+        """Stop the CPU stream threads (the engine must not be used afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self._stream_session = None
+            self.cpu_streams = 1
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- session
+    def _session_options(self, intra: int, inter: int) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = intra
+        options.inter_op_num_threads = inter
+        options.log_severity_level = 3  # errors only: provider fallbacks are logged by us
+        # Do not busy-wait between runs: decode and preprocessing need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def _provider_options(
+        self, provider: str, device_id: int, cache_dir: Path | None
+    ) -> dict[str, str]:
+        if provider == "cuda":
+            return {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC"}
+        if provider == "tensorrt":
+            shape = "x".join(str(d) for d in self.input_shape[1:])
+            name = self.manifest.input_name
+            options = {
+                "device_id": str(device_id),
+                "trt_fp16_enable": str(self._fp16_requested),
+                "trt_profile_min_shapes": f"{name}:1x{shape}",
+                "trt_profile_opt_shapes": f"{name}:{min(32, self.max_batch_size)}x{shape}",
+                "trt_profile_max_shapes": f"{name}:{self.max_batch_size}x{shape}",
+            }
+            if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                options |= {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache_dir),
+                }
+            return options
+        return {}
+
+    def _create_session(
+        self,
+        usable: Sequence[str],
+        intra: int,
+        inter: int,
+        device_id: int,
+        cache_dir: Path | None,
+        model: str | bytes | None = None,
+    ) -> tuple[ort.InferenceSession, str]:
+        chosen = [(PROVIDERS[p], self._provider_options(p, device_id, cache_dir)) for p in usable]
+        try:
+            session = ort.InferenceSession(
+                model if model is not None else str(self.manifest.path),
+                sess_options=self._session_options(intra, inter),
+                providers=chosen,
+            )
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            raise ModelError(
+                "model.load_failed", f"cannot load {self.manifest.path}: {exc}"
+            ) from exc
+        active = session.get_providers()
+        provider = _SHORT.get(active[0], "cpu") if active else "cpu"
+        if usable and provider != usable[0]:
+            logger.warning("asked for %s, onnxruntime chose %s", usable[0], provider)
+        return session, provider
+
+    def _try_fp16(
+        self, usable: Sequence[str], intra: int, inter: int, device_id: int, cache_dir: Path | None
+    ) -> None:
+        """Switch to an FP16 graph if it gives the same answers as FP32 on a check batch."""
+        try:
+            model: str | bytes
+            if self.manifest.fp16_path is not None and self.manifest.fp16_path.is_file():
+                model = str(self.manifest.fp16_path)
+            else:
+                model = _fp16_model_bytes(self.manifest.path)
+            candidate, _ = self._create_session(usable, intra, inter, device_id, cache_dir, model)
+            check = self._check_batch()
+            names = [self.manifest.probabilities_output]
+            reference = np.asarray(self._session.run(names, {self.manifest.input_name: check})[0])
+            half = np.asarray(candidate.run(names, {self.manifest.input_name: check})[0])
+            diff = float(np.abs(reference - half.astype(np.float32)).max())
+            same_top1 = bool((reference.argmax(1) == half.argmax(1)).all())
+        except Exception as exc:  # conversion or session problems: FP32 still works
+            logger.warning("FP16 disabled: %s", exc)
+            return
+        if same_top1 and diff <= _FP16_MAX_ABS_DIFF:
+            self._session, self.fp16 = candidate, True
+        else:
+            logger.warning(
+                "FP16 disabled: max |fp16 - fp32| = %.4f (limit %.4f), same top-1: %s",
+                diff,
+                _FP16_MAX_ABS_DIFF,
+                same_top1,
+            )
+
+    def _check_batch(self) -> npt.NDArray[np.generic]:
+        """Real photos (the shipped samples) plus a flat and a noisy image."""
+        images = [
+            decode_image(
+                path.read_bytes(), LOCAL_FILE_LIMITS, min_side=self.manifest.resize_short_side
+            )
+            for path in sample_images()[:: max(1, len(sample_images()) // 8)]
+        ]
+        crops = self.preprocessor.crops([image.pixels for image in images])
+        rng = np.random.default_rng(0)
+        extra = np.stack([np.full_like(crops[0], 127), rng.integers(0, 256, crops[0].shape)])
+        return self.preprocessor.to_model_input(np.concatenate([crops, extra.astype(np.uint8)]))
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        m = self.manifest
+        problems = []
+        if m.input_name not in inputs:
+            problems.append(f"no input {m.input_name!r} (graph has {sorted(inputs)})")
+        for name in (m.probabilities_output, m.embedding_output, m.ood_output):
+            if name is not None and name not in outputs:
+                problems.append(f"no output {name!r} (graph has {sorted(outputs)})")
+        if not problems:
+            width = outputs[m.probabilities_output].shape[-1]
+            if isinstance(width, int) and width != m.num_classes:
+                problems.append(f"{width} output classes but {m.num_classes} labels")
+        if problems:
+            raise ModelError(
+                "model.incompatible",
+                f"{m.path} does not match {m.model_dir / 'manifest.json'}: " + "; ".join(problems),
+            )
+
+    @property
+    def input_shape(self) -> tuple[str | int, ...]:
+        """The graph's input shape as the manifest declares it ("N" for the batch axis)."""
+        m = self.manifest
+        if m.input_layout == "NHWC":
+            return ("N", m.input_height, m.input_width, 3)
+        return ("N", 3, m.input_height, m.input_width)
+
+    def warmup(self, batch_size: int | None = None) -> None:
+        """Run the graph so the first real batch does not pay for lazy initialisation.
+
+        Always with one image (and one per CPU stream); with ``batch_size`` also
+        with a batch that large, so that a server's first full batch does not grow
+        the memory arenas (CPU) or build a TensorRT profile (GPU) while it waits.
+        """
+        n = max(self.cpu_streams, min(batch_size or 1, self.max_batch_size))
+        crops = np.full(
+            (n, self.manifest.input_height, self.manifest.input_width, 3), 127, np.uint8
+        )
+        tensor = self.preprocessor.to_model_input(crops)
+        self.infer(tensor[:1], with_embedding=True)
+        if self.cpu_streams > 1:
+            self.infer(tensor[: self.cpu_streams], with_embedding=True)
+        if n > self.cpu_streams:
+            self.infer(tensor, with_embedding=True)
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able facts for logs, metrics and ``vitrine bench``."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_sha256": self.manifest.sha256,
+            "provider": self.provider,
+            "device": self.device,
+            "precision": "fp16" if self.fp16 else "fp32",
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.manifest.input_dtype,
+            "max_batch_size": self.max_batch_size,
+            "intra_op_threads": self.intra_op_threads,
+            "inter_op_threads": self.inter_op_threads,
+            "cpu_streams": self.cpu_streams,
+            "onnxruntime": ort.__version__,
+            "probes": [p.__dict__ for p in self.probes],
+        }
+
+    # ---------------------------------------------------------------- running
+    def infer(
+        self, tensor: npt.NDArray[np.generic], *, with_embedding: bool = False
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Run the graph on a preprocessed batch; return probabilities and (maybe) embeddings.
+
+        Raises whatever ONNX Runtime raises; ``predict_*`` turn that into per-item errors.
+        """
+        outputs = self.infer_outputs(tensor, with_embedding=with_embedding)
+        return outputs.probabilities, outputs.embedding
+
+    def infer_outputs(
+        self, tensor: npt.NDArray[np.generic], *, with_embedding: bool = False
+    ) -> ModelOutputs:
+        """Every output the manifest names: probabilities, embedding (if asked), OOD score."""
+        m = self.manifest
+        names = [m.probabilities_output]
+        if with_embedding and m.embedding_output is not None:
+            names.append(m.embedding_output)
+        if m.ood_output is not None:
+            names.append(m.ood_output)
+        with self._lock:
+            if self._stream_session is not None and self._pool is not None and len(tensor) > 1:
+                outputs = self._run_streams(self._stream_session, self._pool, names, tensor)
+            elif self.provider == "cpu":
+                outputs = self._session.run(names, {m.input_name: tensor})
+            else:
+                binding = self._session.io_binding()
+                binding.bind_cpu_input(m.input_name, np.ascontiguousarray(tensor))
+                for name in names:
+                    binding.bind_output(name, "cpu")
+                self._session.run_with_iobinding(binding)
+                outputs = binding.copy_outputs_to_cpu()
+        got = dict(zip(names, outputs, strict=True))
+
+        def output(name: str | None) -> npt.NDArray[np.float32] | None:
+            return np.asarray(got[name], dtype=np.float32) if name in got else None
+
+        probabilities = output(m.probabilities_output)
+        assert probabilities is not None
+        return ModelOutputs(probabilities, output(m.embedding_output), output(m.ood_output))
+
+    def _run_streams(
+        self,
+        session: ort.InferenceSession,
+        pool: ThreadPoolExecutor,
+        names: list[str],
+        tensor: npt.NDArray[np.generic],
+    ) -> list[npt.NDArray[Any]]:
+        """Run contiguous sub-batches concurrently (ONNX Runtime releases the GIL)."""
+        name = self.manifest.input_name
+        parts = np.array_split(tensor, min(self.cpu_streams, len(tensor)))
+        futures = [pool.submit(session.run, names, {name: part}) for part in parts[1:]]
+        results = [session.run(names, {name: parts[0]})]  # the calling thread does one part
+        results += [future.result() for future in futures]
+        return [np.concatenate([r[i] for r in results]) for i in range(len(names))]
+
+    def predict_bytes(
+        self, blobs: Sequence[bytes], limits: ImageLimits, *, with_embedding: bool = False
+    ) -> BatchResult:
+        """Decode, preprocess and classify ``blobs``; one result per blob, in order."""
+        start = time.perf_counter()
+        decoded: list[DecodedImage | InferenceError] = []
+        for blob in blobs:
+            try:
+                decoded.append(decode_image(blob, limits, min_side=self.manifest.resize_short_side))
+            except ImageError as exc:
+                decoded.append(exc)
+            except Exception as exc:  # a decoder bug must not sink the batch
+                logger.exception("unexpected error decoding an image")
+                decoded.append(
+                    ImageError("image.decode_failed", f"unexpected decoder error: {exc!r}")
+                )
+        decode_s = time.perf_counter() - start
+        result = self.predict_decoded(decoded, with_embedding=with_embedding)
+        return BatchResult(
+            items=result.items,
+            timings=StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s),
+        )
+
+    def predict_decoded(
+        self,
+        images: Sequence[DecodedImage | InferenceError],
+        *,
+        with_embedding: bool = False,
+    ) -> BatchResult:
+        """Classify already decoded images; errors given in ``images`` pass through in place."""
+        items: list[Prediction | InferenceError] = [
+            img if isinstance(img, InferenceError) else _PENDING for img in images
+        ]
+        positions = [i for i, img in enumerate(images) if isinstance(img, DecodedImage)]
+        preprocess_s = inference_s = 0.0
+        for chunk_start in range(0, len(positions), self.max_batch_size):
+            chunk = positions[chunk_start : chunk_start + self.max_batch_size]
+            good = [img for i in chunk if isinstance(img := images[i], DecodedImage)]
+            t0 = time.perf_counter()
+            crops = self.preprocessor.crops([img.pixels for img in good])
+            tensor = self.preprocessor.to_model_input(crops)
+            blurry = sharpness(crops) < BLUR_THRESHOLD
+            t1 = time.perf_counter()
+            preprocess_s += t1 - t0
+            try:
+                outputs = self.infer_outputs(tensor, with_embedding=with_embedding)
+            except Exception as exc:  # device OOM, driver reset...: every item of this chunk
+                logger.exception("inference failed for a batch of %d", len(chunk))
+                error = InferenceRunError(
+                    "inference.failed", f"inference failed for a batch of {len(chunk)}: {exc}"
+                )
+                for i in chunk:
+                    items[i] = error
+                inference_s += time.perf_counter() - t1
+                continue
+            inference_s += time.perf_counter() - t1
+            predictions = self._postprocess(outputs, good, blurry)
+            for i, prediction in zip(chunk, predictions, strict=True):
+                items[i] = prediction
+        return BatchResult(items=items, timings=StageTimings(0.0, preprocess_s, inference_s))
+
+    def predict_paths(
+        self, paths: Sequence[Path], limits: ImageLimits, *, with_embedding: bool = False
+    ) -> BatchResult:
+        """``predict_bytes`` on files (a convenience for the CLI, notebooks and tests)."""
+        return self.predict_bytes(
+            [Path(p).read_bytes() for p in paths], limits, with_embedding=with_embedding
+        )
+
+    def _review_flags(self, outputs: ModelOutputs) -> list[tuple[str, ...]]:
+        """``low_confidence`` / ``unknown_product`` per row, from the review thresholds."""
+        top1 = outputs.probabilities.max(axis=1)
+        low = (
+            top1 < self.confidence_threshold
+            if self.confidence_threshold is not None
+            else np.zeros(len(top1), dtype=bool)
+        )
+        unknown = (
+            outputs.ood < self.ood_threshold
+            if outputs.ood is not None and self.ood_threshold is not None
+            else np.zeros(len(top1), dtype=bool)
+        )
+        return [
+            (("low_confidence",) if lo else ()) + (("unknown_product",) if un else ())
+            for lo, un in zip(low.tolist(), unknown.tolist(), strict=True)
+        ]
+
+    def _postprocess(
+        self,
+        outputs: ModelOutputs,
+        images: Sequence[DecodedImage],
+        blurry: npt.NDArray[np.bool_],
+    ) -> list[Prediction]:
+        probabilities, embeddings = outputs.probabilities, outputs.embedding
+        review = self._review_flags(outputs)
+        k = self.top_k
+        top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(probabilities, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        category_scores = probabilities @ self._category_matrix
+        best = category_scores.argmax(axis=1)
+        labels = self.manifest.labels
+        predictions = []
+        for row, image in enumerate(images):
+            flags = image.flags
+            if blurry[row]:
+                flags = (*flags, "blurry")
+            flags = (*flags, *review[row])
+            predictions.append(
+                Prediction(
+                    labels=tuple(
+                        (labels[j], float(s))
+                        for j, s in zip(top[row], top_scores[row], strict=True)
+                    ),
+                    category=self._categories[best[row]],
+                    score=float(category_scores[row, best[row]]),
+                    model_name=self.model_name,
+                    model_version=self.model_version,
+                    flags=flags,
+                    embedding=embeddings[row].copy() if embeddings is not None else None,
+                    ood_score=float(outputs.ood[row]) if outputs.ood is not None else None,
+                )
+            )
+        return predictions
+
+
+_PENDING = InferenceRunError("inference.failed", "not processed")
+
+
+def _fp16_model_bytes(path: Path) -> bytes:
+    """An FP16 copy of an FP32 graph with FP32/uint8 inputs and outputs kept as they are."""
+    # Imported here: only GPU starts need them, and onnx is slow to import.
+    import onnx  # noqa: PLC0415
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
+
+    model = onnx.load(str(path))
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    return bytes(half.SerializeToString())

@@ -1,1 +1,0 @@
-"""Command implementations that the ``vitrine`` command line wires in."""

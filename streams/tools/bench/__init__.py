@@ -1,0 +1,1 @@
+"""``vitrine bench``: pipeline, consume and codecs (inference: ``inference.serving.bench``)."""

@@ -1,0 +1,398 @@
+"""``vitrine bench pipeline``: the worker end to end, beside its ceiling and a naive baseline.
+
+One run, same images, same machine, with the local stack up. Phases 1, 2 and
+7 run side by side in each of ``--trials`` trials (fresh images each time), so
+that a change of load on a shared machine hits all three alike; their ratios
+are the medians of the trials' own ratios:
+
+1. **engine alone**: ``Engine.predict_bytes`` over the images in batches of
+   ``max_batch_size``, in this process, no Kafka (``bench inference``'s ceiling);
+2. **pipeline, misses**: N listings with distinct images published at once to
+   fresh topics; a real ``vitrine worker`` labels them; throughput from the
+   first publish to the last label, latency per event from the input record's
+   timestamp to the output record's;
+3. **pipeline, cache hits**: every trial's images again under new event ids;
+4. **pipeline, half rate**: fresh images paced at half the median rate of 2,
+   for the publish-to-label latency percentiles a user would see;
+5. **orders, live**: enriched orders per second for orders of the labelled
+   products, published while the worker runs (from the first publish to the
+   last output: bounded by this process's publishing too);
+6. **orders, backlog**: the worker is stopped, a backlog of orders is
+   published, and a fresh worker drains it: the worker's own capacity, from
+   its first output to its last (the first batch is left out of the count, so
+   the figure errs low);
+7. **naive baseline**: a kafka-python consumer that decodes and infers one
+   message at a time and produces each result before the next.
+
+While the worker works, this process only publishes and polls end offsets; it
+reads the outputs afterwards, from their record timestamps, so that on two
+cores it does not take CPU from the worker it measures.
+
+Images are the shipped product photos; each event gets a unique trailer after
+the JPEG end-of-image marker, so every image has its own content hash (a
+cache miss) while decoding costs the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import codec
+from streams.settings import Settings, get_settings
+from streams.tools.demo import make_listing, make_order, sample_photos
+from streams.tools.kafka_clients import (
+    create_topics,
+    end_offsets,
+    make_consumer,
+    make_producer,
+    read_from,
+)
+from streams.tools.stack import free_ports
+from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics, security_env
+
+__all__ = ["bench_pipeline_command", "unique_images"]
+
+
+def unique_images(photos: Sequence[bytes], n: int, tag: str) -> Iterator[bytes]:
+    """``n`` images cycling through ``photos``, each with distinct bytes (trailer after EOI)."""
+    for i in range(n):
+        yield photos[i % len(photos)] + f"vitrine-bench-{tag}-{i}".encode()
+
+
+@dataclass
+class Phase:
+    """Throughput and latency of one phase."""
+
+    name: str
+    events: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able figures."""
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 1)
+
+        return {
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "per_s": round(self.per_s, 1),
+            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99),
+                           "mean": round(statistics.fmean(lat), 1) if lat else None},
+        }  # fmt: skip
+
+
+class BenchRun:
+    """One benchmark run's topics, sample photos, clients and event builders."""
+
+    def __init__(self, settings: Settings, n_images: int) -> None:
+        self.settings = settings
+        self.n = n_images
+        self.run = uuid.uuid4().hex[:8]
+        self.partitions = settings.topic_partitions
+        self.topics = isolated_topics(f"bench-{self.run}")
+        self.photos = [p.read_bytes() for p, _ in sample_photos()]
+        self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
+        self.consumer = make_consumer(settings)
+
+    def env(self) -> dict[str, str]:
+        return isolated_env(
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            redis_url=self.settings.redis_url,
+            tag=f"bench-{self.run}",
+            partitions=self.partitions,
+            topics=self.topics,
+            VITRINE_MAX_BATCH_SIZE=str(self.settings.max_batch_size),
+            VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
+            **security_env(self.settings),
+        )
+
+    def listing(self, i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
+        pid = f"p-{tag}-{i}"
+        ev = make_listing(pid, image=image, event_id=f"{self.run}-{tag}-{i}")
+        return pid.encode(), codec.encode(ev)
+
+    def orders(self, n: int, tag: str) -> list[tuple[bytes, bytes]]:
+        """``n`` orders of 1-4 lines over the products labelled in the first misses trial."""
+        rng = random.Random(7)
+        products = [f"p-miss0-{i}" for i in range(self.n)]
+        now = datetime.now(UTC)
+        msgs = []
+        for i in range(n):
+            lines = [
+                (rng.choice(products), rng.randint(1, 3), round(rng.uniform(1, 20), 2))
+                for _ in range(rng.randint(1, 4))
+            ]
+            order = make_order(
+                f"o-{tag}-{i}", lines, region=("eu-north", "eu-west", "us-east")[i % 3],
+                created_at=now, event_id=f"{self.run}-o-{tag}-{i}",
+            )  # fmt: skip
+            msgs.append((order.order_id.encode(), codec.encode(order)))
+        return msgs
+
+    def engine_alone(self, images: list[bytes]) -> Phase:
+        from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
+
+        if not hasattr(self, "engine"):
+            self.engine = build_engine(self.settings)
+        engine = self.engine
+        limits = image_limits(self.settings)
+        size = self.settings.max_batch_size
+        engine.predict_bytes(images[:size], limits)  # warm
+        t0 = time.perf_counter()
+        for i in range(0, len(images), size):
+            engine.predict_bytes(images[i : i + size], limits)
+        return Phase("engine alone", len(images), time.perf_counter() - t0, [])
+
+    def naive(self, images: list[bytes], tag: str) -> Phase:
+        """One message at a time: poll 1, decode, infer, produce and flush, repeat."""
+        from streams.worker.model import image_limits  # noqa: PLC0415
+
+        limits = image_limits(self.settings)
+        src = f"bench-{self.run}-{tag}-in"
+        dst = f"bench-{self.run}-{tag}-out"
+        create_topics(self.settings, {src: self.partitions, dst: 1})
+        for i, img in enumerate(images):
+            key, value = self.listing(i, img, tag)
+            self.producer.send(src, key=key, value=value)
+        self.producer.flush()
+        consumer = make_consumer(self.settings, max_poll_records=1)
+        offsets = dict.fromkeys(end_offsets(consumer, src), 0)
+        consumer.assign(list(offsets))
+        for tp in offsets:
+            consumer.seek(tp, 0)
+        done = 0
+        t0 = time.perf_counter()
+        while done < len(images):
+            for recs in consumer.poll(timeout_ms=500, max_records=1).values():
+                for rec in recs:
+                    ev = codec.decode_product_image(rec.value)
+                    blob = codec.decode_inline_image(ev)
+                    res = self.engine.predict_bytes([blob], limits).items[0]
+                    value = json.dumps(
+                        {"event_id": ev.event_id, "category": getattr(res, "category", None)}
+                    ).encode()
+                    self.producer.send(dst, key=rec.key, value=value)
+                    self.producer.flush()
+                    done += 1
+        consumer.close()
+        return Phase("naive baseline", done, time.perf_counter() - t0, [])
+
+
+def _latencies(records: list[Any], sent_ms: dict[bytes, float]) -> list[float]:
+    return [r.timestamp - sent_ms[r.key] for r in records if r.key in sent_ms]
+
+
+def _pooled(name: str, phases: Sequence[Phase]) -> Phase:
+    """One phase from several trials: all their events over all their time."""
+    return Phase(
+        name,
+        sum(p.events for p in phases),
+        sum(p.seconds for p in phases),
+        [ms for p in phases for ms in p.latencies_ms],
+    )
+
+
+def bench_pipeline_command(*, as_json: bool, n_images: int, trials: int = 3) -> int:
+    """Run every phase; print a table or one JSON object."""
+    settings = get_settings()
+    b = BenchRun(settings, n_images)
+    say: Callable[[str], None] = (lambda _m: None) if as_json else print
+    create_topics(settings, dict.fromkeys(b.topics.values(), b.partitions))
+    say(f"bench pipeline: {n_images} images x {trials} trials, batch <= "
+        f"{settings.max_batch_size}, latency <= {settings.max_batch_latency_ms} ms, "
+        f"{b.partitions} partitions")  # fmt: skip
+    log = settings.state_dir / f"bench-worker-{b.run}.log"
+    worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+    say(f"starting a worker (log: {log}) ...")
+    worker.start(180)
+    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    per_trial: list[dict[str, Phase]] = []
+    extra: list[Phase] = []
+    try:
+        # Engine alone, pipeline and naive baseline side by side, trial after
+        # trial, so that a change of load on a shared machine hits all three.
+        for t in range(trials):
+            images = list(unique_images(b.photos, n_images, f"{b.run}-miss{t}"))
+            say(f"trial {t + 1}/{trials}: engine alone, pipeline misses, naive baseline ...")
+            engine = b.engine_alone(images)
+            msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
+            misses = _timed(b, "pipeline misses", msgs, tin, tout)
+            naive = b.naive(images, f"naive{t}")
+            per_trial.append({"engine": engine, "pipeline": misses, "naive": naive})
+        say("pipeline cache hits (every trial's images again) ...")
+        seen = [
+            img
+            for t in range(trials)
+            for img in unique_images(b.photos, n_images, f"{b.run}-miss{t}")
+        ]
+        hits = [b.listing(i, img, "hit") for i, img in enumerate(seen)]
+        extra.append(_timed(b, "pipeline cache hits", hits, tin, tout))
+        half = statistics.median(tr["pipeline"].per_s for tr in per_trial) / 2
+        paced_n = max(32, min(n_images, int(half * 20)))
+        paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
+        say(f"pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
+        extra.append(
+            _timed(b, "pipeline half rate",
+                   [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
+                   tin, tout, pace_per_s=half)
+        )  # fmt: skip
+        n_orders = max(2000, n_images * 20)
+        say(f"orders, live ({n_orders}) ...")
+        extra.append(_timed(b, "orders live", b.orders(n_orders, "live"),
+                            b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
+        say(f"orders, backlog ({2 * n_orders}, drained by a restarted worker) ...")
+        worker.stop()
+        backlog = b.orders(2 * n_orders, "backlog")
+        worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+        extra.append(_drained(b, backlog, worker))
+    finally:
+        worker.stop()
+    results, phases = _summarise(b, n_images, trials, per_trial, extra)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_results(results, phases)
+    return 0
+
+
+def _summarise(
+    b: BenchRun,
+    n_images: int,
+    trials: int,
+    per_trial: list[dict[str, Phase]],
+    extra: list[Phase],
+) -> tuple[dict[str, Any], list[Phase]]:
+    """The run's figures: phases pooled over trials, per-trial figures, median ratios."""
+    settings = b.settings
+    pooled = {k: _pooled(per_trial[0][k].name, [tr[k] for tr in per_trial]) for k in per_trial[0]}
+    phases = [pooled["engine"], pooled["pipeline"], *extra, pooled["naive"]]
+    results: dict[str, Any] = {
+        "provider": b.engine.provider, "device": b.engine.device,
+        "model": f"{b.engine.model_name}:{b.engine.model_version}",
+        "images": n_images, "trials": trials, "max_batch_size": settings.max_batch_size,
+        "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
+        "cpu_count": os.cpu_count(),
+    }  # fmt: skip
+    results["phases"] = {p.name: p.summary() for p in phases}
+    results["per_trial"] = [
+        {k: round(p.per_s, 1) for k, p in tr.items()}
+        | {"pipeline_vs_engine": round(tr["pipeline"].per_s / tr["engine"].per_s, 3),
+           "pipeline_vs_naive": round(tr["pipeline"].per_s / tr["naive"].per_s, 3)}
+        for tr in per_trial
+    ]  # fmt: skip
+    miss, hits_per_s = pooled["pipeline"].per_s, extra[0].per_s
+    results["ratios"] = {
+        # Medians over the trials of each trial's own ratio.
+        "pipeline_vs_engine": statistics.median(
+            tr["pipeline_vs_engine"] for tr in results["per_trial"]
+        ),
+        "pipeline_vs_naive": statistics.median(
+            tr["pipeline_vs_naive"] for tr in results["per_trial"]
+        ),
+        "cache_hits_vs_misses": round(hits_per_s / miss, 2) if miss else None,
+    }
+    return results, phases
+
+
+def _print_results(results: dict[str, Any], phases: list[Phase]) -> None:
+    print(f"\nprovider {results['provider']} ({results['device']}), model {results['model']}, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'phase':<22} {'events':>7} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for p in phases:
+        summary = p.summary()
+        lat = summary["latency_ms"]
+        print(f"{p.name:<22} {p.events:>7} {summary['per_s']:>9.1f} "
+              f"{lat['p50'] or '-':>8} {lat['p95'] or '-':>8} {lat['p99'] or '-':>8}")  # fmt: skip
+    for t, tr in enumerate(results["per_trial"], 1):
+        print(f"trial {t}: " + ", ".join(f"{k} {v}" for k, v in tr.items()))
+    print("ratios (median of trials; hits vs pooled misses): "
+          + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))  # fmt: skip
+
+
+def _timed(
+    b: BenchRun,
+    name: str,
+    msgs: list[tuple[bytes, bytes]],
+    tin: str,
+    tout: str,
+    pace_per_s: float | None = None,
+) -> Phase:
+    """Publish ``msgs``, wait for as many outputs, latency from each send to its output."""
+    start = end_offsets(b.consumer, tout)
+    sent_ms: dict[bytes, float] = {}
+    t0 = time.time()
+    gap = 1.0 / pace_per_s if pace_per_s else 0.0
+    for i, (key, value) in enumerate(msgs):
+        if gap:
+            delay = t0 + i * gap - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        sent_ms[key] = time.time() * 1000
+        b.producer.send(tin, key=key, value=value)
+        if gap:
+            b.producer.flush()
+    b.producer.flush()
+    out = _outputs(b, name, tout, start, len(msgs))
+    t_last = max(r.timestamp for r in out) / 1000
+    return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
+
+
+def _outputs(
+    b: BenchRun,
+    name: str,
+    topic: str,
+    start: dict[Any, int],
+    n: int,
+    worker: WorkerProcess | None = None,
+) -> list[Any]:
+    """The ``n`` records written to ``topic`` after ``start``, once they are all there.
+
+    Only end offsets are polled while the worker runs: on two cores, a client
+    reading along would take CPU from the worker it measures. Times and
+    latencies come from the records' own timestamps, so reading afterwards
+    changes neither.
+    """
+    target = sum(start.values()) + n
+    deadline = time.monotonic() + 900
+    while sum(end_offsets(b.consumer, topic).values()) < target:
+        if time.monotonic() > deadline or (worker is not None and not worker.running):
+            tail = worker.tail() if worker is not None else ""
+            raise RuntimeError(f"{name}: not all {n} outputs arrived\n{tail}")
+        time.sleep(0.25)
+    out = read_from(b.consumer, start, done=lambda rs: len(rs) >= n, timeout_s=60)
+    if len(out) < n:
+        raise RuntimeError(f"{name}: only {len(out)} of {n} outputs could be read")
+    return out
+
+
+def _drained(b: BenchRun, msgs: list[tuple[bytes, bytes]], worker: WorkerProcess) -> Phase:
+    """Publish ``msgs`` to ``orders`` with no worker up; start ``worker``; time its drain."""
+    tin, tout = b.topics["orders"], b.topics["orders_enriched"]
+    start = end_offsets(b.consumer, tout)
+    for key, value in msgs:
+        b.producer.send(tin, key=key, value=value)
+    b.producer.flush()
+    worker.start(180)
+    out = _outputs(b, "orders backlog", tout, start, len(msgs), worker)
+    stamps = sorted(r.timestamp for r in out)
+    # The first batch's outputs mark the start; count only what came after it.
+    counted = len(out) - b.settings.order_max_batch_size
+    return Phase("orders backlog", counted, (stamps[-1] - stamps[0]) / 1000, [])

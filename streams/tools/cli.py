@@ -1,0 +1,280 @@
+"""``vitrine``: the Faust app's own command line plus the project's commands.
+
+``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
+``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench`` and
+``report`` are added to the same click group. Heavy modules are imported
+inside each command, so ``vitrine stack status`` does not load a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _quiet_client_logs() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _refused_access() -> Iterator[None]:
+    """A cluster that refuses the client's credentials or CA: the message, exit 1, no traceback."""
+    from streams.worker.kafka_config import KafkaAccessError  # noqa: PLC0415
+
+    try:
+        yield
+    except KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("stack")
+@click.argument("action", type=click.Choice(["up", "down", "status"]))
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Also a Kafka SASL_SSL listener (SCRAM-SHA-512) and Redis TLS with an ACL user.",
+)
+def stack_command(action: str, timeout_s: float, secure: bool) -> None:
+    """Start, stop or show the native local Kafka + Redis stack."""
+    import time  # noqa: PLC0415
+
+    from streams.settings import get_settings  # noqa: PLC0415
+    from streams.tools.stack import Stack, StackError  # noqa: PLC0415
+
+    _quiet_client_logs()
+    stack = Stack(get_settings(), name="default", secure=secure)
+    started = time.monotonic()
+    try:
+        if action == "up":
+            stack.up(timeout_s=timeout_s)
+            click.echo(f"stack ready in {time.monotonic() - started:.1f} s")
+            if secure:
+                click.echo("clients of the secured listeners take these settings:")
+                click.echo(stack.secure_client_shell(), nl=False)
+        elif action == "down":
+            stack.down()
+            click.echo("stack stopped")
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    states = stack.status()
+    for st in states:
+        click.echo(st.line())
+    if action == "status" and not all(st.running for st in states):
+        sys.exit(1)
+
+
+@click.command("demo")
+@click.option(
+    "--worker/--no-worker",
+    "start_worker",
+    default=True,
+    show_default=True,
+    help="Start a worker for the demo when none answers on the web port.",
+)
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True)
+def demo_command(start_worker: bool, timeout_s: float) -> None:
+    """Publish sample listings and orders; print labelled, enriched and dead-lettered events."""
+    from streams.tools.demo import run_demo  # noqa: PLC0415
+
+    _quiet_client_logs()
+    with _refused_access():
+        code = run_demo(start_worker=start_worker, timeout_s=timeout_s)
+    sys.exit(code)
+
+
+@click.command("predict")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@click.option("--top-k", default=5, show_default=True)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model directory (default: VITRINE_MODEL_PATH or the shipped model).",
+)
+def predict_command(
+    images: tuple[Path, ...], as_json: bool, top_k: int, model_dir: Path | None
+) -> None:
+    """Label image files with the model."""
+    from streams.tools.predict import run_predict  # noqa: PLC0415
+
+    sys.exit(run_predict(list(images), as_json=as_json, top_k=top_k, model_dir=model_dir))
+
+
+@click.command("bench")
+@click.argument("target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak"]))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--images-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Photos to use instead of the shipped samples (inference).",
+)
+@click.option(
+    "--images", "n_images", default=512, show_default=True, help="Events to publish (pipeline)."
+)
+@click.option(
+    "--trials",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Engine / pipeline / naive trials, side by side (pipeline).",
+)
+@click.option(
+    "--events",
+    "n_events",
+    default=20_000,
+    show_default=True,
+    help="Orders to publish and consume (consume).",
+)
+@click.option("--minutes", default=10.0, show_default=True, help="Soak duration (soak).")
+@click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out/soak"),
+    show_default=True,
+    help="Where soak.json and soak.png go (soak).",
+)
+def bench_command(
+    target: str,
+    as_json: bool,
+    batch_sizes: str | None,
+    model_dir: Path | None,
+    images_dir: Path | None,
+    n_images: int,
+    trials: int,
+    n_events: int,
+    minutes: float,
+    interval_s: float,
+    out_dir: Path,
+) -> None:
+    """Measure inference alone, the pipeline against its baselines, consuming, or codecs."""
+    sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
+    if target == "inference":
+        from streams.tools.predict import run_bench_inference  # noqa: PLC0415
+
+        sys.exit(
+            run_bench_inference(
+                as_json=as_json, batch_sizes=sizes, model_dir=model_dir, images_dir=images_dir
+            )
+        )
+    if target == "codecs":
+        from streams.tools.bench.codecs import bench_codecs_command  # noqa: PLC0415
+
+        sys.exit(bench_codecs_command(as_json=as_json))
+    _quiet_client_logs()
+    if target == "soak":
+        from streams.tools.bench.soak import bench_soak_command  # noqa: PLC0415
+
+        sys.exit(bench_soak_command(minutes=minutes, interval_s=interval_s, out_dir=out_dir))
+    if target == "consume":
+        from streams.tools.bench.consume import bench_consume_command  # noqa: PLC0415
+
+        with _refused_access():
+            code = bench_consume_command(as_json=as_json, n_events=n_events)
+        sys.exit(code)
+    from streams.tools.bench.pipeline import bench_pipeline_command  # noqa: PLC0415
+
+    with _refused_access():
+        code = bench_pipeline_command(as_json=as_json, n_images=n_images, trials=trials)
+    sys.exit(code)
+
+
+@click.command("report")
+@click.option(
+    "--out",
+    "out_png",
+    type=click.Path(path_type=Path),
+    default=Path("category-sales.png"),
+    show_default=True,
+    help="Where to write the chart.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=10.0,
+    show_default=True,
+    help="Seconds to read the category-sales topic.",
+)
+@click.option("--top", default=15, show_default=True, help="Rows per table.")
+def report_command(out_png: Path, timeout_s: float, top: int) -> None:
+    """Rank category sales by category, region and season (table + PNG chart)."""
+    from streams.tools.report import run_report  # noqa: PLC0415
+
+    _quiet_client_logs()
+    with _refused_access():
+        code = run_report(out_png=out_png, timeout_s=timeout_s, top=top)
+    sys.exit(code)
+
+
+@click.command("export-model")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def export_model_command(out_dir: Path) -> None:
+    """Export the default EfficientNet-Lite0 to ONNX (needs torch; see README)."""
+    from inference.training import export  # noqa: PLC0415
+
+    sys.exit(export.main(["--out", str(out_dir)]))
+
+
+def _add_training_commands(group: click.Group) -> None:
+    from streams.tools import train as train_cmds  # noqa: PLC0415
+
+    group.add_command(train_cmds.train_click)
+    group.add_command(train_cmds.evaluate_click)
+
+
+def main() -> None:
+    """Entry point of the ``vitrine`` console script."""
+    from faust.cli.faust import cli  # noqa: PLC0415
+
+    from streams.worker.app import create_app  # noqa: PLC0415
+
+    for cmd in (
+        stack_command,
+        demo_command,
+        predict_command,
+        bench_command,
+        report_command,
+        export_model_command,
+    ):
+        cli.add_command(cmd)
+    _add_training_commands(cli)
+    _default_worker_loglevel()
+    create_app().main()
+
+
+def _default_worker_loglevel() -> None:
+    """``vitrine worker`` logs at VITRINE_LOG_LEVEL unless ``-l``/``--loglevel`` is given."""
+    argv = sys.argv
+    if "worker" not in argv or any(
+        a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in argv
+    ):
+        return
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    level = get_settings().log_level.lower()
+    level = {"warning": "warn", "critical": "crit"}.get(level, level)
+    argv.insert(argv.index("worker") + 1, f"--loglevel={level}")
+
+
+if __name__ == "__main__":
+    main()

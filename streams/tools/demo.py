@@ -1,0 +1,282 @@
+"""``vitrine demo``: publish sample listings and orders, print what comes out.
+
+With the local stack up, the demo makes sure a worker is running (it starts
+one when none answers on the web port, and stops it at the end), then
+publishes the shipped product photos as listings (half inline as base64,
+half by ``file://`` reference), the first photo a second time under another
+product id (served from the cache), and one corrupt image. Once the labels
+are out it publishes orders for those products plus one for a product that
+was never listed, and prints the labelled products, the enriched orders, the
+category-sales windows and the dead-lettered event.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inference.samples import SAMPLES_DIR, samples
+from schemas import codec
+from schemas.deadletter import decode_headers
+from schemas.records import SCHEMA_VERSION, OrderEvent, OrderItem, ProductImageEvent
+from streams.settings import Settings, get_settings
+from streams.tools.kafka_clients import end_offsets, make_consumer, make_producer, read_from
+from streams.tools.workerproc import WorkerProcess
+from streams.worker.web import worker_ready
+
+__all__ = ["make_listing", "make_order", "run_demo", "sample_photos"]
+
+
+REGIONS = ("eu-north", "eu-west", "us-east")
+
+
+def sample_photos() -> list[tuple[Path, str]]:
+    """The shipped photos and their class names (Grocery Store data set, MIT)."""
+    return [(sample.path, sample.class_name) for sample in samples()]
+
+
+def make_listing(
+    product_id: str,
+    *,
+    image: bytes | None = None,
+    uri: str | None = None,
+    event_id: str | None = None,
+    title: str | None = None,
+) -> ProductImageEvent:
+    """A ProductImageEvent carrying ``image`` inline (base64) or pointing at ``uri``."""
+    return ProductImageEvent(
+        schema_version=SCHEMA_VERSION,
+        event_id=event_id or f"ev-{uuid.uuid4().hex}",
+        occurred_at=datetime.now(UTC),
+        product_id=product_id,
+        title=title,
+        image_b64=base64.b64encode(image).decode() if image is not None else None,
+        image_uri=uri,
+    )
+
+
+def make_order(
+    order_id: str,
+    items: Sequence[tuple[str, int, float]],
+    *,
+    region: str = "eu-north",
+    currency: str = "EUR",
+    created_at: datetime | None = None,
+    event_id: str | None = None,
+    customer_id: str | None = None,
+) -> OrderEvent:
+    """An OrderEvent; ``items`` are (product_id, quantity, unit_price)."""
+    now = datetime.now(UTC)
+    return OrderEvent(
+        schema_version=SCHEMA_VERSION,
+        event_id=event_id or f"ev-{uuid.uuid4().hex}",
+        occurred_at=now,
+        order_id=order_id,
+        customer_id=customer_id,
+        region=region,
+        currency=currency,
+        created_at=created_at or now,
+        items=tuple(OrderItem(product_id=p, quantity=q, unit_price=u) for p, q, u in items),
+    )
+
+
+@contextlib.contextmanager
+def _worker(settings: Settings, start: bool, timeout_s: float) -> Iterator[None]:
+    if worker_ready(settings.web_host, settings.web_port):
+        print(f"using the worker on {settings.web_host}:{settings.web_port}")
+        yield
+        return
+    if not start:
+        raise SystemExit(
+            f"no worker answers on {settings.web_host}:{settings.web_port}; "
+            "start one with `vitrine worker` or drop --no-worker"
+        )
+    log_path = settings.state_dir / "demo-worker.log"
+    print(f"starting a worker for the demo (log: {log_path})")
+    worker = WorkerProcess(
+        dict(os.environ, VITRINE_IMAGE_FILE_ROOT=str(SAMPLES_DIR)),
+        log_path,
+        web_port=settings.web_port,
+    )
+    try:
+        worker.start(timeout_s)
+        yield
+    finally:
+        worker.stop()
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*header), line.format(*("-" * w for w in widths))]
+    out += [line.format(*map(str, r)) for r in rows]
+    return "\n".join(out)
+
+
+def _demo_listings(run: str) -> list[tuple[str, ProductImageEvent]]:
+    """Every sample photo (inline and ``file://`` in turn), the first one twice, one corrupt."""
+    photos = sample_photos()
+    listings: list[tuple[str, ProductImageEvent]] = []
+    for i, (path, name) in enumerate(photos):
+        pid = f"demo-{run}-{name.lower()}"
+        title = name.replace("-", " ")
+        if i % 2:
+            ev = make_listing(pid, uri=path.resolve().as_uri(), event_id=f"{pid}-v1", title=title)
+        else:
+            ev = make_listing(pid, image=path.read_bytes(), event_id=f"{pid}-v1", title=title)
+        listings.append((pid, ev))
+    first_path, first_name = photos[0]
+    twin = f"demo-{run}-{first_name.lower()}-twin"
+    listings.append(
+        (twin, make_listing(twin, image=first_path.read_bytes(), event_id=f"{twin}-v1",
+                            title=f"{first_name} (same photo)"))
+    )  # fmt: skip
+    corrupt = f"demo-{run}-corrupt"
+    listings.append(
+        (corrupt, make_listing(corrupt, image=first_path.read_bytes()[:600],
+                               event_id=f"{corrupt}-v1", title="A truncated JPEG"))
+    )  # fmt: skip
+    return listings
+
+
+def _demo_orders(run: str, labelled_ids: list[str]) -> list[OrderEvent]:
+    """Orders for the labelled products, and one line for a product never listed."""
+    rng = random.Random(run)
+    now = datetime.now(UTC)
+    orders = []
+    for n in range(8):
+        lines = [
+            (p, rng.randint(1, 4), round(rng.uniform(0.5, 6.0), 2))
+            for p in rng.sample(labelled_ids, k=min(3, len(labelled_ids)))
+        ]
+        if n == 7:
+            lines.append((f"demo-{run}-never-listed", 1, 9.99))
+        order_id = f"demo-{run}-order-{n}"
+        orders.append(
+            make_order(
+                order_id, lines, region=REGIONS[n % len(REGIONS)], created_at=now,
+                event_id=f"{order_id}-v1", customer_id=f"c{rng.randint(1, 99)}",
+            )
+        )  # fmt: skip
+    return orders
+
+
+def _print_labels(run: str, labels: list[Any], dead: list[Any], want: int, took: float) -> None:
+    print(f"\nproduct-labels ({len(labels)} of {want} in {took:.1f} s):\n")
+    rows = [
+        [lab.product_id.removeprefix(f"demo-{run}-"), lab.category,
+         f"{lab.category_score:.2f}", f"{lab.labels[0].label} ({lab.labels[0].score:.2f})",
+         "yes" if lab.cached else "no", ",".join(lab.flags) or "-"]
+        for lab in sorted(labels, key=lambda x: x.product_id)
+    ]  # fmt: skip
+    print(_table(rows, ["product", "category", "score", "top label", "cached", "flags"]))
+    print(f"\n{get_settings().topic_product_images_dlq} ({len(dead)}):\n")
+    for r in dead:
+        letter = decode_headers(r.headers)
+        print(f"  key={r.key.decode()}  code={letter.error_code}\n  {letter.error_message}")
+
+
+def _print_enriched(run: str, enriched: list[Any], sent: int) -> None:
+    print(f"\norders-enriched ({len(enriched)} of {sent}):\n")
+    rows = []
+    for done in sorted(enriched, key=lambda o: o.order_id):
+        for line in done.items:
+            rows.append(
+                [done.order_id.removeprefix(f"demo-{run}-"), done.region,
+                 line.product_id.removeprefix(f"demo-{run}-"), str(line.quantity),
+                 f"{line.line_total:.2f}", line.category, line.unknown_reason or "-"]
+            )  # fmt: skip
+    print(_table(rows, ["order", "region", "product", "qty", "total", "category", "why"]))
+
+
+def _print_sales(sales: list[Any]) -> None:
+    latest = {}
+    for r in sales:
+        value = codec.decode_category_sales(r.value)
+        latest[(value.category, value.region, value.window_start)] = value
+    print(f"\ncategory-sales (windows updated by this run, {len(latest)}):\n")
+    rows = [
+        [v.category, v.region, v.season, v.window_start.strftime("%Y-%m-%d %H:%M"),
+         str(v.orders), str(v.units), f"{v.revenue:.2f} {v.currency}"]
+        for v in sorted(latest.values(), key=lambda v: -v.revenue)
+    ]  # fmt: skip
+    print(_table(rows, ["category", "region", "season", "window", "orders", "units", "revenue"]))
+
+
+def _publish(producer: Any, topic: str, events: list[tuple[bytes, Any]]) -> None:
+    for key, ev in events:
+        producer.send(topic, key=key, value=codec.encode(ev))
+    producer.flush()
+
+
+def run_demo(*, start_worker: bool = True, timeout_s: float = 180.0) -> int:
+    """Run the demo; return the process exit code."""
+    settings = get_settings()
+    run = uuid.uuid4().hex[:8]
+    listings = _demo_listings(run)
+    producer = make_producer(settings)
+    consumer = make_consumer(settings)
+    outputs = (
+        settings.topic_product_labels,
+        settings.topic_orders_enriched,
+        settings.topic_product_images_dlq,
+        settings.topic_orders_dlq,
+        settings.topic_category_sales,
+    )
+
+    def mine(records: list[Any]) -> list[Any]:
+        return [r for r in records if r.key and r.key.decode().startswith(f"demo-{run}")]
+
+    with _worker(settings, start_worker, timeout_s):
+        start = {t: end_offsets(consumer, t) for t in outputs}
+        print(f"\npublishing {len(listings)} listings to {settings.topic_product_images} ...")
+        t0 = time.monotonic()
+        _publish(producer, settings.topic_product_images, [(k.encode(), e) for k, e in listings])
+        labelled = mine(
+            read_from(
+                consumer,
+                {
+                    **start[settings.topic_product_labels],
+                    **start[settings.topic_product_images_dlq],
+                },
+                done=lambda rs: len(mine(rs)) >= len(listings),
+                timeout_s=timeout_s,
+            )
+        )
+        labels = [
+            codec.decode_product_labelled(r.value)
+            for r in labelled
+            if r.topic == settings.topic_product_labels
+        ]
+        dead = [r for r in labelled if r.topic == settings.topic_product_images_dlq]
+        want_labels = len(listings) - 1
+        _print_labels(run, labels, dead, want_labels, time.monotonic() - t0)
+
+        orders = _demo_orders(run, [lab.product_id for lab in labels])
+        print(f"\npublishing {len(orders)} orders to {settings.topic_orders} ...")
+        _publish(producer, settings.topic_orders, [(o.order_id.encode(), o) for o in orders])
+        got = read_from(
+            consumer,
+            start[settings.topic_orders_enriched],
+            done=lambda rs: len(mine(rs)) >= len(orders),
+            timeout_s=timeout_s,
+        )
+        enriched = [codec.decode_enriched_order(r.value) for r in mine(got)]
+        _print_enriched(run, enriched, len(orders))
+        sales = read_from(
+            consumer, start[settings.topic_category_sales], done=lambda rs: False, timeout_s=3.0
+        )
+        _print_sales(sales)
+    producer.close()
+    consumer.close()
+    ok = len(labels) == want_labels and len(enriched) == len(orders) and len(dead) == 1
+    print("\ndemo " + ("complete" if ok else "INCOMPLETE: some outputs did not arrive in time"))
+    return 0 if ok else 1

@@ -1,0 +1,151 @@
+"""``vitrine predict`` and ``vitrine bench inference``: the worker's engine, without Kafka.
+
+Plain functions that return an exit code (0 success, 1 some images failed,
+2 the model or the options are unusable); :mod:`streams.tools.cli` wires them
+into the click group. The engine is the worker's own (:mod:`streams.worker.model`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from inference.serving.bench import DEFAULT_BATCH_SIZES, format_report, run_bench
+from inference.serving.engine import Prediction
+from inference.serving.errors import InferenceError, ModelError
+from streams.settings import Settings, get_settings
+from streams.worker.model import build_engine, image_limits
+
+__all__ = ["run_bench_inference", "run_predict"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _error_dict(code: str, message: str, *, retriable: bool = False) -> dict[str, Any]:
+    return {"code": code, "message": message, "retriable": retriable}
+
+
+def _read(path: Path) -> bytes | dict[str, Any]:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return _error_dict("file.not_found", f"no such file: {path}")
+    except IsADirectoryError:
+        return _error_dict("file.unreadable", f"{path} is a directory")
+    except OSError as exc:
+        return _error_dict("file.unreadable", f"cannot read {path}: {exc.strerror or exc}")
+
+
+def _print_table(path: Path, record: dict[str, Any], out: TextIO) -> None:
+    print(str(path), file=out)
+    if "error" in record:
+        error = record["error"]
+        print(f"  ERROR {error['code']}: {error['message']}", file=out)
+        return
+    for label in record["labels"]:
+        print(f"  {label['score']:7.2%}  {label['label']}", file=out)
+    print(f"  category: {record['category']} ({record['score']:.2%})", file=out)
+    if record["flags"]:
+        print(f"  flags: {', '.join(record['flags'])}", file=out)
+
+
+def run_predict(
+    paths: list[Path],
+    *,
+    as_json: bool,
+    top_k: int,
+    model_dir: Path | None,
+    settings: Settings | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Label image files; print a table, or one JSON object per image (JSON Lines).
+
+    Returns 0 when every image was labelled, 1 when some failed (each failure is
+    printed with its error code), 2 when the model cannot be loaded.
+    """
+    out = out or sys.stdout
+    settings = settings or get_settings()
+    if not paths:
+        print("no images given", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        engine = build_engine(settings, model_dir=model_dir, top_k=top_k)
+    except (ModelError, ValueError) as exc:
+        print(f"cannot load the model: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    limits = image_limits(settings)
+    failed = 0
+    batch_size = settings.max_batch_size
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        blobs = [_read(p) for p in chunk]
+        readable = [b for b in blobs if isinstance(b, bytes)]
+        results = iter(engine.predict_bytes(readable, limits).items)
+        for path, blob in zip(chunk, blobs, strict=True):
+            item: Prediction | InferenceError | dict[str, Any] = (
+                next(results) if isinstance(blob, bytes) else blob
+            )
+            record: dict[str, Any] = {"path": str(path)}
+            if isinstance(item, Prediction):
+                record |= item.to_dict()
+            else:
+                failed += 1
+                record["error"] = item.to_dict() if isinstance(item, InferenceError) else item
+            if as_json:
+                print(json.dumps(record, ensure_ascii=False), file=out)
+            else:
+                _print_table(path, record, out)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def run_bench_inference(
+    *,
+    as_json: bool,
+    batch_sizes: Sequence[int] | None,
+    model_dir: Path | None,
+    images_dir: Path | None,
+    settings: Settings | None = None,
+    min_seconds: float = 1.0,
+    out: TextIO | None = None,
+) -> int:
+    """Measure decode, preprocess and inference throughput per batch size; print the report.
+
+    Progress goes to stderr; the report (a table, or one JSON object) to stdout.
+    """
+    out = out or sys.stdout
+    settings = settings or get_settings()
+    sizes = list(batch_sizes or DEFAULT_BATCH_SIZES)
+    if min(sizes) < 1:
+        print(f"batch sizes must be >= 1, got {sizes}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if images_dir is not None and not images_dir.is_dir():
+        print(f"--images-dir {images_dir} is not a directory", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        engine = build_engine(settings, model_dir=model_dir)
+    except (ModelError, ValueError) as exc:
+        print(f"cannot load the model: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(
+        f"benchmarking {engine.model_name} on {engine.provider} ({engine.device})", file=sys.stderr
+    )
+    try:
+        report = run_bench(
+            engine,
+            images=[images_dir] if images_dir is not None else None,
+            batch_sizes=sizes,
+            limits=image_limits(settings),
+            min_seconds=min_seconds,
+            progress=lambda message: print(f"  {message}", file=sys.stderr),
+        )
+    except (InferenceError, ValueError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(json.dumps(report, indent=2) if as_json else format_report(report), file=out)
+    return EXIT_OK

@@ -1,0 +1,420 @@
+"""``vitrine train`` and ``vitrine evaluate``: thin command-line wrappers over ``inference``.
+
+The work is done by :func:`inference.training.trainer.train` and
+:func:`inference.training.evaluate.evaluate_model`; this module reads the settings
+(execution providers, threads, batch size), prints a short summary and turns
+errors into exit codes: 0 success, 2 bad input (data set, model directory,
+options), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["evaluate_click", "evaluate_command", "train_click", "train_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def train_command(
+    data: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    head: str = "auto",
+    val: Path | None = None,
+    val_fraction: float = 0.15,
+    augmentations: int = 8,
+    finetune: str = "none",
+    finetune_epochs: int | None = None,
+    base_model: Path | None = None,
+    name: str | None = None,
+    categories: Path | None = None,
+    cache_dir: Path | None = None,
+    no_cache: bool = False,
+    progress: bool = True,
+    recipe: str = "frozen",
+    full: dict[str, Any] | None = None,
+) -> int:
+    """Train a model on ``data`` and write it to ``out``; return the exit code.
+
+    ``recipe`` ``frozen`` trains heads on frozen features (numpy, minutes);
+    ``full`` fine-tunes the whole network (PyTorch, the ``train-torch`` extra).
+    ``full`` holds the full recipe's options (:func:`_full_recipe`).
+    """
+    from dataclasses import replace  # noqa: PLC0415
+
+    from inference.serving.errors import InferenceError  # noqa: PLC0415
+    from inference.training.torch_finetune import TailFinetuneConfig  # noqa: PLC0415
+    from inference.training.trainer import TrainConfig, train  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    _setup_logging()
+    settings = get_settings()
+    ft = TailFinetuneConfig()
+    if finetune_epochs is not None:
+        ft = replace(ft, epochs=finetune_epochs)
+    config = TrainConfig(
+        data=Path(data),
+        out=Path(out),
+        val_data=val,
+        val_fraction=val_fraction,
+        base_model=base_model,
+        name=name,
+        head=head,
+        augmentations=augmentations,
+        epochs=epochs,
+        finetune=finetune,
+        finetune_config=ft,
+        categories_file=categories,
+        seed=seed,
+        cache_dir=None if no_cache else (cache_dir or settings.state_dir / "features"),
+        intra_op_threads=settings.intra_op_threads,
+        progress=progress,
+    )
+    try:
+        if recipe == "full":
+            from inference.training.full_recipe import train_full  # noqa: PLC0415
+
+            result = train_full(
+                config, _full_recipe(seed, **(full or {})),
+                on_step=lambda msg: click.echo(msg, err=True),
+            )  # fmt: skip
+        else:
+            result = train(config, on_step=lambda msg: click.echo(msg, err=True))
+    except (InferenceError, ValueError, OSError) as exc:
+        click.echo(f"vitrine train: {exc}", err=True)
+        return 2
+    m = result.val_metrics
+    click.echo(f"model: {result.manifest.name} {result.manifest.version} -> {result.model_dir}")
+    click.echo(
+        f"val: top-1 {m['top1_accuracy']:.4f}  top-5 {m['top5_accuracy']:.4f}  "
+        f"macro F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}"
+        + (f"  coarse {m['coarse_accuracy']:.4f}" if "coarse_accuracy" in m else "")
+    )
+    click.echo(f"serve it with: VITRINE_MODEL_PATH={result.model_dir} vitrine worker")
+    return 0
+
+
+def _full_recipe(
+    seed: int,
+    *,
+    arch: str | None = None,
+    size: int | None = None,
+    epochs: int | None = None,
+    checkpoint_dir: Path | None = None,
+    open_set_classes: int = 0,
+    ood_score: str | None = None,
+) -> Any:
+    """The full recipe's configuration: its defaults, with the options given."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from inference.training.full_finetune import FullFinetuneConfig  # noqa: PLC0415
+    from inference.training.full_recipe import FullRecipe  # noqa: PLC0415
+    from inference.training.torch_finetune import torch_available  # noqa: PLC0415
+
+    if not torch_available():
+        raise ValueError(
+            "--recipe full needs PyTorch: install the train-torch extra in its own "
+            "environment (python -m venv .venv-train && .venv-train/bin/pip install -e "
+            "'.[train-torch]'), then run .venv-train/bin/vitrine train"
+        )
+    ft = FullFinetuneConfig(seed=seed)
+    changes: dict[str, Any] = {
+        k: v for k, v in {"arch": arch, "size": size, "epochs": epochs}.items() if v
+    }
+    base = FullRecipe(finetune=replace(ft, **changes), checkpoint_dir=checkpoint_dir,
+                      open_set_classes=open_set_classes)  # fmt: skip
+    return replace(base, ood_kind=ood_score) if ood_score else base
+
+
+def evaluate_command(
+    model_dir: Path,
+    data: Path,
+    out: Path | None = None,
+    *,
+    class_map: Path | None = None,
+    batch_size: int | None = None,
+    throughput_images: int = 256,
+    compare_default: bool = True,
+    as_json: bool = False,
+    progress: bool = True,
+) -> int:
+    """Evaluate ``model_dir`` on ``data``; write a report to ``out`` when given."""
+    from inference.serving.errors import InferenceError  # noqa: PLC0415
+    from inference.serving.manifest import default_model_dir  # noqa: PLC0415
+    from inference.training.evaluate import (  # noqa: PLC0415
+        evaluate_model,
+        per_class_rows,
+        render_markdown,
+        write_report,
+    )
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    _setup_logging()
+    settings = get_settings()
+    baselines: list[Path] = []
+    default = default_model_dir()
+    if compare_default and throughput_images > 0:
+        try:
+            same = Path(model_dir).resolve() == default.resolve()
+        except OSError:
+            same = False
+        if not same and (default / "manifest.json").is_file():
+            baselines.append(default)
+    try:
+        result = evaluate_model(
+            Path(model_dir),
+            Path(data),
+            class_map=class_map,
+            providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+            batch_size=batch_size or settings.max_batch_size,
+            throughput_images=throughput_images,
+            throughput_baselines=baselines,
+            progress=progress,
+        )
+    except (InferenceError, ValueError, OSError) as exc:
+        click.echo(f"vitrine evaluate: {exc}", err=True)
+        return 2
+    if out is not None:
+        paths = write_report(result, Path(out))
+        click.echo(f"report: {', '.join(str(p) for p in paths)}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        text = render_markdown(result, per_class_rows(result))
+        click.echo(text.split("![confusion matrix]")[0].rstrip())
+    return 0
+
+
+@click.command("train")
+@click.argument("data", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model directory to write (model.onnx + manifest.json).",
+)
+@click.option(
+    "--val",
+    "val",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Validation data (same layout); default: a stratified split of DATA.",
+)
+@click.option(
+    "--val-fraction",
+    default=0.15,
+    show_default=True,
+    help="Share of DATA held out for validation when --val is not given.",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["auto", "linear", "mlp"]),
+    default="auto",
+    show_default=True,
+    help="Classifier head; auto keeps the better on validation.",
+)
+@click.option(
+    "--augmentations",
+    default=8,
+    show_default=True,
+    help="Augmented views per training image (features cached).",
+)
+@click.option("--epochs", type=int, default=None, help="Maximum head epochs (early stopping).")
+@click.option(
+    "--finetune",
+    type=click.Choice(["auto", "blocks", "none"]),
+    default="none",
+    show_default=True,
+    help="Also fine-tune the backbone's last blocks (needs PyTorch; auto: if installed).",
+)
+@click.option("--finetune-epochs", type=int, default=None)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--base-model",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Backbone model directory (default: the shipped EfficientNet-Lite0).",
+)
+@click.option("--name", default=None, help="Model name (default: the --out folder's name).")
+@click.option(
+    "--categories",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="CSV of class,category (default: coarse class, else the class name).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Feature cache (default: <VITRINE_STATE_DIR>/features, ~/.cache/vitrine/features).",
+)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
+@click.option(
+    "--recipe",
+    type=click.Choice(["frozen", "full"]),
+    default="frozen",
+    show_default=True,
+    help="frozen: heads on frozen features (numpy); full: fine-tune the whole network "
+    "(PyTorch, the train-torch extra), calibrated, with an OOD score.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]),
+    default=None,
+    help="Full recipe: the ImageNet backbone to fine-tune (default efficientnet-lite0).",
+)
+@click.option("--size", type=int, default=None, help="Full recipe: training crop size.")
+@click.option("--full-epochs", type=int, default=None, help="Full recipe: epochs.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Full recipe: where each epoch's checkpoint goes (default <out>/.checkpoint); "
+    "a rerun with the same options resumes from it.",
+)
+@click.option(
+    "--open-set-classes",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Full recipe: also train with this many classes left out and record how well "
+    "their images are flagged (open-set AUROC) in the manifest.",
+)
+@click.option(
+    "--ood-score",
+    type=click.Choice(["centroid", "energy"]),
+    default=None,
+    help="Full recipe: the OOD score the graph outputs (default centroid).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_click(
+    data: Path,
+    out: Path,
+    val: Path | None,
+    val_fraction: float,
+    head: str,
+    augmentations: int,
+    epochs: int | None,
+    finetune: str,
+    finetune_epochs: int | None,
+    seed: int,
+    base_model: Path | None,
+    name: str | None,
+    categories: Path | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    recipe: str,
+    arch: str | None,
+    size: int | None,
+    full_epochs: int | None,
+    checkpoint_dir: Path | None,
+    open_set_classes: int,
+    ood_score: str | None,
+    quiet: bool,
+) -> None:
+    """Train a product classifier on DATA (class folders, or a Grocery Store list file)."""
+    sys.exit(
+        train_command(
+            data,
+            out,
+            seed=seed,
+            epochs=epochs,
+            head=head,
+            val=val,
+            val_fraction=val_fraction,
+            augmentations=augmentations,
+            finetune=finetune,
+            finetune_epochs=finetune_epochs,
+            base_model=base_model,
+            name=name,
+            categories=categories,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
+            progress=not quiet,
+            recipe=recipe,
+            full={
+                "arch": arch,
+                "size": size,
+                "epochs": full_epochs,
+                "checkpoint_dir": checkpoint_dir,
+                "open_set_classes": open_set_classes,
+                "ood_score": ood_score,
+            },
+        )
+    )
+
+
+@click.command("evaluate")
+@click.argument("model_dir", type=click.Path(path_type=Path, exists=True))
+@click.argument("data", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report directory (metrics.json, per-class CSV/Markdown, charts).",
+)
+@click.option(
+    "--class-map",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="CSV of data_class,model_label_or_category.",
+)
+@click.option("--batch-size", type=int, default=None, help="Default: VITRINE_MAX_BATCH_SIZE.")
+@click.option(
+    "--throughput-images",
+    default=256,
+    show_default=True,
+    help="Images timed for images/s (0: skip).",
+)
+@click.option(
+    "--compare-default/--no-compare-default",
+    default=True,
+    show_default=True,
+    help="Also time the shipped model on the same images.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate_click(
+    model_dir: Path,
+    data: Path,
+    out: Path | None,
+    class_map: Path | None,
+    batch_size: int | None,
+    throughput_images: int,
+    compare_default: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Score MODEL_DIR on DATA: accuracy, P/R/F1, calibration, confusion matrix, speed."""
+    sys.exit(
+        evaluate_command(
+            model_dir,
+            data,
+            out,
+            class_map=class_map,
+            batch_size=batch_size,
+            throughput_images=throughput_images,
+            compare_default=compare_default,
+            as_json=as_json,
+            progress=not quiet,
+        )
+    )

@@ -1,0 +1,10 @@
+"""The worker: everything ``vitrine worker`` runs, and nothing else.
+
+``app`` wires the pieces; ``batcher`` cuts micro-batches, ``batches`` runs one
+through an agent, ``labelling`` and ``enrich`` process them, ``cache`` keeps
+labels in Redis, ``fetch`` reads image URIs, ``windows`` aggregates sales,
+``delivery`` produces and confirms outputs, ``deadletter`` and ``metrics``
+report, ``batchconsumer`` reads orders, ``model`` builds the engine,
+``kafka_config`` the clients, ``transport`` bounds Faust, ``web`` serves
+``/metrics`` and ``/ready``. Never imports :mod:`streams.tools`.
+"""

@@ -1,0 +1,223 @@
+"""The Redis label cache: image results by content hash, product categories by id.
+
+Keys:
+
+- ``<prefix>:img:<sha256>`` -> the inference result JSON, with a TTL; the model's
+  name and version are in the value, and a result from another model is a miss.
+- ``<prefix>:product:<product_id>`` -> latest category, score and model version.
+
+One MGET and one pipelined write per batch. When Redis is down or slow the
+cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
+product lookups, so that enrichment can say why), writes are skipped, both are
+counted, and the outage is logged once when it starts and once when it ends.
+After a failure, Redis is not tried again for ``retry_after_s``, so a dead
+server costs one timeout per interval, not one per batch.
+
+Refused credentials (a wrong ``VITRINE_REDIS_PASSWORD``, or a user the ACL does
+not know) are handled the same way, since labelling must not stop for the
+cache; the warning then names the settings to fix. ``rediss://`` URLs verify
+the server's certificate against the system CAs or ``ssl_cafile``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+from streams.worker import metrics
+
+__all__ = ["CacheUnavailable", "LabelCache"]
+
+logger = logging.getLogger(__name__)
+
+_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_json_encode = msgspec.json.Encoder().encode
+
+
+class CacheUnavailable(Exception):
+    """Redis could not be reached for this lookup."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """True for an authentication or ACL refusal (NOAUTH, WRONGPASS, NOPERM)."""
+    if isinstance(exc, AuthenticationError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in (
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+    )
+
+
+class LabelCache:
+    """Batch reads and writes of labels in Redis, with outage bypass."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_s: int,
+        timeout_ms: int,
+        prefix: str = "vitrine",
+        password: str | None = None,
+        ssl_cafile: str | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.prefix = prefix
+        self.retry_after_s = retry_after_s
+        timeout = timeout_ms / 1000
+        # Only TLS connections take a CA (a plain connection refuses the keyword).
+        tls = {"ssl_ca_certs": ssl_cafile} if ssl_cafile and url.startswith("rediss:") else {}
+        self._redis = aioredis.from_url(
+            url,
+            password=password or None,
+            **tls,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._down_since: float | None = None
+        self._next_try = 0.0
+
+    # --- keys ------------------------------------------------------------------
+    def image_key(self, sha256: str) -> str:
+        """Redis key of an image result."""
+        return f"{self.prefix}:img:{sha256}"
+
+    def product_key(self, product_id: str) -> str:
+        """Redis key of a product label."""
+        return f"{self.prefix}:product:{product_id}"
+
+    # --- outage bookkeeping ------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """False while an outage is in progress and the retry interval has not passed."""
+        return self._down_since is None or time.monotonic() >= self._next_try
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        metrics.REDIS_ERRORS.labels(op).inc()
+        metrics.REDIS_UP.set(0)
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            if _refused(exc):
+                logger.warning(
+                    "Redis refused the credentials (%s: %s); check the user in redis_url "
+                    "(VITRINE_REDIS_URL) and redis_password (VITRINE_REDIS_PASSWORD); "
+                    "bypassing the cache until it accepts them",
+                    op,
+                    exc.__class__.__name__,
+                )
+            else:
+                logger.warning(
+                    "Redis unreachable (%s: %s); bypassing the cache until it answers again",
+                    op,
+                    exc.__class__.__name__,
+                )
+        self._next_try = now + self.retry_after_s
+
+    def _succeeded(self) -> None:
+        metrics.REDIS_UP.set(1)
+        if self._down_since is not None:
+            logger.warning(
+                "Redis is back after %.1f s; caching resumed", time.monotonic() - self._down_since
+            )
+            self._down_since = None
+
+    async def _mget(self, op: str, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if not self.available:
+            metrics.CACHE_BYPASSED.labels(op).inc()
+            raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
+        try:
+            values: list[bytes | None] = await self._redis.mget(keys)  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            self._failed(op, exc)
+            metrics.CACHE_BYPASSED.labels(op).inc()
+            raise CacheUnavailable(str(exc)) from exc
+        self._succeeded()
+        return values
+
+    # --- images ----------------------------------------------------------------
+    async def get_images(
+        self, hashes: Sequence[str], model_name: str, model_version: str
+    ) -> list[dict[str, Any] | None]:
+        """Cached results for ``hashes`` (None = miss); all misses while Redis is down."""
+        try:
+            raw = await self._mget("get_images", [self.image_key(h) for h in hashes])
+        except CacheUnavailable:
+            return [None] * len(hashes)
+        out: list[dict[str, Any] | None] = []
+        for value in raw:
+            result = None
+            if value is not None:
+                try:
+                    cand = _json_decode(value)
+                except msgspec.DecodeError:
+                    cand = None
+                if (
+                    cand is not None
+                    and cand.get("model_name") == model_name
+                    and cand.get("model_version") == model_version
+                ):
+                    result = cand
+            out.append(result)
+        return out
+
+    # --- products ----------------------------------------------------------------
+    async def get_products(self, product_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Latest labels of products (None = not labelled); raises CacheUnavailable."""
+        raw = await self._mget("get_products", [self.product_key(p) for p in product_ids])
+        out: list[dict[str, Any] | None] = []
+        for value in raw:
+            try:
+                out.append(None if value is None else _json_decode(value))
+            except msgspec.DecodeError:
+                out.append(None)
+        return out
+
+    # --- writes ----------------------------------------------------------------
+    async def put(
+        self,
+        images: Mapping[str, Mapping[str, Any]],
+        products: Mapping[str, Mapping[str, Any]],
+    ) -> bool:
+        """Write image results and product labels in one pipelined round trip."""
+        if not images and not products:
+            return True
+        if not self.available:
+            metrics.CACHE_BYPASSED.labels("put").inc()
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        for sha, result in images.items():
+            pipe.set(self.image_key(sha), _json_encode(result), ex=self.ttl_s)
+        for product_id, label in products.items():
+            pipe.set(self.product_key(product_id), _json_encode(label), ex=self.ttl_s)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("put", exc)
+            metrics.CACHE_BYPASSED.labels("put").inc()
+            return False
+        self._succeeded()
+        return True
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()

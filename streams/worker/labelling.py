@@ -1,0 +1,374 @@
+"""Label a micro-batch of product-image records: validate, fetch, hash, cache, infer.
+
+Kafka-free on purpose: the image agent hands this module a list of
+:class:`~streams.worker.consumed.ConsumedRecord` and gets back, in input order, either a
+labelled-product value or a dead-letter reason for every record. Nothing here
+raises for one bad record; the batch always goes on.
+
+Per batch: one Redis MGET for every image hash, one executor call that decodes,
+preprocesses and infers the misses (identical images in one batch are inferred
+once), and one pipelined Redis write. The write is a separate step,
+:meth:`ImageLabeller.remember`, which the agent runs in input order after
+``process``: batches may be processed concurrently, but a product's entry is
+never overwritten by an older batch. An image that misses the cache in two
+concurrent batches is inferred once: from the start of its inference until its
+result is in Redis, it is held in :attr:`ImageLabeller._inflight`, and the
+other batch awaits it there (single flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any
+
+from inference.serving.decode import ImageLimits
+from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
+from inference.serving.errors import InferenceError
+from schemas import codec
+from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
+from streams.worker import metrics
+from streams.worker.cache import LabelCache
+from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
+from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
+
+__all__ = ["ImageLabeller", "Labelled", "Rejected"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Labelled:
+    """A record that was labelled: the output key and value."""
+
+    record: ConsumedRecord
+    key: bytes
+    value: bytes
+    cached: bool
+    image_sha256: str
+    # What :meth:`ImageLabeller.remember` writes: the image's result (None when it
+    # came from the cache) and the product's entry for order enrichment.
+    image_result: dict[str, Any] | None
+    product: dict[str, Any]
+    #: The model could not place the image (``low_confidence``/``unknown_product``):
+    #: the event also goes to the product-review topic.
+    review: bool = False
+
+
+# What one image's inference gives: its result payload, or why it has none.
+_Outcome = dict[str, Any] | InferenceError
+
+
+def _hash_all(blobs: Sequence[bytes]) -> list[str]:
+    # hashlib releases the GIL on large buffers: run in the executor.
+    return [hashlib.sha256(b).hexdigest() for b in blobs]
+
+
+def _result_payload(pred: Prediction) -> dict[str, Any]:
+    return {
+        "labels": [[label, round(float(score), 6)] for label, score in pred.labels],
+        "category": pred.category,
+        "score": round(float(pred.score), 6),
+        "flags": list(pred.flags),
+        "model_name": pred.model_name,
+        "model_version": pred.model_version,
+    }
+
+
+class ImageLabeller:
+    """Turns batches of product-image records into labels and dead letters."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cache: LabelCache,
+        executor: Executor,
+        *,
+        limits: ImageLimits,
+        fetch_policy: FetchPolicy,
+        fetch_retries: int = 2,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.executor = executor
+        self.limits = limits
+        self.fetcher = ImageFetcher(fetch_policy)
+        self.fetch_retries = fetch_retries
+        # Image hash -> its inference under way, or done and not yet in Redis.
+        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
+
+    async def _image_bytes(self, event: ProductImageEvent) -> bytes:
+        if event.image_uri is None:
+            return codec.decode_inline_image(event, max_bytes=self.limits.max_bytes)
+        # A retriable failure (timeout, 5xx, connection reset) is tried again a
+        # few times before the event is dead-lettered with image.fetch_failed.
+        for attempt in range(self.fetch_retries + 1):
+            try:
+                return await self.fetcher.fetch(event.image_uri)
+            except FetchError as exc:
+                if not exc.retriable or attempt == self.fetch_retries:
+                    raise
+                await asyncio.sleep(0.2 * 4**attempt)
+        raise AssertionError("unreachable")
+
+    @property
+    def inflight(self) -> int:
+        """Images inferred or being inferred here whose results Redis does not hold yet."""
+        return len(self._inflight)
+
+    async def close(self) -> None:
+        """Release pooled HTTP connections."""
+        await self.fetcher.close()
+
+    async def process(self, records: Sequence[ConsumedRecord]) -> list[Labelled | Rejected]:
+        """Label ``records``; the result has one entry per record, in order."""
+        inferred: set[str] = set()
+        try:
+            return await self._process(records, inferred)
+        except BaseException:
+            # No remember() will follow for these results: stop sharing them.
+            self._forget_inferred(inferred)
+            raise
+
+    async def _process(
+        self, records: Sequence[ConsumedRecord], inferred: set[str]
+    ) -> list[Labelled | Rejected]:
+        started = time.monotonic()
+        out: list[Labelled | Rejected | None] = [None] * len(records)
+        events = decode_or_reject(records, codec.decode_product_image, out)
+        blobs = await self._fetch_all(records, events, out)
+        hashes, results, hit_hashes = await self._lookup(blobs)
+        errors, decode_ms, inference_ms = await self._infer_new(
+            blobs, hashes, results, hit_hashes, inferred
+        )
+        labelled_at = datetime.now(UTC)
+        for i, sha in hashes.items():
+            if sha in errors:
+                err = errors[sha]
+                out[i] = Rejected(records[i], err.code, str(err))
+                continue
+            was_cached = sha in hit_hashes
+            timings = Timings(
+                decode_ms=0.0 if was_cached else round(decode_ms, 3),
+                inference_ms=0.0 if was_cached else round(inference_ms, 3),
+                end_to_end_ms=round(1000 * (time.monotonic() - started), 3),
+            )
+            out[i] = _labelled(
+                records[i], events[i], sha, results[sha], was_cached, timings, labelled_at
+            )
+        assert all(o is not None for o in out)
+        return out  # type: ignore[return-value]
+
+    async def _fetch_all(
+        self,
+        records: Sequence[ConsumedRecord],
+        events: dict[int, ProductImageEvent],
+        out: list[Labelled | Rejected | None],
+    ) -> dict[int, bytes]:
+        """Fetch or decode the image bytes of every valid event concurrently."""
+        idx = list(events)
+        fetched = await asyncio.gather(
+            *(self._image_bytes(events[i]) for i in idx), return_exceptions=True
+        )
+        blobs: dict[int, bytes] = {}
+        for i, got in zip(idx, fetched, strict=True):
+            if isinstance(got, bytes):
+                blobs[i] = got
+            elif isinstance(got, FetchError | codec.SchemaError | InferenceError):
+                out[i] = Rejected(records[i], got.code, str(got))
+            elif isinstance(got, BaseException):
+                if isinstance(got, asyncio.CancelledError):
+                    raise got
+                out[i] = Rejected(records[i], "image.fetch_failed", repr(got))
+        return blobs
+
+    async def _lookup(
+        self, blobs: dict[int, bytes]
+    ) -> tuple[dict[int, str], dict[str, dict[str, Any]], set[str]]:
+        """Hash every image (off the loop) and look the hashes up in Redis (one MGET)."""
+        loop = asyncio.get_running_loop()
+        idx = list(blobs)
+        hashes = dict(
+            zip(
+                idx,
+                await loop.run_in_executor(self.executor, _hash_all, [blobs[i] for i in idx]),
+                strict=True,
+            )
+        )
+        engine = self.engine
+        unique = list(dict.fromkeys(hashes.values()))
+        cached = await self.cache.get_images(unique, engine.model_name, engine.model_version)
+        results: dict[str, dict[str, Any]] = {
+            h: c for h, c in zip(unique, cached, strict=True) if c is not None
+        }
+        metrics.CACHE_HITS.inc(sum(1 for i in idx if hashes[i] in results))
+        return hashes, results, set(results)
+
+    async def _infer_new(
+        self,
+        blobs: dict[int, bytes],
+        hashes: dict[int, str],
+        results: dict[str, dict[str, Any]],
+        hit_hashes: set[str],
+        inferred: set[str],
+    ) -> tuple[dict[str, InferenceError], float, float]:
+        """Infer the images Redis did not have; fill ``results``; return errors and timings.
+
+        Images another batch in flight is inferring are awaited and added to
+        ``hit_hashes`` (not inferred for these records).
+        """
+        idx = list(hashes)
+        # Infer each missing image once, however many records carry it, and
+        # however many batches in flight carry it: a hash another batch is
+        # inferring right now is awaited, not inferred again.
+        misses: dict[str, bytes] = {}
+        shared: dict[str, asyncio.Future[_Outcome]] = {}
+        for i in idx:
+            sha = hashes[i]
+            if sha in results or sha in misses or sha in shared:
+                continue
+            if (pending := self._inflight.get(sha)) is not None:
+                shared[sha] = pending
+            else:
+                misses[sha] = blobs[i]
+        metrics.CACHE_MISSES.inc(sum(1 for i in idx if hashes[i] not in hit_hashes))
+        metrics.INFERENCE_SHARED.inc(sum(1 for i in idx if hashes[i] in shared))
+        errors: dict[str, InferenceError] = {}
+        decode_ms, inference_ms = await self._infer(misses, results, errors, inferred)
+        retry: dict[str, bytes] = {}
+        if shared:
+            # asyncio.wait neither raises the futures' outcomes nor cancels them.
+            await asyncio.wait(shared.values())
+        for sha, pending in shared.items():
+            if pending.cancelled():  # the other batch failed: infer it here after all
+                retry[sha] = next(blobs[i] for i in idx if hashes[i] == sha)
+                continue
+            outcome = pending.result()
+            if isinstance(outcome, InferenceError):
+                errors[sha] = outcome
+            else:
+                results[sha] = outcome
+                hit_hashes.add(sha)  # not inferred for these records
+        if retry:
+            more_decode_ms, more_inference_ms = await self._infer(retry, results, errors, inferred)
+            decode_ms += more_decode_ms
+            inference_ms += more_inference_ms
+        return errors, decode_ms, inference_ms
+
+    async def _infer(
+        self,
+        misses: dict[str, bytes],
+        results: dict[str, dict[str, Any]],
+        errors: dict[str, InferenceError],
+        inferred: set[str],
+    ) -> tuple[float, float]:
+        """Infer ``misses`` in the executor into ``results`` / ``errors``; (decode, infer) ms.
+
+        From now until :meth:`remember` has written them to Redis, the hashes
+        are in :attr:`_inflight`, so that a batch processed concurrently waits
+        for (or takes) this result instead of inferring the same image again.
+        Images that failed to decode leave it at once (they are never cached).
+        If the inference itself fails or is cancelled, the futures are
+        cancelled and a waiting batch infers those images itself.
+        """
+        if not misses:
+            return 0.0, 0.0
+        loop = asyncio.get_running_loop()
+        owned = {sha: loop.create_future() for sha in misses}
+        self._inflight.update(owned)
+        try:
+            batch = await loop.run_in_executor(
+                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
+            )
+            for sha, item in zip(misses, batch.items, strict=True):
+                outcome: _Outcome
+                if isinstance(item, InferenceError):
+                    outcome = errors[sha] = item
+                else:
+                    outcome = results[sha] = _result_payload(item)
+                owned[sha].set_result(outcome)
+                inferred.add(sha)
+        finally:
+            for sha, fut in owned.items():
+                if sha in errors or not fut.done():
+                    if self._inflight.get(sha) is fut:
+                        del self._inflight[sha]
+                    fut.cancel()  # a no-op once it has its result
+        timings = batch.timings
+        metrics.DECODE_SECONDS.observe(timings.decode_s)
+        metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
+        metrics.INFERENCE_SECONDS.observe(timings.inference_s)
+        return 1000 * (timings.decode_s + timings.preprocess_s), 1000 * timings.inference_s
+
+    async def remember(self, results: Sequence[Labelled | Rejected]) -> None:
+        """Cache the batch's new image results and its products' labels (one pipeline)."""
+        images: dict[str, dict[str, Any]] = {}
+        products: dict[str, dict[str, Any]] = {}
+        for res in results:
+            if isinstance(res, Labelled):
+                if res.image_result is not None:
+                    images[res.image_sha256] = res.image_result
+                products[res.key.decode()] = res.product
+        try:
+            if images or products:
+                await self.cache.put(images, products)
+        finally:
+            # Redis has them now (or is down, and then a repeat is inferred again).
+            self._forget_inferred(images)
+
+    def _forget_inferred(self, hashes: Iterable[str]) -> None:
+        for sha in hashes:
+            fut = self._inflight.get(sha)
+            if fut is not None and fut.done():
+                del self._inflight[sha]
+
+
+def _labelled(
+    record: ConsumedRecord,
+    ev: ProductImageEvent,
+    sha: str,
+    res: dict[str, Any],
+    was_cached: bool,
+    timings: Timings,
+    labelled_at: datetime,
+) -> Labelled:
+    """The output of one labelled event: its ProductLabelled and what the cache keeps."""
+    value = ProductLabelled(
+        schema_version=SCHEMA_VERSION,
+        event_id=ev.event_id,
+        occurred_at=ev.occurred_at,
+        product_id=ev.product_id,
+        labels=tuple(Label(label=lab, score=float(s)) for lab, s in res["labels"]),
+        category=res["category"],
+        category_score=float(res["score"]),
+        model_name=res["model_name"],
+        model_version=res["model_version"],
+        image_sha256=sha,
+        cached=was_cached,
+        flags=tuple(res.get("flags", ())),
+        timings=timings,
+        labelled_at=labelled_at,
+    )
+    product = {
+        "category": res["category"],
+        "score": res["score"],
+        "model_name": res["model_name"],
+        "model_version": res["model_version"],
+        "labelled_at": labelled_at.isoformat(),
+    }
+    return Labelled(
+        record=record,
+        key=ev.product_id.encode(),
+        value=codec.encode(value),
+        cached=was_cached,
+        image_sha256=sha,
+        image_result=None if was_cached else res,
+        product=product,
+        review=any(flag in REVIEW_FLAGS for flag in value.flags),
+    )

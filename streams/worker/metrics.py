@@ -1,0 +1,102 @@
+"""Prometheus metrics of the worker, served at ``/metrics`` on its web port."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+__all__ = [
+    "BATCH_SIZE",
+    "CACHE_BYPASSED",
+    "CACHE_HITS",
+    "CACHE_MISSES",
+    "CONSUMER_LAG",
+    "CONTENT_TYPE",
+    "DEAD_LETTERED",
+    "DECODE_SECONDS",
+    "END_TO_END_SECONDS",
+    "EVENTS_IN",
+    "EVENTS_OUT",
+    "EXECUTION_PROVIDER",
+    "INFERENCE_SECONDS",
+    "INFERENCE_SHARED",
+    "KAFKA_ERRORS",
+    "ORDER_ITEMS_UNKNOWN",
+    "PREPROCESS_SECONDS",
+    "REDIS_ERRORS",
+    "REDIS_UP",
+    "SALES_DUPLICATES",
+    "UNREADABLE_PARTITIONS",
+    "render",
+]
+
+# The exposition format's media type (prometheus_client adds "; charset=utf-8").
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_IN = Counter("vitrine_events_in", "Events consumed", ["topic"])
+EVENTS_OUT = Counter("vitrine_events_out", "Events produced", ["topic"])
+DEAD_LETTERED = Counter(
+    "vitrine_events_dead_lettered", "Events sent to a dead-letter topic", ["topic", "code"]
+)
+BATCH_SIZE = Histogram(
+    "vitrine_batch_size",
+    "Events per micro-batch",
+    ["agent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+DECODE_SECONDS = Histogram(
+    "vitrine_decode_seconds", "Image decode time per batch", buckets=_LATENCY_BUCKETS
+)
+PREPROCESS_SECONDS = Histogram(
+    "vitrine_preprocess_seconds", "Preprocessing time per batch", buckets=_LATENCY_BUCKETS
+)
+INFERENCE_SECONDS = Histogram(
+    "vitrine_inference_seconds", "Model run time per batch", buckets=_LATENCY_BUCKETS
+)
+END_TO_END_SECONDS = Histogram(
+    "vitrine_end_to_end_seconds",
+    "Publish (input record timestamp) to output produced, per event",
+    ["agent"],
+    buckets=_LATENCY_BUCKETS,
+)
+CACHE_HITS = Counter("vitrine_cache_hits", "Image label cache hits")
+CACHE_MISSES = Counter("vitrine_cache_misses", "Image label cache misses")
+INFERENCE_SHARED = Counter(
+    "vitrine_inference_shared",
+    "Cache misses not inferred again: the same image was being inferred for another batch",
+)
+CACHE_BYPASSED = Counter(
+    "vitrine_cache_bypassed", "Lookups or writes skipped because Redis was unreachable", ["op"]
+)
+REDIS_ERRORS = Counter("vitrine_redis_errors", "Redis commands that failed", ["op"])
+REDIS_UP = Gauge("vitrine_redis_up", "1 when the last Redis command succeeded")
+KAFKA_ERRORS = Counter("vitrine_kafka_errors", "Produce failures", ["topic"])
+SALES_DUPLICATES = Counter(
+    "vitrine_sales_duplicates",
+    "Redelivered orders not counted again in the category-sales windows",
+)
+ORDER_ITEMS_UNKNOWN = Counter(
+    "vitrine_order_items_unknown", "Order line items enriched with category unknown", ["reason"]
+)
+UNREADABLE_PARTITIONS = Gauge(
+    "vitrine_unreadable_partitions",
+    "1 while a partition is paused on a record batch this worker cannot read",
+    ["topic", "partition"],
+)
+CONSUMER_LAG = Gauge(
+    "vitrine_consumer_lag", "Records behind the end of the partition", ["topic", "partition"]
+)
+EXECUTION_PROVIDER = Info("vitrine_execution_provider", "ONNX Runtime provider and device in use")
+
+
+def render() -> bytes:
+    """The exposition text of every metric."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,52 @@
+"""The worker's model: the inference engine and image limits the settings describe.
+
+One place turns settings into serving objects, for the worker and for the
+tools that run the same engine without Kafka (``vitrine predict``, ``vitrine
+bench``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inference.serving.decode import ImageLimits
+from inference.serving.engine import Engine
+from inference.serving.manifest import ModelManifest, default_model_dir
+from streams.settings import Settings
+
+__all__ = ["build_engine", "image_limits"]
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """The image limits the settings ask for (``VITRINE_MAX_IMAGE_BYTES``/``_PIXELS``)."""
+    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    model_dir: Path | None = None,
+    top_k: int | None = None,
+    warmup: bool = True,
+) -> Engine:
+    """The inference engine described by the settings (what the worker runs).
+
+    The model is ``model_dir``, else ``VITRINE_MODEL_PATH``, else the shipped
+    product model (``grocery-store``). TensorRT engine caches go under ``<state_dir>/trt-cache``.
+    Raises :class:`ModelError` when the model cannot be used.
+    """
+    manifest = ModelManifest.load(model_dir or settings.model_path or default_model_dir())
+    return Engine(
+        manifest,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        device_id=settings.gpu_device_id,
+        fp16=settings.fp16,
+        top_k=top_k or settings.top_k,
+        max_batch_size=settings.max_batch_size,
+        cache_dir=settings.state_dir / "trt-cache",
+        warmup=warmup,
+        confidence_threshold=settings.confidence_threshold,
+        ood_threshold=settings.ood_threshold,
+    )

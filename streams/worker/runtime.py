@@ -1,0 +1,117 @@
+"""What the agents of one worker process share: engine, cache, labeller, enricher, executor.
+
+Built on first use, so that commands which only need the app's command line
+(``vitrine predict``, ``vitrine stack``) never load the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from streams.settings import Settings
+from streams.worker import metrics
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The engine, cache, labeller and enricher of one worker, built once."""
+
+    def __init__(self, settings: Settings, declare: Sequence[Any] = ()) -> None:
+        self.settings = settings
+        # Faust declares only the topics agents subscribe to; outputs are ours.
+        self.declare = list(declare)
+        self._ready: asyncio.Future[Runtime] | None = None
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.inference_workers, thread_name_prefix="vitrine-infer"
+        )
+
+    @property
+    def built(self) -> bool:
+        """True once :meth:`ready` has finished building (the worker's readiness)."""
+        built = self._ready
+        return (
+            built is not None
+            and built.done()
+            and not built.cancelled()
+            and built.exception() is None
+        )
+
+    async def ready(self) -> Runtime:
+        """Build everything once; every agent awaits the same build."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._build())
+        return await self._ready
+
+    async def _build(self) -> Runtime:
+        # Imported here: the engine pulls in onnxruntime and opencv.
+        from streams.worker.cache import LabelCache  # noqa: PLC0415
+        from streams.worker.enrich import OrderEnricher  # noqa: PLC0415
+        from streams.worker.fetch import FetchPolicy  # noqa: PLC0415
+        from streams.worker.labelling import ImageLabeller  # noqa: PLC0415
+        from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
+
+        s = self.settings
+        for topic in self.declare:
+            await topic.maybe_declare()
+        loop = asyncio.get_running_loop()
+        self.engine = await loop.run_in_executor(
+            self.executor, lambda: build_engine(s, warmup=False)
+        )
+        # One warm-up, with a full batch, so the first real one does not grow the arenas.
+        await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
+        self._log_engine()
+        self.cache = LabelCache(
+            s.redis_url,
+            ttl_s=s.redis_ttl_s,
+            timeout_ms=s.redis_timeout_ms,
+            prefix=s.redis_key_prefix,
+            password=s.redis_password.get_secret_value(),
+            ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
+        )
+        self.labeller = ImageLabeller(
+            self.engine,
+            self.cache,
+            self.executor,
+            limits=image_limits(s),
+            fetch_policy=FetchPolicy.from_settings(s),
+            fetch_retries=s.image_fetch_retries,
+        )
+        self.enricher = OrderEnricher(
+            self.cache,
+            label_wait_ms=s.order_label_wait_ms,
+            retry_interval_ms=s.order_label_retry_interval_ms,
+        )
+        return self
+
+    def _log_engine(self) -> None:
+        engine = self.engine
+        metrics.EXECUTION_PROVIDER.info(
+            {
+                "provider": engine.provider,
+                "device": engine.device,
+                "model": f"{engine.model_name}:{engine.model_version}",
+            }
+        )
+        logger.info(
+            "engine ready: model %s %s on %s (%s), max batch %d, max latency %d ms",
+            engine.model_name,
+            engine.model_version,
+            engine.provider,
+            engine.device,
+            self.settings.max_batch_size,
+            self.settings.max_batch_latency_ms,
+        )
+
+    async def close(self) -> None:
+        """Release connections and threads (after the agents have stopped)."""
+        if self.built:
+            await self.labeller.close()
+            await self.cache.close()
+        self.executor.shutdown(wait=False)

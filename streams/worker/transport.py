@@ -1,0 +1,144 @@
+"""Faust's app and Kafka transport, with the two bounds Faust does not offer.
+
+- ``VITRINE_KAFKA_FETCH_MAX_WAIT_MS`` on Faust's consumer: Faust passes
+  ``fetch_max_wait_ms=1500`` to aiokafka with no setting to change it, and
+  aiokafka keeps one fetch in flight per broker, so a fetch for idle partitions
+  (the sales-deltas topic, or image partitions already drained) held back the
+  partitions that have data for up to 1.5 s.
+- ``VITRINE_SHUTDOWN_TIMEOUT_S`` on stopping: Faust waits for every fetched
+  event to be acked before it commits and stops, and a batch stuck on a dead
+  dependency would hold a SIGTERM forever. Exiting without committing is safe:
+  the uncommitted events are delivered again.
+
+On a secured cluster the app also checks, before Faust's clients start, that
+the brokers accept its TLS trust and SASL credentials
+(:func:`~streams.worker.kafka_config.check_kafka_access`), so a wrong password
+stops the worker at once with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.worker.kafka_config import check_kafka_access
+from streams.worker.unreadable import UNREADABLE_ERRORS, UnreadablePartition, find_unreadable
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+    from streams.worker.batchconsumer import BatchConsumer
+    from streams.worker.runtime import Runtime
+
+__all__ = ["VitrineApp"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with the app's ``fetch_max_wait_ms`` applied."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        # Faust's hook for building the aiokafka consumer; it has no parameter
+        # for the fetch wait, and aiokafka keeps it in a private attribute that
+        # it reads when the consumer starts (it builds its Fetcher then).
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = cast(VitrineApp, self.app).fetch_max_wait_ms
+        return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
+        # Where each partition stands before the fetch: aiokafka drops what it
+        # drained from other partitions when one raises, so those are rewound
+        # here. No public API reads a position without a coroutine per partition
+        # on every fetch; the subscription state holds it.
+        # A partition just assigned has no position until its offset is reset
+        # (or may already be revoked): it has nothing drained to rewind.
+        state = consumer._fetcher._subscriptions.subscription.assignment
+        before = {tp: _position(state, tp) for tp in active_partitions or ()}
+        try:
+            return await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+        except UNREADABLE_ERRORS as exc:
+            found, salvaged = await find_unreadable(
+                consumer, {tp: p for tp, p in before.items() if p is not None}, exc
+            )
+            cast(VitrineApp, self.app).unreadable.extend(found)
+            return salvaged
+
+
+def _position(assignment: Any, tp: Any) -> int | None:
+    """The partition's fetch position, or None when it has none (yet)."""
+    tp_state = assignment.state_value(tp)
+    if tp_state is None or not tp_state.has_valid_position:
+        return None
+    return cast(int, tp_state.position)
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class VitrineApp(faust.App):
+    """Faust's app with vitrine's fetch wait, a bound on shutdown and its own services.
+
+    ``shutdown_timeout_s`` after stopping starts, the process exits whatever is
+    still running. On stop, the order consumer finishes its batch and commits
+    first, while Redis and the producer are still up; then Faust stops its
+    agents; then the runtime's connections and threads are released.
+    """
+
+    shutdown_timeout_s: float = 30.0
+    fetch_max_wait_ms: int = 100
+    runtime: Runtime | None = None
+    order_consumer: BatchConsumer | None = None
+    settings: Settings | None = None
+    #: Partitions of Faust's consumer paused on a batch it cannot read.
+    unreadable: list[UnreadablePartition]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unreadable = []
+
+    async def on_first_start(self) -> None:
+        """Refuse to start on credentials or a CA the brokers reject (see the module doc)."""
+        if self.settings is not None:
+            await check_kafka_access(self.settings)
+        await super().on_first_start()
+
+    def _new_transport(self) -> Any:
+        # Faust's factory method for its transport; the supported way to swap in ours.
+        return _Transport(self.conf.broker_consumer, self)
+
+    async def on_stop(self) -> None:
+        """Stop the order consumer, then Faust, then the runtime; bounded by a watchdog."""
+        timeout = self.shutdown_timeout_s
+
+        def give_up() -> None:
+            logger.error("shutdown took over %.0f s (VITRINE_SHUTDOWN_TIMEOUT_S); exiting", timeout)
+            logging.shutdown()
+            os._exit(70)
+
+        watchdog = threading.Timer(timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        if self.order_consumer is not None:
+            await self.order_consumer.stop()
+        await super().on_stop()
+        if self.runtime is not None:
+            await self.runtime.close()
