@@ -45,7 +45,9 @@ def no_network() -> Iterator[None]:
 
 def non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     embedded = getattr(address, "ipv4_mapped", None)
-    if address.is_multicast:
+    # Multicast is no fetch target, also inside an IPv4-mapped IPv6 address
+    # (::ffff:224.0.0.0, which Python calls global).
+    if address.is_multicast or (embedded is not None and embedded.is_multicast):
         return True
     return not address.is_global or (embedded is not None and not embedded.is_global)
 
