@@ -54,6 +54,7 @@ def test_every_codec_from_kafka_python_and_kcat_is_labelled_and_enriched(
     photos = photo_bytes()
     sent_images: dict[str, str] = {}  # event id -> "client/codec"
     sent_orders: dict[str, str] = {}
+    sent_keys: dict[bytes, str] = {}  # record key -> "client/codec", to place dead letters
     n = 0
     for codec_name in CODECS:
         for client in ("kafka-python", "kcat"):
@@ -66,6 +67,7 @@ def test_every_codec_from_kafka_python_and_kcat_is_labelled_and_enriched(
                 orders.append(order(f"o{n}", [(pid, 1, 2.5)], event_id=f"ord-{n}"))
                 sent_images[f"img-{n}"] = tag
                 sent_orders[f"ord-{n}"] = tag
+                sent_keys[images[-1][0]] = sent_keys[orders[-1][0]] = tag
                 n += 1
             if client == "kcat":
                 kcat_publish(topics.bootstrap, topics.product_images, codec_name, images)
@@ -88,14 +90,25 @@ def test_every_codec_from_kafka_python_and_kcat_is_labelled_and_enriched(
 
     labelled = consume(topics.bootstrap, topics.product_labels, expect=n, timeout_s=180)
     enriched = consume(topics.bootstrap, topics.orders_enriched, expect=n, timeout_s=120)
-    got_images = {codec.decode_product_labelled(r.value).event_id for r in labelled}
-    got_orders = {codec.decode_enriched_order(r.value).event_id for r in enriched}
+    image_outs = Counter(codec.decode_product_labelled(r.value).event_id for r in labelled)
+    order_outs = Counter(codec.decode_enriched_order(r.value).event_id for r in enriched)
+    got_images, got_orders = set(image_outs), set(order_outs)
     missing = Counter(sent_images[e] for e in set(sent_images) - got_images)
     missing += Counter(sent_orders[e] for e in set(sent_orders) - got_orders)
-    assert not missing, f"events not processed, by client/codec: {dict(missing)}\n{worker.tail()}"
-    assert worker.running, worker.tail()
     dead = consume(topics.bootstrap, topics.product_images_dlq, expect=0, timeout_s=2)
     dead += consume(topics.bootstrap, topics.orders_dlq, expect=0, timeout_s=2)
+    # The ledger per client and codec, for the record (`pytest -s`).
+    outs = image_outs + order_outs
+    dead_by_tag = Counter(sent_keys.get(r.key, "?") for r in dead)
+    for tag in dict.fromkeys(sent_images.values()):
+        ids = [e for e, t in {**sent_images, **sent_orders}.items() if t == tag]
+        print(
+            f"ledger {tag}: sent {len(ids)}, received {sum(e in outs for e in ids)}, "
+            f"dead-lettered {dead_by_tag[tag]}, "
+            f"duplicated {sum(max(0, outs[e] - 1) for e in ids)}"
+        )
+    assert not missing, f"events not processed, by client/codec: {dict(missing)}\n{worker.tail()}"
+    assert worker.running, worker.tail()
     assert dead == []
 
 
