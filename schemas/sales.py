@@ -9,7 +9,9 @@ Other languages reproduce these from the rules written here:
 - season: the meteorological season of ``window_start`` in UTC, northern hemisphere:
   winter is December to February, spring March to May, summer June to August and
   autumn September to November. A winter window in December 2026 and one in January
-  2027 are both "winter"; use ``window_start`` for the year.
+  2027 are both "winter"; use ``window_start`` for the year. South of the equator the
+  local season is the northern one six months on (June is winter):
+  ``season_of(moment, hemisphere="south")``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,19 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+from typing import Literal
+
 from schemas.records import Season
 
-__all__ = ["category_sales_event_id", "category_sales_key", "season_of", "utc_rfc3339"]
+__all__ = [
+    "Hemisphere",
+    "category_sales_event_id",
+    "category_sales_key",
+    "season_of",
+    "utc_rfc3339",
+]
+
+Hemisphere = Literal["north", "south"]
 
 _SEASONS: tuple[Season, ...] = (
     "winter",  # December (index 0 after month % 12)
@@ -43,9 +55,14 @@ def _require_aware(moment: datetime, name: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def season_of(moment: datetime) -> Season:
-    """Return the northern-hemisphere meteorological season of ``moment`` in UTC."""
-    return _SEASONS[_require_aware(moment, "moment").month % 12]
+def season_of(moment: datetime, hemisphere: Hemisphere = "north") -> Season:
+    """Return the meteorological season of ``moment`` (UTC month) in ``hemisphere``."""
+    month = _require_aware(moment, "moment").month
+    if hemisphere == "south":
+        month += 6
+    elif hemisphere != "north":
+        raise ValueError(f"hemisphere must be 'north' or 'south', got {hemisphere!r}")
+    return _SEASONS[month % 12]
 
 
 def utc_rfc3339(moment: datetime) -> str:

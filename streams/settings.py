@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # allow-listed above AND this is set (an internal image server).
     image_fetch_allow_private_addresses: bool = False
     image_fetch_retries: int = Field(default=2, ge=0, le=10)
+    # A worker about to infer new images claims their hashes in Redis for this
+    # long (SET NX PX); another worker that misses the same images meanwhile
+    # waits for their labels instead of inferring them again, and infers them
+    # itself if the claim lapses without a label (its holder died). 0: no claims.
+    image_claim_ttl_ms: int = Field(default=10_000, ge=0, le=600_000)
     image_file_root: Path | None = None
 
     # --- Orders --------------------------------------------------------------
@@ -123,7 +128,32 @@ class Settings(BaseSettings):
     order_label_wait_ms: int = Field(default=2000, ge=0)
     order_label_retry_interval_ms: int = Field(default=200, ge=10)
     sales_window_s: int = Field(default=3600, ge=1)
+    # A window is kept this long behind the newest order time its partition has
+    # seen; a later order for an older window is late (not counted, see
+    # streams/worker/windows.py). Back-filling history needs it to cover the span.
     sales_window_expires_s: int = Field(default=7 * 24 * 3600, ge=1)
+
+    # --- Analytics -----------------------------------------------------------
+    # Regions south of the equator: their seasons are the northern ones shifted
+    # by half a year (`vitrine report`, `vitrine simulate`, recommendations).
+    southern_hemisphere_regions: str = "sa-east,ap-southeast,af-south"
+
+    # --- Recommendations (streams/worker/recommend.py) -----------------------
+    # An order's weight in co-purchases and popularity halves every this many
+    # days of its age (forward decay by event time). The floor keeps scores
+    # finite until 2044 (see the module). Offline (`vitrine evaluate-recs`) the
+    # model's NDCG@10 moves from 0.483 at 7 days to 0.493 at 365; 30 follows
+    # a catalogue's changes within weeks.
+    recommend_half_life_days: float = Field(default=30.0, ge=7.0)
+    # Members kept per sorted set (partners of a product, products of a
+    # popularity key): bounds Redis memory to products x this.
+    recommend_max_members: int = Field(default=100, ge=10)
+    # An order with more distinct products than this adds no pairs (their
+    # number grows with the square of the basket); it still adds popularity.
+    recommend_max_basket_lines: int = Field(default=50, ge=2)
+    # Lifetime of a key after its last update: over a year, so that a season's
+    # popularity is still there when the season comes round again.
+    recommend_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
 
     # --- Worker ------------------------------------------------------------
     web_host: str = "127.0.0.1"
@@ -157,6 +187,13 @@ class Settings(BaseSettings):
     def providers(self) -> tuple[str, ...]:
         """Execution providers in the order they are tried, lower-cased."""
         return tuple(p.strip().lower() for p in self.execution_providers.split(",") if p.strip())
+
+    @property
+    def southern_regions(self) -> frozenset[str]:
+        """``southern_hemisphere_regions`` as a set of region names."""
+        return frozenset(
+            r.strip() for r in self.southern_hemisphere_regions.split(",") if r.strip()
+        )
 
     @property
     def allowed_hosts(self) -> frozenset[str]:

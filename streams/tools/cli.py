@@ -1,9 +1,10 @@
 """``vitrine``: the Faust app's own command line plus the project's commands.
 
 ``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
-``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench`` and
-``report`` are added to the same click group. Heavy modules are imported
-inside each command, so ``vitrine stack status`` does not load a model.
+``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
+``report``, ``recommend`` and ``evaluate-recs`` are added to the same click group.
+Heavy modules are imported inside each command, so ``vitrine stack status`` does
+not load a model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -93,6 +96,53 @@ def demo_command(start_worker: bool, timeout_s: float) -> None:
     _quiet_client_logs()
     with _refused_access():
         code = run_demo(start_worker=start_worker, timeout_s=timeout_s)
+    sys.exit(code)
+
+
+@click.command("simulate")
+@click.option("--days", default=365, show_default=True, type=click.IntRange(7, 3660))
+@click.option("--orders-per-day", default=60.0, show_default=True, type=click.FloatRange(1, 10_000))
+@click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First day (UTC); default: DAYS days ago.",
+)
+@click.option("--worker/--no-worker", "start_worker", default=True, show_default=True)
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True)
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the generator's ground truth (revenue by category, region, season) as JSON.",
+)
+def simulate_command(
+    days: int,
+    orders_per_day: float,
+    seed: int,
+    start: datetime | None,
+    start_worker: bool,
+    timeout_s: float,
+    truth_path: Path | None,
+) -> None:
+    """Back-fill a simulated year of orders (seasons, promotions, baskets) through the pipeline."""
+    from datetime import UTC  # noqa: PLC0415
+
+    from streams.tools.backfill import run_simulate  # noqa: PLC0415
+
+    _quiet_client_logs()
+    with _refused_access():
+        code = run_simulate(
+            days=days,
+            orders_per_day=orders_per_day,
+            seed=seed,
+            start=start.replace(tzinfo=UTC) if start else None,
+            start_worker=start_worker,
+            timeout_s=timeout_s,
+            truth_path=truth_path,
+        )
     sys.exit(code)
 
 
@@ -202,11 +252,11 @@ def bench_command(
 @click.command("report")
 @click.option(
     "--out",
-    "out_png",
-    type=click.Path(path_type=Path),
-    default=Path("category-sales.png"),
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/report"),
     show_default=True,
-    help="Where to write the chart.",
+    help="Folder for report.md, the PNG charts and the CSV files.",
 )
 @click.option(
     "--timeout",
@@ -215,15 +265,96 @@ def bench_command(
     show_default=True,
     help="Seconds to read the category-sales topic.",
 )
-@click.option("--top", default=15, show_default=True, help="Rows per table.")
-def report_command(out_png: Path, timeout_s: float, top: int) -> None:
-    """Rank category sales by category, region and season (table + PNG chart)."""
+@click.option("--top", default=10, show_default=True, help="Rows per printed table.")
+@click.option(
+    "--period",
+    type=click.Choice(["week", "month", "quarter"]),
+    default="month",
+    show_default=True,
+    help="Growth compares the last full period with the one before.",
+)
+@click.option(
+    "--min-orders",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Orders a category x region pair needs in the previous period to be a mover.",
+)
+def report_command(
+    out_dir: Path,
+    timeout_s: float,
+    top: int,
+    period: Literal["week", "month", "quarter"],  # click.Choice checked it
+    min_orders: int,
+) -> None:
+    """Rank category sales, show movers and a next-week forecast (terminal + report folder)."""
     from streams.tools.report import run_report  # noqa: PLC0415
 
     _quiet_client_logs()
     with _refused_access():
-        code = run_report(out_png=out_png, timeout_s=timeout_s, top=top)
+        code = run_report(
+            out_dir=out_dir,
+            timeout_s=timeout_s,
+            top=top,
+            period=period,
+            min_orders=min_orders,
+        )
     sys.exit(code)
+
+
+@click.command("recommend")
+@click.argument("product_id")
+@click.option("--region", default=None, help="Top up from popularity in this region and season.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def recommend_command(product_id: str, region: str | None, k: int, as_json: bool) -> None:
+    """Products bought with PRODUCT_ID (Redis), topped up from its category's popularity."""
+    import asyncio  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from streams.settings import get_settings  # noqa: PLC0415
+    from streams.worker.cache import CacheUnavailable, LabelCache  # noqa: PLC0415
+    from streams.worker.recommend import (  # noqa: PLC0415
+        Recommendations,
+        RecommendConfig,
+        Recommender,
+    )
+
+    s = get_settings()
+
+    async def query() -> Recommendations:
+        cache = LabelCache.from_settings(s)
+        try:
+            recommender = Recommender(cache, RecommendConfig.from_settings(s))
+            return await recommender.recommend(product_id, region=region, k=k)
+        finally:
+            await cache.close()
+
+    try:
+        recs = asyncio.run(query())
+    except CacheUnavailable as exc:
+        raise click.ClickException(f"Redis unavailable (VITRINE_REDIS_URL): {exc}") from None
+    if as_json:
+        click.echo(json.dumps(recs.to_json(), indent=2))
+        return
+    click.echo(
+        f"{product_id}: category {recs.category or '(not labelled)'}, "
+        f"region {recs.region or '(any)'}, season {recs.season or '(any)'}"
+    )
+    for i, r in enumerate(recs.items, 1):
+        click.echo(f"{i:3}. {r.product_id:40} {r.score:10.4g}  {r.source}")
+
+
+@click.command("evaluate-recs")
+@click.option("--days", default=365, show_default=True, type=click.IntRange(60, 3660))
+@click.option("--seed", default=7, show_default=True)
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 24))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_recs_command(days: int, seed: int, k: int, as_json: bool) -> None:
+    """Score the recommendations on a simulated year (time split) against popularity."""
+    from streams.tools.recommend_eval import run_evaluate_recs  # noqa: PLC0415
+
+    sys.exit(run_evaluate_recs(days=days, seed=seed, k=k, as_json=as_json))
 
 
 @click.command("export-model")
@@ -251,9 +382,12 @@ def main() -> None:
     for cmd in (
         stack_command,
         demo_command,
+        simulate_command,
         predict_command,
         bench_command,
         report_command,
+        recommend_command,
+        evaluate_recs_command,
         export_model_command,
     ):
         cli.add_command(cmd)

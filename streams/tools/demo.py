@@ -13,12 +13,10 @@ category-sales windows and the dead-lettered event.
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,9 @@ from inference.samples import SAMPLES_DIR, samples
 from schemas import codec
 from schemas.deadletter import decode_headers
 from schemas.records import SCHEMA_VERSION, OrderEvent, OrderItem, ProductImageEvent
-from streams.settings import Settings, get_settings
+from streams.settings import get_settings
 from streams.tools.kafka_clients import end_offsets, make_consumer, make_producer, read_from
-from streams.tools.workerproc import WorkerProcess
-from streams.worker.web import worker_ready
+from streams.tools.workerproc import ensure_worker
 
 __all__ = ["make_listing", "make_order", "run_demo", "sample_photos"]
 
@@ -86,31 +83,6 @@ def make_order(
         created_at=created_at or now,
         items=tuple(OrderItem(product_id=p, quantity=q, unit_price=u) for p, q, u in items),
     )
-
-
-@contextlib.contextmanager
-def _worker(settings: Settings, start: bool, timeout_s: float) -> Iterator[None]:
-    if worker_ready(settings.web_host, settings.web_port):
-        print(f"using the worker on {settings.web_host}:{settings.web_port}")
-        yield
-        return
-    if not start:
-        raise SystemExit(
-            f"no worker answers on {settings.web_host}:{settings.web_port}; "
-            "start one with `vitrine worker` or drop --no-worker"
-        )
-    log_path = settings.state_dir / "demo-worker.log"
-    print(f"starting a worker for the demo (log: {log_path})")
-    worker = WorkerProcess(
-        dict(os.environ, VITRINE_IMAGE_FILE_ROOT=str(SAMPLES_DIR)),
-        log_path,
-        web_port=settings.web_port,
-    )
-    try:
-        worker.start(timeout_s)
-        yield
-    finally:
-        worker.stop()
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -235,7 +207,13 @@ def run_demo(*, start_worker: bool = True, timeout_s: float = 180.0) -> int:
     def mine(records: list[Any]) -> list[Any]:
         return [r for r in records if r.key and r.key.decode().startswith(f"demo-{run}")]
 
-    with _worker(settings, start_worker, timeout_s):
+    with ensure_worker(
+        settings,
+        start=start_worker,
+        timeout_s=timeout_s,
+        log_name="demo-worker.log",
+        env={"VITRINE_IMAGE_FILE_ROOT": str(SAMPLES_DIR)},
+    ):
         start = {t: end_offsets(consumer, t) for t in outputs}
         print(f"\npublishing {len(listings)} listings to {settings.topic_product_images} ...")
         t0 = time.monotonic()

@@ -1,24 +1,26 @@
 """A ``vitrine worker`` in a child process: start it, wait until ready, stop it.
 
-Used by ``vitrine demo`` (when no worker is running), ``vitrine bench
-pipeline`` and the integration and reliability tests, which all need a real
-worker process they can signal or kill.
+Used by ``vitrine demo`` and ``vitrine simulate`` (when no worker is running,
+:func:`ensure_worker`), ``vitrine bench pipeline`` and the integration and
+reliability tests, which all need a real worker process they can signal or kill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from streams.settings import Settings
 from streams.worker.web import worker_ready
 
-__all__ = ["WorkerProcess", "isolated_env", "isolated_topics", "security_env"]
+__all__ = ["WorkerProcess", "ensure_worker", "isolated_env", "isolated_topics", "security_env"]
 
 
 def isolated_topics(tag: str) -> dict[str, str]:
@@ -155,3 +157,37 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+@contextlib.contextmanager
+def ensure_worker(
+    settings: Settings,
+    *,
+    start: bool,
+    timeout_s: float,
+    log_name: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[None]:
+    """Use the worker that answers on the configured web port, or run one meanwhile.
+
+    With ``start`` false and no worker answering, exit with a message that says
+    how to start one. A worker started here logs to ``state_dir/log_name`` and
+    is stopped on exit.
+    """
+    if worker_ready(settings.web_host, settings.web_port):
+        print(f"using the worker on {settings.web_host}:{settings.web_port}")
+        yield
+        return
+    if not start:
+        raise SystemExit(
+            f"no worker answers on {settings.web_host}:{settings.web_port}; "
+            "start one with `vitrine worker` or drop --no-worker"
+        )
+    log_path = settings.state_dir / log_name
+    print(f"starting a worker (log: {log_path})")
+    worker = WorkerProcess(dict(os.environ, **(env or {})), log_path, web_port=settings.web_port)
+    try:
+        worker.start(timeout_s)
+        yield
+    finally:
+        worker.stop()

@@ -8,7 +8,9 @@ Agents:
   in the model while the next is parsed and looked up and the previous one is
   cached and produced; the cache writes and outputs stay in input order.
 - ``enrich_orders``: orders -> orders-enriched (+ orders.dlq), and per-order
-  sales deltas to an internal topic keyed ``category|region``. It consumes
+  sales deltas to an internal topic keyed ``category|region``; once a batch is
+  delivered, its orders count into the recommendations in Redis
+  (:mod:`streams.worker.recommend`). It consumes
   through :class:`~streams.worker.batchconsumer.BatchConsumer`, a service of this app
   with its own consumer group, because Faust's per-event stream path alone
   costs more CPU than an order's budget (measurements in that module).
@@ -56,6 +58,7 @@ from streams.worker.runtime import Runtime
 from streams.worker.transport import VitrineApp
 from streams.worker.web import add_pages
 from streams.worker.windows import (
+    EventTimeWindow,
     SalesAggregate,
     SalesWindows,
     decode_delta,
@@ -183,6 +186,15 @@ def _sales_deltas(delivery: Delivery, deltas: faust.TopicT, window_s: int) -> An
     return outputs
 
 
+def _count_recommendations(runtime: Runtime) -> Any:
+    """The delivered batch's enriched orders into the "bought together" sets (after delivery)."""
+
+    async def after_delivery(results: list[Enriched | Rejected]) -> None:
+        await runtime.recommender.observe([r.order for r in results if isinstance(r, Enriched)])
+
+    return after_delivery
+
+
 def _add_label_images(
     app: faust.App, topics: Topics, runtime: Runtime, delivery: Delivery, s: Settings
 ) -> Any:
@@ -229,6 +241,7 @@ def _order_consumer(
                     process=runtime.enricher.process,
                     route=_routes(delivery, topics.enriched, topics.orders_dlq),
                     batch_outputs=_sales_deltas(delivery, topics.deltas, s.sales_window_s),
+                    after_delivery=_count_recommendations(runtime),
                 )
             )
         await handle_batch(step_[0], records, delivery)
@@ -249,6 +262,7 @@ def _order_consumer(
 def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) -> Any:
     """``aggregate_sales``: the deltas -> a tumbling-window table -> category-sales (a timer)."""
     windows = SalesWindows(s.sales_window_s)
+    window = EventTimeWindow(s.sales_window_s, s.sales_window_expires_s)
     table = (
         app.Table(
             "category-sales-windows",
@@ -256,7 +270,7 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
             schema=faust.Schema(key_serializer="json", value_serializer="json"),
             partitions=s.topic_partitions,
         )
-        .tumbling(s.sales_window_s, expires=s.sales_window_expires_s)
+        .using_window(window)
         .relative_to(lambda event: decode_delta(event.value).timestamp_s)  # type: ignore[attr-defined]
     )
     sales_topic = topics.sales.get_topic_name()
@@ -265,6 +279,11 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
     async def aggregate_sales(stream: Any) -> None:
         async for event in stream.events():
             delta = decode_delta(event.value)
+            if window.late(delta.timestamp_s):
+                metrics.SALES_LATE.inc(delta.orders)
+                window.log_late(delta)
+                continue
+            window.observe(delta.timestamp_s)
             key = delta.key
             # value(), not current(): current() reads the window of the record's
             # Kafka timestamp (when the delta was produced), while writes go to the

@@ -2,10 +2,10 @@
 
 :class:`BatchStep` says what an agent does with a batch (process it, route each
 result to its topic or dead-letter topic, add batch-level outputs, remember
-results in the cache); :func:`handle_batch` runs one batch through it and
-returns once every output is confirmed; :func:`run_batches` cuts a Faust stream
-into micro-batches (:mod:`streams.worker.batcher`) with a few batches in flight
-and acks each once it is handled.
+results in the cache, count delivered results); :func:`handle_batch` runs one
+batch through it and returns once every output is confirmed; :func:`run_batches`
+cuts a Faust stream into micro-batches (:mod:`streams.worker.batcher`) with a few
+batches in flight and acks each once it is handled.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class BatchStep:
     batch_outputs: Callable[[list[Any]], list[Send]] | None = None
     #: Side effects before producing, in input order (the label cache writes).
     remember: Callable[[list[Any]], Awaitable[None]] | None = None
+    #: Side effects once every output is confirmed, before the batch is acked or
+    #: committed (the recommendation counts); must not raise for an outage.
+    after_delivery: Callable[[list[Any]], Awaitable[None]] | None = None
 
 
 async def handle_batch(
@@ -99,6 +102,8 @@ async def handle_batch(
     if step.batch_outputs is not None:
         sends += step.batch_outputs(results)
     await delivery.deliver(sends, step.agent)
+    if step.after_delivery is not None:
+        await step.after_delivery(results)
     outputs = sum(not isinstance(res, Rejected) for res in results)
     metrics.EVENTS_OUT.labels(step.out_topic).inc(outputs)
     wall_ms = time.time() * 1000

@@ -5,6 +5,9 @@ Keys:
 - ``<prefix>:img:<sha256>`` -> the inference result JSON, with a TTL; the model's
   name and version are in the value, and a result from another model is a miss.
 - ``<prefix>:product:<product_id>`` -> latest category, score and model version.
+- ``<prefix>:claim:<model_version>:<sha256>`` -> the id of the worker inferring
+  that image with that model, for ``image_claim_ttl_ms`` (``SET NX PX``); deleted
+  with the result's write, or when the image fails to decode.
 
 One MGET and one pipelined write per batch. When Redis is down or slow the
 cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
@@ -21,15 +24,18 @@ the server's certificate against the system CAs or ``ssl_cafile``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from streams.settings import Settings
 from streams.worker import metrics
 
 __all__ = ["CacheUnavailable", "LabelCache"]
@@ -42,6 +48,19 @@ _json_encode = msgspec.json.Encoder().encode
 
 class CacheUnavailable(Exception):
     """Redis could not be reached for this lookup."""
+
+
+def _result_of(value: bytes | None, model_name: str, model_version: str) -> dict[str, Any] | None:
+    """A cached image result, if ``value`` is one and comes from this model."""
+    if value is None:
+        return None
+    try:
+        cand = _json_decode(value)
+    except msgspec.DecodeError:
+        return None
+    if cand.get("model_name") == model_name and cand.get("model_version") == model_version:
+        return cand
+    return None
 
 
 def _refused(exc: BaseException) -> bool:
@@ -87,6 +106,18 @@ class LabelCache:
         self._down_since: float | None = None
         self._next_try = 0.0
 
+    @classmethod
+    def from_settings(cls, s: Settings) -> LabelCache:
+        """The cache the ``redis_*`` settings describe (the worker's, and the tools')."""
+        return cls(
+            s.redis_url,
+            ttl_s=s.redis_ttl_s,
+            timeout_ms=s.redis_timeout_ms,
+            prefix=s.redis_key_prefix,
+            password=s.redis_password.get_secret_value(),
+            ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
+        )
+
     # --- keys ------------------------------------------------------------------
     def image_key(self, sha256: str) -> str:
         """Redis key of an image result."""
@@ -95,6 +126,10 @@ class LabelCache:
     def product_key(self, product_id: str) -> str:
         """Redis key of a product label."""
         return f"{self.prefix}:product:{product_id}"
+
+    def claim_key(self, sha256: str, model_version: str) -> str:
+        """Redis key of a worker's claim to infer an image with one model version."""
+        return f"{self.prefix}:claim:{model_version}:{sha256}"
 
     # --- outage bookkeeping ------------------------------------------------------
     @property
@@ -156,22 +191,58 @@ class LabelCache:
             raw = await self._mget("get_images", [self.image_key(h) for h in hashes])
         except CacheUnavailable:
             return [None] * len(hashes)
-        out: list[dict[str, Any] | None] = []
-        for value in raw:
-            result = None
-            if value is not None:
-                try:
-                    cand = _json_decode(value)
-                except msgspec.DecodeError:
-                    cand = None
-                if (
-                    cand is not None
-                    and cand.get("model_name") == model_name
-                    and cand.get("model_version") == model_version
-                ):
-                    result = cand
-            out.append(result)
-        return out
+        return [_result_of(value, model_name, model_version) for value in raw]
+
+    # --- claims (one inference per new image across workers) ----------------------
+    async def claim_images(
+        self, hashes: Sequence[str], owner: str, model_version: str, ttl_ms: int
+    ) -> list[bool]:
+        """Claim the inference of ``hashes`` (``SET NX PX``, one round trip); True: ours.
+
+        While Redis is down every claim is ours: the worker infers, as without claims.
+        """
+        if not hashes:
+            return []
+
+        def fill(pipe: Pipeline) -> None:
+            for sha in hashes:
+                pipe.set(self.claim_key(sha, model_version), owner, nx=True, px=ttl_ms)
+
+        try:
+            replies = await self.pipelined("claim_images", fill)
+        except CacheUnavailable:
+            return [True] * len(hashes)
+        return [bool(r) for r in replies]
+
+    async def peek_claimed(
+        self, hashes: Sequence[str], model_name: str, model_version: str
+    ) -> tuple[list[dict[str, Any] | None], list[bool]]:
+        """The results of claimed images so far, and whether each claim still stands.
+
+        One round trip; the claims are read before the results, so a claim that
+        is gone with no result means its holder gave up (a result is written
+        before its claim is deleted). Raises :class:`CacheUnavailable`.
+        """
+
+        def fill(pipe: Pipeline) -> None:
+            for sha in hashes:
+                pipe.exists(self.claim_key(sha, model_version))
+            pipe.mget([self.image_key(sha) for sha in hashes])
+
+        replies = await self.pipelined("peek_claimed", fill)
+        held = [bool(r) for r in replies[: len(hashes)]]
+        return [_result_of(v, model_name, model_version) for v in replies[-1]], held
+
+    async def release_claims(self, hashes: Sequence[str], model_version: str) -> None:
+        """Give up claims without a result (the images failed), so waiters stop waiting."""
+        if not hashes:
+            return
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.delete(*(self.claim_key(sha, model_version) for sha in hashes))
+
+        with contextlib.suppress(CacheUnavailable):
+            await self.pipelined("release_claims", fill)
 
     # --- products ----------------------------------------------------------------
     async def get_products(self, product_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -194,22 +265,42 @@ class LabelCache:
         """Write image results and product labels in one pipelined round trip."""
         if not images and not products:
             return True
-        if not self.available:
-            metrics.CACHE_BYPASSED.labels("put").inc()
-            return False
-        pipe = self._redis.pipeline(transaction=False)
-        for sha, result in images.items():
-            pipe.set(self.image_key(sha), _json_encode(result), ex=self.ttl_s)
-        for product_id, label in products.items():
-            pipe.set(self.product_key(product_id), _json_encode(label), ex=self.ttl_s)
+
+        def fill(pipe: Pipeline) -> None:
+            for sha, result in images.items():
+                pipe.set(self.image_key(sha), _json_encode(result), ex=self.ttl_s)
+                # After the result: a waiter that sees the claim gone finds it.
+                pipe.delete(self.claim_key(sha, str(result.get("model_version"))))
+            for product_id, label in products.items():
+                pipe.set(self.product_key(product_id), _json_encode(label), ex=self.ttl_s)
+
         try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._failed("put", exc)
-            metrics.CACHE_BYPASSED.labels("put").inc()
+            await self.pipelined("put", fill)
+        except CacheUnavailable:
             return False
-        self._succeeded()
         return True
+
+    async def pipelined(self, op: str, fill: Callable[[Pipeline], None]) -> list[Any]:
+        """Run the commands ``fill`` queues in one round trip; their replies in order.
+
+        Raises :class:`CacheUnavailable` while Redis is down, with the same
+        bookkeeping as every other operation here (counted as ``op``, the outage
+        logged once); other stores that live in this Redis (recommendations) use
+        it so that they share the connection pool and the outage state.
+        """
+        if not self.available:
+            metrics.CACHE_BYPASSED.labels(op).inc()
+            raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
+        pipe = self._redis.pipeline(transaction=False)
+        fill(pipe)
+        try:
+            replies: list[Any] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(op, exc)
+            metrics.CACHE_BYPASSED.labels(op).inc()
+            raise CacheUnavailable(str(exc)) from exc
+        self._succeeded()
+        return replies
 
     async def ping(self) -> bool:
         """True when Redis answers."""

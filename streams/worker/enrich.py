@@ -88,6 +88,8 @@ class Enriched:
     value: bytes
     deltas: tuple[SalesDelta, ...]
     unknown_items: int
+    #: ``value`` before encoding, for what the batch does after delivery (recommendations).
+    order: EnrichedOrder
 
 
 class OrderEnricher:
@@ -209,7 +211,7 @@ class OrderEnricher:
                 for cat, (units, revenue) in sums.items()
             )
             out[i] = Enriched(
-                records[i], order.order_id.encode(), codec.encode(value), deltas, unknown
+                records[i], order.order_id.encode(), codec.encode(value), deltas, unknown, value
             )
         for reason, n in unknown_by_reason.items():
             metrics.ORDER_ITEMS_UNKNOWN.labels(reason).inc(n)

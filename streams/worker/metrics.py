@@ -24,6 +24,8 @@ __all__ = [
     "EVENTS_IN",
     "EVENTS_OUT",
     "EXECUTION_PROVIDER",
+    "IMAGES_INFERRED",
+    "INFERENCE_CLAIMED_ELSEWHERE",
     "INFERENCE_SECONDS",
     "INFERENCE_SHARED",
     "KAFKA_ERRORS",
@@ -32,6 +34,7 @@ __all__ = [
     "REDIS_ERRORS",
     "REDIS_UP",
     "SALES_DUPLICATES",
+    "SALES_LATE",
     "UNREADABLE_PARTITIONS",
     "render",
 ]
@@ -73,6 +76,13 @@ INFERENCE_SHARED = Counter(
     "vitrine_inference_shared",
     "Cache misses not inferred again: the same image was being inferred for another batch",
 )
+INFERENCE_CLAIMED_ELSEWHERE = Counter(
+    "vitrine_inference_claimed_elsewhere",
+    "Cache misses not inferred here: another worker held the image's claim, and its label came",
+)
+IMAGES_INFERRED = Counter(
+    "vitrine_images_inferred", "Images this worker ran through the model (decode + inference)"
+)
 CACHE_BYPASSED = Counter(
     "vitrine_cache_bypassed", "Lookups or writes skipped because Redis was unreachable", ["op"]
 )
@@ -82,6 +92,11 @@ KAFKA_ERRORS = Counter("vitrine_kafka_errors", "Produce failures", ["topic"])
 SALES_DUPLICATES = Counter(
     "vitrine_sales_duplicates",
     "Redelivered orders not counted again in the category-sales windows",
+)
+SALES_LATE = Counter(
+    "vitrine_sales_late_orders",
+    "Orders whose sales window had expired (VITRINE_SALES_WINDOW_EXPIRES_S behind the newest"
+    " order time): not counted in category-sales, still on orders-enriched",
 )
 ORDER_ITEMS_UNKNOWN = Counter(
     "vitrine_order_items_unknown", "Order line items enriched with category unknown", ["reason"]

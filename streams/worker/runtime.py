@@ -1,4 +1,4 @@
-"""What the agents of one worker process share: engine, cache, labeller, enricher, executor.
+"""What one worker's agents share: engine, cache, labeller, enricher, recommender, executor.
 
 Built on first use, so that commands which only need the app's command line
 (``vitrine predict``, ``vitrine stack``) never load the model.
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class Runtime:
-    """The engine, cache, labeller and enricher of one worker, built once."""
+    """The engine, cache, labeller, enricher and recommender of one worker, built once."""
 
     def __init__(self, settings: Settings, declare: Sequence[Any] = ()) -> None:
         self.settings = settings
@@ -56,6 +56,7 @@ class Runtime:
         from streams.worker.fetch import FetchPolicy  # noqa: PLC0415
         from streams.worker.labelling import ImageLabeller  # noqa: PLC0415
         from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
+        from streams.worker.recommend import RecommendConfig, Recommender  # noqa: PLC0415
 
         s = self.settings
         for topic in self.declare:
@@ -67,14 +68,7 @@ class Runtime:
         # One warm-up, with a full batch, so the first real one does not grow the arenas.
         await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
         self._log_engine()
-        self.cache = LabelCache(
-            s.redis_url,
-            ttl_s=s.redis_ttl_s,
-            timeout_ms=s.redis_timeout_ms,
-            prefix=s.redis_key_prefix,
-            password=s.redis_password.get_secret_value(),
-            ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
-        )
+        self.cache = LabelCache.from_settings(s)
         self.labeller = ImageLabeller(
             self.engine,
             self.cache,
@@ -82,12 +76,14 @@ class Runtime:
             limits=image_limits(s),
             fetch_policy=FetchPolicy.from_settings(s),
             fetch_retries=s.image_fetch_retries,
+            claim_ttl_ms=s.image_claim_ttl_ms,
         )
         self.enricher = OrderEnricher(
             self.cache,
             label_wait_ms=s.order_label_wait_ms,
             retry_interval_ms=s.order_label_retry_interval_ms,
         )
+        self.recommender = Recommender(self.cache, RecommendConfig.from_settings(s))
         return self
 
     def _log_engine(self) -> None:

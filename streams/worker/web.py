@@ -1,4 +1,7 @@
-"""The worker's web pages: ``/metrics`` (Prometheus) and ``/ready``, and a probe for the latter.
+"""The worker's web pages: ``/metrics``, ``/ready``, ``/recommend``, and a probe for ``/ready``.
+
+``/recommend/{product_id}?region=R&k=K`` answers JSON from
+:mod:`streams.worker.recommend` (503 while Redis is down).
 
 ``/ready`` answers 200 once the engine is loaded and the order consumer runs
 (and has paused no unreadable partition), 503 otherwise; :func:`worker_ready`
@@ -22,7 +25,10 @@ if TYPE_CHECKING:
     from streams.worker.runtime import Runtime
     from streams.worker.unreadable import UnreadablePartition
 
-__all__ = ["add_pages", "worker_ready"]
+__all__ = ["MAX_RECOMMENDATIONS", "add_pages", "worker_ready"]
+
+#: Most products one ``/recommend`` answer may ask for (``k``).
+MAX_RECOMMENDATIONS = 100
 
 
 def add_pages(
@@ -31,7 +37,7 @@ def add_pages(
     order_consumer: BatchConsumer,
     unreadable: Sequence[UnreadablePartition],
 ) -> None:
-    """Serve ``/metrics`` and ``/ready`` on the app's web port.
+    """Serve ``/metrics``, ``/ready`` and ``/recommend/{product_id}`` on the app's web port.
 
     ``unreadable`` is the list Faust's consumer thread adds paused partitions to.
     """
@@ -46,6 +52,24 @@ def add_pages(
         paused = order_consumer.unreadable or unreadable
         ready = runtime.built and order_consumer.running.is_set() and not paused
         return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/recommend/{product_id}")
+    async def recommend_page(web: Any, request: Any, product_id: str) -> Any:
+        # Imported here: the worker's pages load before its runtime is built.
+        from streams.worker.cache import CacheUnavailable  # noqa: PLC0415
+
+        k = request.query.get("k", "10")
+        if not k.isdigit() or not 1 <= int(k) <= MAX_RECOMMENDATIONS:
+            return web.json({"error": f"k must be 1..{MAX_RECOMMENDATIONS}, got {k!r}"}, status=400)
+        if not runtime.built:
+            return web.json({"error": "worker starting"}, status=503)
+        try:
+            recs = await runtime.recommender.recommend(
+                product_id, region=request.query.get("region") or None, k=int(k)
+            )
+        except CacheUnavailable as exc:
+            return web.json({"error": f"Redis unavailable: {exc}"}, status=503)
+        return web.json(recs.to_json())
 
 
 def worker_ready(host: str, port: int) -> bool:

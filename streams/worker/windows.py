@@ -9,26 +9,53 @@ timer emits the changed windows to ``category-sales`` at most once per
 interval: one CategorySales per window per key, each update replacing the last
 (same key, same deterministic ``event_id``).
 
-Counting is at-least-once: an order re-delivered after a crash is counted
-again. Exactly-once would need Faust's ``processing_guarantee="exactly_once"``
-(Kafka transactions); see the README.
+A redelivered order is counted once: each window keeps, per orders partition,
+the highest offset it has counted (:class:`SalesAggregate`).
+
+Windows live in *order time*, and so does their retention
+(:class:`EventTimeWindow`). Faust's table cleanup asks whether a window is stale
+against the wall clock, so back-filled history (orders placed months ago, the
+``vitrine simulate`` year) had every window deleted at the next cleanup while
+its orders were still arriving; the next delta restarted it from zero and its
+update replaced the full total with a partial one. Here a window expires once
+the newest order time this worker has seen is ``sales_window_expires_s`` past
+its end, and the rule for late orders follows from it: a delta for a window
+that has expired is **late**; it is not counted (it would reopen a window
+whose state is gone), it is counted in ``vitrine_sales_late_orders_total`` and
+logged at most once a minute, and the order itself is still on
+``orders-enriched``, where an analytics job can recount it. Live orders arrive
+within seconds of their time and are never late; to back-fill history, publish
+it in time order (as ``vitrine simulate`` does), or raise
+``VITRINE_SALES_WINDOW_EXPIRES_S`` to cover the disorder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from faust.windows import TumblingWindow
 
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, CategorySales
 from schemas.sales import category_sales_event_id, category_sales_key, season_of
 from streams.worker.enrich import SalesDelta
 
-__all__ = ["SalesAggregate", "SalesWindows", "decode_delta", "encode_delta", "merge_deltas"]
+__all__ = [
+    "EventTimeWindow",
+    "SalesAggregate",
+    "SalesWindows",
+    "decode_delta",
+    "encode_delta",
+    "merge_deltas",
+]
+
+logger = logging.getLogger(__name__)
 
 _delta_decoder = msgspec.json.Decoder(SalesDelta)
 _encoder = msgspec.json.Encoder()
@@ -67,6 +94,55 @@ def merge_deltas(deltas: Iterable[SalesDelta], window_s: int) -> list[SalesDelta
             )
         )
     return list(merged.values())
+
+
+class EventTimeWindow(TumblingWindow):
+    """A tumbling window that expires by order time, not by the wall clock.
+
+    Faust's table cleanup calls ``stale(window_end, time.time())``; this one
+    ignores the wall clock and compares with :attr:`watermark_s`, the newest
+    order time :meth:`observe` has seen. An order stamped in the future (a bad
+    clock upstream) moves the watermark no further than one window past now,
+    so it cannot expire the present.
+    """
+
+    def __init__(
+        self, size_s: float, expires_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(size_s, expires_s)
+        self.watermark_s = 0.0
+        self._clock = clock
+        self._late_logged_at = -60.0
+
+    def observe(self, timestamp_s: float) -> None:
+        """Advance the watermark to ``timestamp_s`` (an order's time)."""
+        capped = min(timestamp_s, self._clock() + self.size)
+        self.watermark_s = max(self.watermark_s, capped)
+
+    def stale(self, timestamp: float, latest_timestamp: float = 0.0) -> bool:
+        """True when the window ending at ``timestamp`` has expired (Faust's cleanup asks)."""
+        if not self.watermark_s or self.expires is None:
+            return False
+        return timestamp <= self.current(self.watermark_s - self.expires)[0]
+
+    def late(self, timestamp_s: float) -> bool:
+        """True when the window holding ``timestamp_s`` has expired (or may be deleted)."""
+        return self.stale(self.current(timestamp_s)[1])
+
+    def log_late(self, delta: SalesDelta) -> None:
+        """Say that a late delta was not counted, at most once a minute."""
+        now = time.monotonic()
+        if now - self._late_logged_at >= 60.0:
+            self._late_logged_at = now
+            logger.warning(
+                "late orders not counted in category-sales: %s at %s is more than "
+                "sales_window_expires_s=%d (VITRINE_SALES_WINDOW_EXPIRES_S) behind the newest "
+                "order time %s; its window has expired (see vitrine_sales_late_orders_total)",
+                delta.key,
+                datetime.fromtimestamp(delta.timestamp_s, UTC).isoformat(),
+                self.expires,
+                datetime.fromtimestamp(self.watermark_s, UTC).isoformat(),
+            )
 
 
 @dataclasses.dataclass(slots=True)

@@ -8,6 +8,7 @@ from schemas import codec
 from schemas.sales import category_sales_event_id
 from streams.worker.enrich import SalesDelta, SalesPart
 from streams.worker.windows import (
+    EventTimeWindow,
     SalesAggregate,
     SalesWindows,
     decode_delta,
@@ -140,3 +141,34 @@ def test_deltas_and_table_values_from_before_parts_still_count() -> None:
     )
     assert agg.add(old) == 0
     assert (agg.orders, agg.units, agg.revenue, agg.last_order_at_s) == (3, 4, 5.5, 100.0)
+
+
+def test_event_time_window_expires_by_order_time_not_the_wall_clock() -> None:
+    # A year ago: Faust's wall-clock staleness would expire this window at once.
+    now = datetime(2026, 12, 5, 12, tzinfo=UTC).timestamp()
+    year_ago = now - 365 * 86400
+    w = EventTimeWindow(3600, 7 * 86400, clock=lambda: now)
+    assert not w.stale(w.current(year_ago)[1], now)  # nothing seen yet: nothing expires
+    w.observe(year_ago)
+    assert not w.late(year_ago)
+    assert not w.stale(w.current(year_ago)[1], now)
+    # Eight days of order time later, that window has expired; the day before has not.
+    w.observe(year_ago + 8 * 86400)
+    assert w.late(year_ago)
+    assert w.stale(w.current(year_ago)[1], now)
+    assert not w.late(year_ago + 8 * 86400 - 86400)
+
+
+def test_event_time_window_late_boundary_matches_faust_cleanup() -> None:
+    w = EventTimeWindow(3600, 7200, clock=lambda: 1e12)
+    w.observe(36_000.0)  # 10:00; windows ending at or before 08:00's start expire
+    assert w.late(3600 * 7 + 10)  # the 07:00 window ends 07:59:59.9
+    assert not w.late(3600 * 8 + 10)  # the 08:00 window is kept
+
+
+def test_a_future_order_time_cannot_expire_the_present() -> None:
+    now = 1_800_000_000.0
+    w = EventTimeWindow(3600, 86400, clock=lambda: now)
+    w.observe(now + 10 * 365 * 86400)  # a bad clock upstream
+    assert w.watermark_s == now + 3600
+    assert not w.late(now - 3600)
