@@ -14,6 +14,16 @@ never overwritten by an older batch. An image that misses the cache in two
 concurrent batches is inferred once: from the start of its inference until its
 result is in Redis, it is held in :attr:`ImageLabeller._inflight`, and the
 other batch awaits it there (single flight).
+
+Across workers, the misses a batch is about to infer are first claimed in
+Redis (``SET NX PX``, one pipelined round trip, ``image_claim_ttl_ms``): an
+image another worker has claimed is not inferred here; the batch infers its own
+claims, then polls Redis (every 20 ms) until the other worker's results are
+written. The claim goes with the result's write (or at once when the image
+fails to decode), so a claim that is gone with no result means its holder
+gave up, and the waiter infers the image itself; a holder that dies leaves its
+claims to expire, which bounds the wait. With Redis down, nothing is claimed
+and every worker infers its own misses, as before claims.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -34,7 +45,7 @@ from inference.serving.errors import InferenceError
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
 from streams.worker import metrics
-from streams.worker.cache import LabelCache
+from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
 
@@ -93,6 +104,7 @@ class ImageLabeller:
         limits: ImageLimits,
         fetch_policy: FetchPolicy,
         fetch_retries: int = 2,
+        claim_ttl_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.cache = cache
@@ -100,6 +112,9 @@ class ImageLabeller:
         self.limits = limits
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
+        self.claim_ttl_ms = claim_ttl_ms
+        # Whose claim a key holds, for whoever reads Redis while debugging.
+        self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
         # Image hash -> its inference under way, or done and not yet in Redis.
         self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
 
@@ -239,9 +254,13 @@ class ImageLabeller:
                 misses[sha] = blobs[i]
         metrics.CACHE_MISSES.inc(sum(1 for i in idx if hashes[i] not in hit_hashes))
         metrics.INFERENCE_SHARED.inc(sum(1 for i in idx if hashes[i] in shared))
+        elsewhere = await self._claim(misses)
         errors: dict[str, InferenceError] = {}
         decode_ms, inference_ms = await self._infer(misses, results, errors, inferred)
-        retry: dict[str, bytes] = {}
+        retry = await self._await_claimed(elsewhere, results, hit_hashes)
+        metrics.INFERENCE_CLAIMED_ELSEWHERE.inc(
+            sum(1 for i in idx if hashes[i] in elsewhere and hashes[i] not in retry)
+        )
         if shared:
             # asyncio.wait neither raises the futures' outcomes nor cancels them.
             await asyncio.wait(shared.values())
@@ -259,7 +278,55 @@ class ImageLabeller:
             more_decode_ms, more_inference_ms = await self._infer(retry, results, errors, inferred)
             decode_ms += more_decode_ms
             inference_ms += more_inference_ms
+        if errors and self.claim_ttl_ms:
+            await self.cache.release_claims(list(errors), self.engine.model_version)
         return errors, decode_ms, inference_ms
+
+    async def _claim(self, misses: dict[str, bytes]) -> dict[str, bytes]:
+        """Claim ``misses`` in Redis; take out and return those another worker holds."""
+        if not misses or not self.claim_ttl_ms:
+            return {}
+        hashes = list(misses)
+        mine = await self.cache.claim_images(
+            hashes, self.worker_id, self.engine.model_version, self.claim_ttl_ms
+        )
+        return {sha: misses.pop(sha) for sha, ok in zip(hashes, mine, strict=True) if not ok}
+
+    async def _await_claimed(
+        self,
+        elsewhere: dict[str, bytes],
+        results: dict[str, dict[str, Any]],
+        hit_hashes: set[str],
+    ) -> dict[str, bytes]:
+        """Wait for the results of images other workers claimed; return those to infer here.
+
+        A result that arrives fills ``results`` and ``hit_hashes`` (not inferred
+        here). An image whose claim is gone with no result, or still missing once
+        a claim's whole lifetime has passed, or any while Redis is down, comes
+        back to be inferred by this worker.
+        """
+        pending = dict(elsewhere)
+        orphans: dict[str, bytes] = {}
+        engine = self.engine
+        deadline = time.monotonic() + self.claim_ttl_ms / 1000 + 1.0
+        while pending and time.monotonic() < deadline:
+            try:
+                found, held = await self.cache.peek_claimed(
+                    list(pending), engine.model_name, engine.model_version
+                )
+            except CacheUnavailable:
+                break
+            for sha, res, claimed in zip(list(pending), found, held, strict=True):
+                if res is not None:
+                    results[sha] = res
+                    hit_hashes.add(sha)
+                    del pending[sha]
+                elif not claimed:
+                    orphans[sha] = pending.pop(sha)
+            if pending:
+                await asyncio.sleep(0.02)
+        orphans.update(pending)
+        return orphans
 
     async def _infer(
         self,
@@ -286,6 +353,7 @@ class ImageLabeller:
             batch = await loop.run_in_executor(
                 self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
             )
+            metrics.IMAGES_INFERRED.inc(len(misses))
             for sha, item in zip(misses, batch.items, strict=True):
                 outcome: _Outcome
                 if isinstance(item, InferenceError):

@@ -7,6 +7,7 @@ count (and once, to fail) its calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import uuid
@@ -75,13 +76,18 @@ def labeller_for(kafka_stack: LocalStack) -> Iterator[Any]:
     executors: list[ThreadPoolExecutor] = []
     prefix = f"test-{uuid.uuid4().hex[:8]}"
 
-    def make(counting: CountingEngine) -> ImageLabeller:
+    def make(counting: CountingEngine, claim_ttl_ms: int = 0) -> ImageLabeller:
         # Two threads: two batches' inferences could run at the same time.
         executor = ThreadPoolExecutor(max_workers=2)
         executors.append(executor)
         cache = LabelCache(kafka_stack.redis_url, ttl_s=600, timeout_ms=2000, prefix=prefix)
         return ImageLabeller(
-            cast(Engine, counting), cache, executor, limits=LIMITS, fetch_policy=FetchPolicy()
+            cast(Engine, counting),
+            cache,
+            executor,
+            limits=LIMITS,
+            fetch_policy=FetchPolicy(),
+            claim_ttl_ms=claim_ttl_ms,
         )
 
     yield make
@@ -237,3 +243,90 @@ def test_a_bad_image_shared_by_two_batches_is_rejected_in_both(
     assert isinstance(direct, InferenceError)
     assert [r.code for r in rejected] == [direct.code, direct.code]
     assert lab.inflight == 0
+
+
+def claimed_elsewhere_so_far() -> float:
+    return REGISTRY.get_sample_value("vitrine_inference_claimed_elsewhere_total") or 0.0
+
+
+def test_two_workers_claim_an_image_and_only_one_infers_it(
+    labeller_for: Any, engine: Engine
+) -> None:
+    # Two labellers with their own caches and executors: two worker processes' worth.
+    one, two = CountingEngine(engine), CountingEngine(engine)
+    a_lab: ImageLabeller = labeller_for(one, claim_ttl_ms=5000)
+    b_lab: ImageLabeller = labeller_for(two, claim_ttl_ms=5000)
+    image = fresh_image()
+    two.gate.set()
+
+    async def run() -> tuple[Labelled, Labelled]:
+        before = claimed_elsewhere_so_far()
+        first = asyncio.ensure_future(a_lab.process([record("a", image, 0)]))
+        await until(lambda: one.calls >= 1, "the first worker infers")
+        second = asyncio.ensure_future(b_lab.process([record("b", image, 0)]))
+        await asyncio.sleep(0.3)  # the second has claimed nothing and is waiting
+        assert not second.done()
+        one.gate.set()
+        a = await first
+        await a_lab.remember(a)  # the result lands in Redis: the second takes it
+        b = await second
+        assert claimed_elsewhere_so_far() == before + 1
+        await b_lab.remember(b)
+        await b_lab.close()
+        await b_lab.cache.close()
+        return labelled(a), labelled(b)
+
+    a, b = asyncio.run(closing(a_lab, run()))
+    assert one.inferred == [image]
+    assert two.inferred == []
+    assert (a.cached, b.cached) == (False, True)
+    la, lb = codec.decode_product_labelled(a.value), codec.decode_product_labelled(b.value)
+    assert la.labels == lb.labels
+
+
+def test_a_claim_whose_holder_died_lapses_and_the_waiter_infers(
+    labeller_for: Any, engine: Engine
+) -> None:
+    counting = CountingEngine(engine)
+    lab: ImageLabeller = labeller_for(counting, claim_ttl_ms=5000)
+    image = fresh_image()
+    counting.gate.set()
+    sha = hashlib.sha256(image).hexdigest()
+
+    async def run() -> tuple[Labelled, float]:
+        # A worker claimed the image for 400 ms, then died without a result.
+        assert await lab.cache.claim_images([sha], "worker-dead", engine.model_version, 400)
+        started = time.monotonic()
+        res = await lab.process([record("a", image, 0)])
+        return labelled(res), time.monotonic() - started
+
+    res, took = asyncio.run(closing(lab, run()))
+    assert counting.inferred == [image]
+    assert res.cached is False
+    assert 0.3 < took < 5.0, took
+
+
+def test_a_failed_image_releases_its_claim_at_once(labeller_for: Any, engine: Engine) -> None:
+    one, two = CountingEngine(engine), CountingEngine(engine)
+    a_lab: ImageLabeller = labeller_for(one, claim_ttl_ms=60_000)
+    b_lab: ImageLabeller = labeller_for(two, claim_ttl_ms=60_000)
+    broken = photo_bytes()[0][1][:600] + uuid.uuid4().bytes  # a truncated JPEG
+    two.gate.set()
+
+    async def run() -> tuple[list[Any], list[Any], float]:
+        first = asyncio.ensure_future(a_lab.process([record("a", broken, 0)]))
+        await until(lambda: one.calls >= 1, "the first worker infers")
+        second = asyncio.ensure_future(b_lab.process([record("b", broken, 0)]))
+        await asyncio.sleep(0.2)
+        one.gate.set()
+        started = time.monotonic()
+        got = await asyncio.gather(first, second)
+        await b_lab.close()
+        await b_lab.cache.close()
+        return got[0], got[1], time.monotonic() - started
+
+    a, b, took = asyncio.run(closing(a_lab, run()))
+    assert isinstance(a[0], Rejected)
+    assert isinstance(b[0], Rejected)
+    assert b[0].code == a[0].code
+    assert took < 5.0, "the waiter did not sit out the 60 s claim"
