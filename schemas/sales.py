@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-
 from typing import Literal
 
 from schemas.records import Season
