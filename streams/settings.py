@@ -128,9 +128,9 @@ class Settings(BaseSettings):
     order_label_wait_ms: int = Field(default=2000, ge=0)
     order_label_retry_interval_ms: int = Field(default=200, ge=10)
     sales_window_s: int = Field(default=3600, ge=1)
-    # A window is kept this long behind the newest order time its partition has
-    # seen; a later order for an older window is late (not counted, see
-    # streams/worker/windows.py). Back-filling history needs it to cover the span.
+    # A window is kept this long behind the order time of the slowest sales
+    # partition the worker reads; a later order for an older window is late (not
+    # counted, see streams/worker/windows.py).
     sales_window_expires_s: int = Field(default=7 * 24 * 3600, ge=1)
 
     # --- Analytics -----------------------------------------------------------

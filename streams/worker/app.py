@@ -283,7 +283,7 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
                 metrics.SALES_LATE.inc(delta.orders)
                 window.log_late(delta)
                 continue
-            window.observe(delta.timestamp_s)
+            window.observe(event.message.partition, delta.timestamp_s)
             key = delta.key
             # value(), not current(): current() reads the window of the record's
             # Kafka timestamp (when the delta was produced), while writes go to the

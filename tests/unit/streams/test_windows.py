@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from schemas import codec
@@ -149,11 +150,11 @@ def test_event_time_window_expires_by_order_time_not_the_wall_clock() -> None:
     year_ago = now - 365 * 86400
     w = EventTimeWindow(3600, 7 * 86400, clock=lambda: now)
     assert not w.stale(w.current(year_ago)[1], now)  # nothing seen yet: nothing expires
-    w.observe(year_ago)
+    w.observe(0, year_ago)
     assert not w.late(year_ago)
     assert not w.stale(w.current(year_ago)[1], now)
     # Eight days of order time later, that window has expired; the day before has not.
-    w.observe(year_ago + 8 * 86400)
+    w.observe(0, year_ago + 8 * 86400)
     assert w.late(year_ago)
     assert w.stale(w.current(year_ago)[1], now)
     assert not w.late(year_ago + 8 * 86400 - 86400)
@@ -161,7 +162,7 @@ def test_event_time_window_expires_by_order_time_not_the_wall_clock() -> None:
 
 def test_event_time_window_late_boundary_matches_faust_cleanup() -> None:
     w = EventTimeWindow(3600, 7200, clock=lambda: 1e12)
-    w.observe(36_000.0)  # 10:00; windows ending at or before 08:00's start expire
+    w.observe(0, 36_000.0)  # 10:00; windows ending at or before 08:00's start expire
     assert w.late(3600 * 7 + 10)  # the 07:00 window ends 07:59:59.9
     assert not w.late(3600 * 8 + 10)  # the 08:00 window is kept
 
@@ -169,6 +170,31 @@ def test_event_time_window_late_boundary_matches_faust_cleanup() -> None:
 def test_a_future_order_time_cannot_expire_the_present() -> None:
     now = 1_800_000_000.0
     w = EventTimeWindow(3600, 86400, clock=lambda: now)
-    w.observe(now + 10 * 365 * 86400)  # a bad clock upstream
+    w.observe(0, now + 10 * 365 * 86400)  # a bad clock upstream
     assert w.watermark_s == now + 3600
     assert not w.late(now - 3600)
+
+
+def test_the_watermark_is_the_slowest_partitions_order_time() -> None:
+    # A back-fill: partition 1 is read a month ahead of partition 0.
+    day = 86400
+    w = EventTimeWindow(3600, 7 * day, clock=lambda: 1e12)
+    w.observe(0, 100 * day)
+    w.observe(1, 130 * day)
+    assert w.watermark_s == 100 * day
+    assert not w.late(100 * day - 3600), "on time for its own partition"
+    w.observe(0, 131 * day)
+    assert w.watermark_s == 130 * day
+    assert w.late(100 * day)
+
+
+def test_an_idle_partition_stops_holding_the_watermark_back() -> None:
+    day = 86400
+    w = EventTimeWindow(3600, 7 * day, clock=lambda: 1e12, idle_s=0.05)
+    w.observe(0, 10 * day)
+    time.sleep(0.1)  # partition 0 falls silent
+    w.observe(1, 40 * day)
+    assert w.watermark_s == 40 * day
+    w.observe(0, 11 * day)  # it speaks again: late, and the watermark does not move back
+    assert w.watermark_s == 40 * day
+    assert w.late(11 * day)
