@@ -28,7 +28,7 @@ def _quiet_client_logs() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for name in ("kafka", "aiokafka"):
+    for name in ("kafka", "aiokafka", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
