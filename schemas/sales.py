@@ -23,6 +23,7 @@ from typing import Literal
 from schemas.records import Season
 
 __all__ = [
+    "SEASONS",
     "Hemisphere",
     "category_sales_event_id",
     "category_sales_key",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 Hemisphere = Literal["north", "south"]
+
+SEASONS: tuple[Season, ...] = ("winter", "spring", "summer", "autumn")
+"""The seasons in the order of a year that starts in winter."""
 
 _SEASONS: tuple[Season, ...] = (
     "winter",  # December (index 0 after month % 12)

@@ -75,13 +75,12 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from schemas.records import EnrichedOrder, Season
-from schemas.sales import season_of
+from schemas.sales import SEASONS, season_of
 from streams.settings import Settings
 from streams.worker.cache import CacheUnavailable, LabelCache
 
 __all__ = [
     "DECAY_EPOCH",
-    "SEASONS",
     "Increment",
     "RecommendConfig",
     "Recommendation",
@@ -100,7 +99,6 @@ logger = logging.getLogger(__name__)
 #: The fixed landmark of forward decay. Changing it rescales every stored score by
 #: the same factor, so it may only change together with a wipe of the keys.
 DECAY_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
-SEASONS: tuple[Season, ...] = ("winter", "spring", "summer", "autumn")
 
 #: (Redis key, sorted-set member, score increment).
 Increment = tuple[str, str, float]

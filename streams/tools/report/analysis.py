@@ -30,11 +30,10 @@ from datetime import UTC, date, datetime
 from typing import Literal, NamedTuple, get_args
 
 from schemas.records import CategorySales, Season
-from schemas.sales import Hemisphere, season_of
+from schemas.sales import SEASONS, Hemisphere, season_of
 from streams.tools.report.periods import Period, PeriodSpan, compare_periods, data_days
 
 __all__ = [
-    "SEASONS",
     "Analysis",
     "Dimension",
     "Mover",
@@ -54,7 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Dimension = Literal["category", "region", "season"]
-SEASONS: tuple[Season, ...] = get_args(Season)
 
 
 def latest_windows(values: Iterable[CategorySales]) -> list[CategorySales]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.tools.report.analysis import SEASONS, Analysis
+from schemas.sales import SEASONS
+from streams.tools.report.analysis import Analysis
 from streams.tools.report.forecast import WEEK_DAYS, Forecast
 
 __all__ = [

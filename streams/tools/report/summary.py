@@ -10,7 +10,8 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from streams.tools.report.analysis import SEASONS, Analysis, Dimension, Mover, RankRow
+from schemas.sales import SEASONS
+from streams.tools.report.analysis import Analysis, Dimension, Mover, RankRow
 from streams.tools.report.forecast import HOLDOUT_DAYS, MEASURES, Forecast, Measure
 
 __all__ = ["CHARTS", "markdown", "terminal"]

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from streams.tools.report.analysis import SEASONS, Analysis, Dimension, Mover
+from schemas.sales import SEASONS
+from streams.tools.report.analysis import Analysis, Dimension, Mover
 from streams.tools.report.forecast import MEASURES, MODELS, Forecast, Measure, SeriesForecast
 
 __all__ = ["write_tables"]
