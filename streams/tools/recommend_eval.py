@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder, OrderEvent
+from schemas.records import EnrichedItem, EnrichedOrder, OrderEvent
 from streams.settings import get_settings
 from streams.tools.simulate import (
     PLANTED_PAIRS,
@@ -57,6 +57,7 @@ from streams.tools.simulate import (
     demand_factor,
     simulate,
 )
+from streams.worker.enrich import enriched_order
 from streams.worker.recommend import (
     RecommendConfig,
     Scored,
@@ -127,19 +128,7 @@ def enrich(order: OrderEvent, categories: Mapping[str, str]) -> EnrichedOrder:
         )
         for it in order.items
     )
-    return EnrichedOrder(
-        schema_version=SCHEMA_VERSION,
-        event_id=order.event_id,
-        occurred_at=order.occurred_at,
-        order_id=order.order_id,
-        customer_id=order.customer_id,
-        region=order.region,
-        currency=order.currency,
-        created_at=order.created_at,
-        items=items,
-        order_total=round(sum(it.line_total for it in items), 4),
-        enriched_at=order.occurred_at,
-    )
+    return enriched_order(order, items, order.occurred_at)
 
 
 @dataclass

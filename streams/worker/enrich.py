@@ -34,7 +34,7 @@ from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 
-__all__ = ["Enriched", "OrderEnricher", "SalesDelta", "SalesPart"]
+__all__ = ["Enriched", "OrderEnricher", "SalesDelta", "SalesPart", "enriched_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,25 @@ class SalesDelta(msgspec.Struct, frozen=True):
     @property
     def key(self) -> str:
         return f"{self.category}|{self.region}"
+
+
+def enriched_order(
+    order: OrderEvent, items: Sequence[EnrichedItem], enriched_at: datetime
+) -> EnrichedOrder:
+    """``order`` with its enriched lines: the header copied, the total summed."""
+    return EnrichedOrder(
+        schema_version=SCHEMA_VERSION,
+        event_id=order.event_id,
+        occurred_at=order.occurred_at,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        region=order.region,
+        currency=order.currency,
+        created_at=order.created_at,
+        items=tuple(items),
+        order_total=round(sum(it.line_total for it in items), 4),
+        enriched_at=enriched_at,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,19 +199,7 @@ class OrderEnricher:
                 acc = sums.setdefault(category, [0.0, 0.0])
                 acc[0] += it.quantity
                 acc[1] += item.line_total
-            value = EnrichedOrder(
-                schema_version=SCHEMA_VERSION,
-                event_id=order.event_id,
-                occurred_at=order.occurred_at,
-                order_id=order.order_id,
-                customer_id=order.customer_id,
-                region=order.region,
-                currency=order.currency,
-                created_at=order.created_at,
-                items=tuple(items),
-                order_total=round(sum(it.line_total for it in items), 4),
-                enriched_at=enriched_at,
-            )
+            value = enriched_order(order, items, enriched_at)
             ts = order.created_at.timestamp()
             deltas = tuple(
                 SalesDelta(
