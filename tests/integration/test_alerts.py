@@ -125,6 +125,15 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
             proc.wait()
 
 
+def dead_lettered(worker: Any) -> float:
+    """Events the worker has dead-lettered, every topic and code."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in worker.metrics().splitlines()
+        if line.startswith("vitrine_events_dead_lettered_total{")
+    )
+
+
 def _get(base: str, path: str) -> Any:
     with urllib.request.urlopen(base + path, timeout=5) as resp:
         return json.load(resp)["data"]
@@ -162,10 +171,10 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str, logs: Path)
     raise AssertionError(f"not {what} within {timeout_s} s; prometheus log:\n{tail}")
 
 
-# The waits below add up to 630 s at most; on a loaded 2-core machine the whole
-# test has taken 150 s alone and more than the suite's default 300 s after the
+# The waits below add up to 1,110 s at most; on a loaded 2-core machine the whole
+# test has taken 113-287 s, and more than the suite's default 300 s after the
 # rest of the suite: give it the budget its own waits allow.
-@pytest.mark.timeout(720)
+@pytest.mark.timeout(1200)
 def test_dead_letter_and_lag_alerts_fire_and_resolve(
     topics: Topics,
     worker_factory: Any,
@@ -224,7 +233,12 @@ def test_dead_letter_and_lag_alerts_fire_and_resolve(
             lambda: LAG_ALERT not in alert_states(base), 120, "lag resolved", tmp_path
         )
         # The drain dead-letters every stalled listing: the dead-letter alert fires
-        # again meanwhile, and resolves once the drain is over.
+        # again meanwhile, and resolves once the drain is over. How long the drain
+        # takes is the machine's business (162-212 s here, over 240 s once in CI);
+        # what the alert owes is to resolve soon after it.
+        timings["drained"] = wait_for(
+            lambda: dead_lettered(worker) >= sent + LAG_EVENTS, 600, "drained", tmp_path
+        )
         still: dict[str, str] = {}
 
         def all_resolved() -> bool:
@@ -233,7 +247,7 @@ def test_dead_letter_and_lag_alerts_fire_and_resolve(
             return not still
 
         try:
-            timings["all resolved"] = wait_for(all_resolved, 240, "all resolved", tmp_path)
+            timings["all resolved"] = wait_for(all_resolved, 120, "all resolved", tmp_path)
         except AssertionError as exc:
             raise AssertionError(f"still active: {still}") from exc
     print(f"\nalert timings (s): { {k: round(v, 1) for k, v in timings.items()} }; {sent} bad")
