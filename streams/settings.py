@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(default=1, ge=0)
     gpu_device_id: int = 0
     fp16: bool = True
+    # CPU graph: auto serves the model's INT8 graph where its manifest has one
+    # (kept only if it held top-1 on validation), fp32 never, int8 insists.
+    precision: Literal["auto", "fp32", "int8"] = "auto"
     top_k: int = Field(default=5, ge=1, le=100)
     # Review thresholds; unset: the ones chosen on validation when the model was
     # trained (its manifest). Below the calibrated top-1 probability threshold an

@@ -30,7 +30,14 @@ from inference.serving.engine import Engine
 from inference.serving.errors import ImageError
 from inference.serving.preprocess import sharpness
 
-__all__ = ["DEFAULT_BATCH_SIZES", "format_report", "run_bench"]
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "compare_reports",
+    "format_comparison",
+    "format_report",
+    "run_bench",
+    "run_benches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -185,15 +192,41 @@ def run_bench(
     ``images`` may list files or be a single folder (searched recursively);
     batches cycle through them. Returns a JSON-able dict.
     """
+    return run_benches(
+        [engine],
+        images=images,
+        batch_sizes=batch_sizes,
+        limits=limits,
+        min_seconds=min_seconds,
+        rounds=rounds,
+        progress=progress,
+    )[0]
+
+
+def run_benches(
+    engines: Sequence[Engine],
+    *,
+    images: Sequence[Path] | None = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    limits: ImageLimits | None = None,
+    min_seconds: float = 1.0,
+    rounds: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_bench` for several engines (e.g. FP32 and INT8) taking turns.
+
+    Every round measures each engine at every batch size in turn, so a change in
+    the machine's load during the run weighs on all of them alike.
+    """
     limits = limits or ImageLimits()
     paths = _bench_paths(images)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-    min_side = engine.manifest.resize_short_side
+    min_side = engines[0].manifest.resize_short_side
     blobs, decoded = _load_blobs(paths, limits, min_side)
     pixels = [d.pixels for d in decoded]
     say = progress or (lambda _message: None)
-    stages = {n: _batch_stages(engine, n, pixels, blobs, limits) for n in batch_sizes}
+    stages = [{n: _batch_stages(e, n, pixels, blobs, limits) for n in batch_sizes} for e in engines]
 
     def decode_all() -> None:
         for blob in blobs:
@@ -202,19 +235,18 @@ def run_bench(
     rounds = max(1, rounds)
     load_before = _load_average()
     decode_rates: list[float] = []
-    rates: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    rates: list[dict[tuple[int, str], list[tuple[float, float]]]] = [{} for _ in engines]
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}: decode, then batch sizes {list(batch_sizes)}")
         decode_rates.append(_rate(decode_all, len(blobs), min_seconds / rounds)[0])
         for n in batch_sizes:
-            for name, (work, share) in stages[n].items():
-                rate = _rate(work, n, share * min_seconds / rounds)
-                rates.setdefault((n, name), []).append(rate)
+            for engine_stages, engine_rates in zip(stages, rates, strict=True):
+                for name, (work, share) in engine_stages[n].items():
+                    rate = _rate(work, n, share * min_seconds / rounds)
+                    engine_rates.setdefault((n, name), []).append(rate)
     decode_ips = statistics.median(decode_rates)
-    rows = _batch_rows(batch_sizes, stages, rates)
     shapes = sorted({(d.width, d.height) for d in decoded})
-    return {
-        "engine": engine.info(),
+    common = {
         "images": {
             "count": len(blobs),
             "source": str(Path(paths[0]).parent),
@@ -224,9 +256,54 @@ def run_bench(
         "settings": {"min_seconds": min_seconds, "rounds": rounds},
         "load_average": {"before": load_before, "after": _load_average()},
         "decode_ips": decode_ips,
-        "batches": rows,
-        "summary": _summary(rows, decode_ips),
     }
+    reports = []
+    for engine, engine_stages, engine_rates in zip(engines, stages, rates, strict=True):
+        rows = _batch_rows(batch_sizes, engine_stages, engine_rates)
+        summary = _summary(rows, decode_ips)
+        reports.append({"engine": engine.info(), **common, "batches": rows, "summary": summary})
+    return reports
+
+
+def compare_reports(baseline: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``other`` over ``baseline`` per batch size: inference and end-to-end images/s ratios."""
+    rows = []
+    for base, row in zip(baseline["batches"], other["batches"], strict=True):
+        rows.append(
+            {
+                "batch_size": base["batch_size"],
+                "inference_ratio": row["inference_ips"] / base["inference_ips"],
+                "end_to_end_ratio": row["end_to_end_ips"] / base["end_to_end_ips"],
+            }
+        )
+    best = baseline["summary"]["best_inference_ips"]
+    return {
+        "baseline": baseline["engine"]["precision"],
+        "other": other["engine"]["precision"],
+        "batches": rows,
+        "best_inference_ratio": other["summary"]["best_inference_ips"] / best,
+        "best_end_to_end_ratio": other["summary"]["best_end_to_end_ips"]
+        / baseline["summary"]["best_end_to_end_ips"],
+    }
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The side-by-side ratios of :func:`compare_reports` as a table."""
+    other, base = comparison["other"], comparison["baseline"]
+    lines = [
+        f"{other} / {base}, images/s ratio (same images, engines taking turns)",
+        f"{'batch':>5} {'inference':>10} {'end-to-end':>11}",
+    ]
+    for row in comparison["batches"]:
+        lines.append(
+            f"{row['batch_size']:>5} {row['inference_ratio']:>9.2f}x "
+            f"{row['end_to_end_ratio']:>10.2f}x"
+        )
+    lines.append(
+        f"best batch: inference {comparison['best_inference_ratio']:.2f}x, "
+        f"end to end {comparison['best_end_to_end_ratio']:.2f}x"
+    )
+    return "\n".join(lines)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import itertools
 import logging
 import os
 import platform
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +328,7 @@ class Engine:
         cpu_streams: int | None = None,
         confidence_threshold: float | None = None,
         ood_threshold: float | None = None,
+        precision: str = "auto",
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -353,8 +355,9 @@ class Engine:
         self._category_matrix = one_hot
         self._fp16_requested = fp16
         usable = self._usable_providers(providers, device_id)
+        self._graph, self.precision = self._choose_graph(usable[0], precision)
         self._session, self.provider = self._create_session(
-            usable, intra_op_threads, inter_op_threads, device_id, cache_dir
+            usable, intra_op_threads, inter_op_threads, device_id, cache_dir, self._graph
         )
         self.fp16 = False
         if self.provider == "cpu":
@@ -381,13 +384,37 @@ class Engine:
             self.model_version,
             self.provider,
             self.device,
-            "fp16" if self.fp16 else "fp32",
+            self.precision,
             self.input_shape,
             self.max_batch_size,
             intra_op_threads or "auto",
             inter_op_threads,
             self.cpu_streams,
         )
+
+    def _choose_graph(self, provider: str, precision: str) -> tuple[str, str]:
+        """The graph to load and its precision: INT8 on the CPU where the model has one.
+
+        ``auto`` takes the manifest's INT8 graph on the CPU provider (it was kept only
+        if its top-1 accuracy held, see ``vitrine quantize``); ``fp32`` never does;
+        ``int8`` insists, and fails when the model has none. GPU providers run FP32
+        (and FP16 where it checks out): ONNX Runtime's INT8 kernels are CPU kernels.
+        """
+        if precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"precision must be auto, fp32 or int8, not {precision!r}")
+        int8 = self.manifest.int8
+        if precision == "int8" and int8 is None:
+            raise ModelError(
+                "model.no_int8",
+                f"{self.manifest.model_dir} has no INT8 graph; make one with `vitrine quantize`",
+            )
+        if provider != "cpu":
+            if precision == "int8":
+                logger.warning("INT8 graphs run on the CPU provider; %s runs FP32", provider)
+            return str(self.manifest.path), "fp32"
+        if int8 is not None and precision != "fp32":
+            return str(int8.path), "int8"
+        return str(self.manifest.path), "fp32"
 
     def _usable_providers(self, providers: Sequence[str], device_id: int) -> list[str]:
         """The requested providers whose libraries load, in order; CPU if none does."""
@@ -415,7 +442,7 @@ class Engine:
         streams = min(streams, self.max_batch_size)
         if streams < 2:
             return
-        self._stream_session, _ = self._create_session(["cpu"], 1, inter, 0, None)
+        self._stream_session, _ = self._create_session(["cpu"], 1, inter, 0, None, self._graph)
         self._pool = ThreadPoolExecutor(max_workers=streams - 1, thread_name_prefix="vitrine-infer")
         self.cpu_streams = streams
 
@@ -486,9 +513,8 @@ class Engine:
                 providers=chosen,
             )
         except Exception as exc:  # onnxruntime raises its own, unexported exception types
-            raise ModelError(
-                "model.load_failed", f"cannot load {self.manifest.path}: {exc}"
-            ) from exc
+            where = model if isinstance(model, str) else self.manifest.path
+            raise ModelError("model.load_failed", f"cannot load {where}: {exc}") from exc
         active = session.get_providers()
         provider = _SHORT.get(active[0], "cpu") if active else "cpu"
         if usable and provider != usable[0]:
@@ -516,7 +542,7 @@ class Engine:
             logger.warning("FP16 disabled: %s", exc)
             return
         if same_top1 and diff <= _FP16_MAX_ABS_DIFF:
-            self._session, self.fp16 = candidate, True
+            self._session, self.fp16, self.precision = candidate, True, "fp16"
         else:
             logger.warning(
                 "FP16 disabled: max |fp16 - fp32| = %.4f (limit %.4f), same top-1: %s",
@@ -590,9 +616,10 @@ class Engine:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_sha256": self.manifest.sha256,
+            "graph": Path(self._graph).name,
             "provider": self.provider,
             "device": self.device,
-            "precision": "fp16" if self.fp16 else "fp32",
+            "precision": self.precision,
             "input_shape": list(self.input_shape),
             "input_dtype": self.manifest.input_dtype,
             "max_batch_size": self.max_batch_size,
@@ -660,22 +687,50 @@ class Engine:
         results += [future.result() for future in futures]
         return [np.concatenate([r[i] for r in results]) for i in range(len(names))]
 
+    def _map(self, work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``work`` over ``items`` in contiguous parts, one per CPU stream, in order.
+
+        Decoding and resizing release the GIL in OpenCV, so on a CPU engine with
+        streams the batch's images are decoded and cropped on every core, as its
+        inference runs, instead of on one while the others wait.
+        """
+        pool = self._pool
+        if pool is None or len(items) < 2:
+            return [work(item) for item in items]
+        bounds = np.linspace(0, len(items), min(self.cpu_streams, len(items)) + 1).astype(int)
+        parts = [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+        def run(part: Sequence[Any]) -> list[Any]:
+            return [work(x) for x in part]
+
+        futures = [pool.submit(run, part) for part in parts[1:]]
+        out = run(parts[0])
+        for future in futures:
+            out += future.result()
+        return out
+
+    def _crops(self, pixels: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
+        """The preprocessor's crops of ``pixels``, made on every CPU stream."""
+        pre = self.preprocessor
+        crops = np.empty((len(pixels), pre.height, pre.width, 3), dtype=np.uint8)
+        self._map(lambda i: pre.crop_into(pixels[i], crops[i]), range(len(pixels)))
+        return crops
+
+    def _decode_one(self, blob: bytes, limits: ImageLimits) -> DecodedImage | InferenceError:
+        try:
+            return decode_image(blob, limits, min_side=self.manifest.resize_short_side)
+        except ImageError as exc:
+            return exc
+        except Exception as exc:  # a decoder bug must not sink the batch
+            logger.exception("unexpected error decoding an image")
+            return ImageError("image.decode_failed", f"unexpected decoder error: {exc!r}")
+
     def predict_bytes(
         self, blobs: Sequence[bytes], limits: ImageLimits, *, with_embedding: bool = False
     ) -> BatchResult:
         """Decode, preprocess and classify ``blobs``; one result per blob, in order."""
         start = time.perf_counter()
-        decoded: list[DecodedImage | InferenceError] = []
-        for blob in blobs:
-            try:
-                decoded.append(decode_image(blob, limits, min_side=self.manifest.resize_short_side))
-            except ImageError as exc:
-                decoded.append(exc)
-            except Exception as exc:  # a decoder bug must not sink the batch
-                logger.exception("unexpected error decoding an image")
-                decoded.append(
-                    ImageError("image.decode_failed", f"unexpected decoder error: {exc!r}")
-                )
+        decoded = self._map(lambda blob: self._decode_one(blob, limits), blobs)
         decode_s = time.perf_counter() - start
         result = self.predict_decoded(decoded, with_embedding=with_embedding)
         return BatchResult(
@@ -699,7 +754,7 @@ class Engine:
             chunk = positions[chunk_start : chunk_start + self.max_batch_size]
             good = [img for i in chunk if isinstance(img := images[i], DecodedImage)]
             t0 = time.perf_counter()
-            crops = self.preprocessor.crops([img.pixels for img in good])
+            crops = self._crops([img.pixels for img in good])
             tensor = self.preprocessor.to_model_input(crops)
             blurry = sharpness(crops) < BLUR_THRESHOLD
             t1 = time.perf_counter()

@@ -39,6 +39,7 @@ MODEL_CODES: frozenset[str] = frozenset(
         "model.checksum_mismatch",
         "model.incompatible",
         "model.load_failed",
+        "model.no_int8",
     }
 )
 

@@ -33,6 +33,7 @@ __all__ = [
     "IMAGENET_MODEL",
     "MANIFEST_FILE",
     "ModelManifest",
+    "QuantizedGraph",
     "default_model_dir",
     "sha256_file",
 ]
@@ -64,6 +65,24 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class QuantizedGraph:
+    """An INT8 copy of the graph for the CPU provider, and the evidence it was kept on.
+
+    ``details`` records how it was made (calibration method and images, quantised
+    operators) and what it scored against the FP32 graph on validation images;
+    ``vitrine quantize`` writes it only when the top-1 loss is within its limit.
+    """
+
+    path: Path
+    sha256: str
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``int8`` section."""
+        return {"file": self.path.name, "sha256": self.sha256, **self.details}
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,8 @@ class ModelManifest:
     confidence_threshold: float | None = None
     ood_threshold: float | None = None
     fp16_path: Path | None = None
+    #: INT8 graph served on CPUs when present (``VITRINE_PRECISION`` picks).
+    int8: QuantizedGraph | None = None
     description: str = ""
     license: str = ""
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -125,14 +146,18 @@ class ModelManifest:
         return len(self.labels)
 
     def verify_checksum(self) -> None:
-        """Raise ``model.checksum_mismatch`` unless the ONNX file's SHA-256 is the declared one."""
-        actual = sha256_file(self.path)
-        if actual != self.sha256:
-            raise ModelError(
-                "model.checksum_mismatch",
-                f"{self.path} has sha256 {actual}, but {self.model_dir / MANIFEST_FILE} "
-                f"declares {self.sha256}; re-export the model or fix the manifest",
-            )
+        """Raise ``model.checksum_mismatch`` unless each ONNX file's SHA-256 is the declared one."""
+        graphs = [(self.path, self.sha256)]
+        if self.int8 is not None:
+            graphs.append((self.int8.path, self.int8.sha256))
+        for path, declared in graphs:
+            actual = sha256_file(path)
+            if actual != declared:
+                raise ModelError(
+                    "model.checksum_mismatch",
+                    f"{path} has sha256 {actual}, but {self.model_dir / MANIFEST_FILE} "
+                    f"declares {declared}; re-export the model or fix the manifest",
+                )
 
     # --------------------------------------------------------------- load/save
     @classmethod
@@ -158,11 +183,13 @@ class ModelManifest:
                 "model.invalid_manifest", f"cannot read {manifest_path}: {exc}"
             ) from exc
         manifest = cls.from_dict(raw, model_dir=model_dir)
-        if not manifest.path.is_file():
-            raise ModelError(
-                "model.not_found",
-                f"{manifest_path} names {manifest.path.name}, which is not in {model_dir}",
-            )
+        graphs = [manifest.path] + ([manifest.int8.path] if manifest.int8 else [])
+        for graph in graphs:
+            if not graph.is_file():
+                raise ModelError(
+                    "model.not_found",
+                    f"{manifest_path} names {graph.name}, which is not in {model_dir}",
+                )
         if verify_checksum:
             manifest.verify_checksum()
         return manifest
@@ -188,6 +215,7 @@ class ModelManifest:
             "file": self.path.name,
             "sha256": self.sha256,
             "fp16_file": self.fp16_path.name if self.fp16_path else None,
+            "int8": self.int8.to_dict() if self.int8 else None,
             "input": {
                 "name": self.input_name,
                 "layout": self.input_layout,
@@ -286,6 +314,27 @@ def _file_in(model_dir: Path, name: object, key: str) -> Path:
     return model_dir / name
 
 
+def _sha256_field(obj: Mapping[str, Any], key: str) -> str:
+    sha = _str(obj, key).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"{key!r} must be 64 hex digits, not {sha!r}")
+    return sha
+
+
+def _quantized(raw: Mapping[str, Any], model_dir: Path) -> QuantizedGraph | None:
+    section = raw.get("int8")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise TypeError("'int8' must be a JSON object or null")
+    details = {k: v for k, v in section.items() if k not in ("file", "sha256")}
+    return QuantizedGraph(
+        path=_file_in(model_dir, section.get("file"), "int8.file"),
+        sha256=_sha256_field(section, "sha256"),
+        details=details,
+    )
+
+
 def _parse(raw: object, model_dir: Path) -> ModelManifest:
     if not isinstance(raw, dict):
         raise TypeError("the manifest must be a JSON object")
@@ -296,9 +345,7 @@ def _parse(raw: object, model_dir: Path) -> ModelManifest:
     inp, pre, out = raw["input"], raw["preprocessing"], raw["outputs"]
     if not all(isinstance(section, dict) for section in (inp, pre, out)):
         raise TypeError("'input', 'preprocessing' and 'outputs' must be JSON objects")
-    sha = _str(raw, "sha256").lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ValueError(f"'sha256' must be 64 hex digits, not {sha!r}")
+    sha = _sha256_field(raw, "sha256")
     labels = _strings(raw, "labels")
     categories = _strings(raw, "categories")
     if len(categories) != len(labels):
@@ -361,6 +408,7 @@ def _parse(raw: object, model_dir: Path) -> ModelManifest:
         ood_output=ood_output,
         **thresholds,
         fp16_path=_file_in(model_dir, fp16_file, "fp16_file") if fp16_file is not None else None,
+        int8=_quantized(raw, model_dir),
         description=str(raw.get("description", "")),
         license=str(raw.get("license", "")),
         source=source,

@@ -59,6 +59,7 @@ __all__ = [
     "measure_throughput",
     "per_class_markdown",
     "per_class_rows",
+    "predict_all",
     "render_markdown",
     "review_rates",
     "write_report",
@@ -190,7 +191,7 @@ def _evaluation_classes(
     return class_names, collapse
 
 
-def _predict_all(
+def predict_all(
     engine: Engine,
     dataset: Dataset,
     labels_of: Sequence[int],
@@ -198,13 +199,15 @@ def _predict_all(
     batch_size: int,
     *,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple[str, str]]]:
+    with_embeddings: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple[str, str]], np.ndarray | None]:
     """Probabilities, evaluation labels and OOD scores of every usable image.
 
-    (path, code) of the others.
+    (path, code) of the others, and the embeddings when asked for (and the graph has them).
     """
     probs_rows: list[np.ndarray] = []
     ood_rows: list[np.ndarray] = []
+    embedding_rows: list[np.ndarray] = []
     y_rows: list[int] = []
     failed: list[tuple[str, str]] = []
     samples = dataset.samples
@@ -224,19 +227,24 @@ def _predict_all(
             pixels.append(image.pixels)
             labels.append(labels_of[sample.label])
         if pixels:
-            outputs = engine.infer_outputs(engine.preprocessor.batch(pixels))
+            outputs = engine.infer_outputs(
+                engine.preprocessor.batch(pixels), with_embedding=with_embeddings
+            )
             probs = outputs.probabilities
             probs_rows.append(probs @ collapse if collapse is not None else probs)
             if outputs.ood is not None:
                 ood_rows.append(outputs.ood)
+            if with_embeddings and outputs.embedding is not None:
+                embedding_rows.append(outputs.embedding)
             y_rows.extend(labels)
         bar.update(len(chunk))
     bar.close()
     if not probs_rows:
-        return np.zeros((0, 0)), np.zeros(0, np.int64), None, failed
+        return np.zeros((0, 0)), np.zeros(0, np.int64), None, failed, None
     probs_all = np.concatenate(probs_rows).astype(np.float64)
     ood = np.concatenate(ood_rows).astype(np.float64) if ood_rows else None
-    return probs_all, np.asarray(y_rows, np.int64), ood, failed
+    embeddings = np.concatenate(embedding_rows) if embedding_rows else None
+    return probs_all, np.asarray(y_rows, np.int64), ood, failed, embeddings
 
 
 def _model_coarse(raw: dict[str, Any], level: str, n_classes: int) -> tuple[str, ...]:
@@ -258,6 +266,7 @@ def evaluate_model(
     throughput_images: int = 256,
     throughput_baselines: Sequence[Path] = (),
     progress: bool = True,
+    precision: str = "auto",
 ) -> EvaluationResult:
     """Run the model in ``model_dir`` over the data set ``data`` and score it.
 
@@ -276,11 +285,11 @@ def evaluate_model(
 
     def engine_for(m: ModelManifest) -> Engine:
         return Engine(m, providers=providers, intra_op_threads=intra_op_threads, top_k=5,
-                      max_batch_size=batch_size)  # fmt: skip
+                      max_batch_size=batch_size, precision=precision)  # fmt: skip
 
     engine = engine_for(manifest)
     labels_of = [eval_index[target[c]] for c in dataset.classes]
-    probs_all, y_true, ood, failed = _predict_all(
+    probs_all, y_true, ood, failed, _ = predict_all(
         engine, dataset, labels_of, collapse, batch_size, progress=progress
     )
     if failed:
@@ -375,7 +384,7 @@ def measure_throughput(
         done += len(batch)
     return [
         Throughput(
-            model=f"{engine.model_name} {engine.model_version}",
+            model=f"{engine.model_name} {engine.model_version} ({engine.precision})",
             images=done,
             batch_size=batch_size,
             provider=engine.provider,

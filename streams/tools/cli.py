@@ -167,7 +167,9 @@ def predict_command(
 
 
 @click.command("bench")
-@click.argument("target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak"]))
+@click.argument(
+    "target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak", "all"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None)
@@ -194,15 +196,21 @@ def predict_command(
     show_default=True,
     help="Orders to publish and consume (consume).",
 )
+@click.option(
+    "--workers",
+    "worker_counts",
+    default=None,
+    help="Worker processes to compare, e.g. 1,2 (pipeline, all).",
+)
 @click.option("--minutes", default=10.0, show_default=True, help="Soak duration (soak).")
 @click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
-    default=Path("out/soak"),
-    show_default=True,
-    help="Where soak.json and soak.png go (soak).",
+    default=None,
+    help="Output folder: soak.json and soak.png (soak, default out/soak); every report, "
+    "plot and summary.md (all, default out/bench).",
 )
 def bench_command(
     target: str,
@@ -213,12 +221,18 @@ def bench_command(
     n_images: int,
     trials: int,
     n_events: int,
+    worker_counts: str | None,
     minutes: float,
     interval_s: float,
-    out_dir: Path,
+    out_dir: Path | None,
 ) -> None:
-    """Measure inference alone, the pipeline against its baselines, consuming, or codecs."""
+    """Measure inference alone, the pipeline against its baselines, consuming, or codecs.
+
+    ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
+    naive baseline, worker scaling) and the search index into one folder.
+    """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
+    workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
     if target == "inference":
         from streams.tools.predict import run_bench_inference  # noqa: PLC0415
 
@@ -235,7 +249,20 @@ def bench_command(
     if target == "soak":
         from streams.tools.bench.soak import bench_soak_command  # noqa: PLC0415
 
-        sys.exit(bench_soak_command(minutes=minutes, interval_s=interval_s, out_dir=out_dir))
+        sys.exit(
+            bench_soak_command(
+                minutes=minutes, interval_s=interval_s, out_dir=out_dir or Path("out/soak")
+            )
+        )
+    if target == "all":
+        from streams.tools.bench.all import bench_all_command  # noqa: PLC0415
+
+        with _refused_access():
+            code = bench_all_command(
+                out_dir or Path("out/bench"), n_images=n_images, trials=trials,
+                workers=workers or [1, 2], batch_sizes=sizes,
+            )  # fmt: skip
+        sys.exit(code)
     if target == "consume":
         from streams.tools.bench.consume import bench_consume_command  # noqa: PLC0415
 
@@ -245,7 +272,9 @@ def bench_command(
     from streams.tools.bench.pipeline import bench_pipeline_command  # noqa: PLC0415
 
     with _refused_access():
-        code = bench_pipeline_command(as_json=as_json, n_images=n_images, trials=trials)
+        code = bench_pipeline_command(
+            as_json=as_json, n_images=n_images, trials=trials, workers=workers
+        )
     sys.exit(code)
 
 
@@ -371,6 +400,7 @@ def _add_training_commands(group: click.Group) -> None:
 
     group.add_command(train_cmds.train_click)
     group.add_command(train_cmds.evaluate_click)
+    group.add_command(train_cmds.quantize_click)
 
 
 def main() -> None:

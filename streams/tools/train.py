@@ -153,6 +153,7 @@ def evaluate_command(
     compare_default: bool = True,
     as_json: bool = False,
     progress: bool = True,
+    precision: str | None = None,
 ) -> int:
     """Evaluate ``model_dir`` on ``data``; write a report to ``out`` when given."""
     from inference.serving.errors import InferenceError  # noqa: PLC0415
@@ -187,6 +188,7 @@ def evaluate_command(
             throughput_images=throughput_images,
             throughput_baselines=baselines,
             progress=progress,
+            precision=precision or settings.precision,
         )
     except (InferenceError, ValueError, OSError) as exc:
         click.echo(f"vitrine evaluate: {exc}", err=True)
@@ -391,6 +393,12 @@ def train_click(
     show_default=True,
     help="Also time the shipped model on the same images.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "int8"]),
+    default=None,
+    help="CPU graph to score (default: VITRINE_PRECISION, auto: INT8 where the model has one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_click(
@@ -401,6 +409,7 @@ def evaluate_click(
     batch_size: int | None,
     throughput_images: int,
     compare_default: bool,
+    precision: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -416,5 +425,87 @@ def evaluate_click(
             compare_default=compare_default,
             as_json=as_json,
             progress=not quiet,
+            precision=precision,
         )
     )
+
+
+def _quantize_lines(report: Any) -> list[str]:
+    kept = "kept" if report.kept else "NOT kept"
+    kernels = ", ".join(f"{op} x{n}" for op, n in list(report.kernels.items())[:6])
+    return [
+        f"INT8 graph of {report.model_dir}: {kept} "
+        f"(limit: {report.config.max_top1_drop:.1%} top-1 below FP32)",
+        f"  calibration: {report.config.calibration_images} training images, "
+        f"{report.config.method}; draws (seed: top-1) "
+        + ", ".join(f"{int(t['seed'])}: {t['top1_int8']:.2%}" for t in report.tries)
+        + f"; kept draw {report.seed}",
+        f"  top-1 on {report.val_images} validation images: FP32 {report.top1_fp32:.2%}, "
+        f"INT8 {report.top1_int8:.2%} ({-report.top1_drop * 100:+.2f} points); "
+        f"same top-1 {report.agreement:.2%}",
+        f"  embedding cosine INT8 vs FP32, 5th percentile: {report.embedding_cosine_p5:.4f}",
+        f"  model alone, batch 32: FP32 {report.fp32_images_per_s:.0f} images/s, "
+        f"INT8 {report.int8_images_per_s:.0f} images/s ({report.speedup:.2f}x)",
+        f"  kernels after ONNX Runtime's fusion: {kernels}",
+    ]
+
+
+@click.command("quantize")
+@click.argument("model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("train_data", type=click.Path(path_type=Path, exists=True))
+@click.argument("val_data", type=click.Path(path_type=Path, exists=True))
+@click.option("--calibration-images", default=256, show_default=True, type=click.IntRange(8))
+@click.option(
+    "--method",
+    type=click.Choice(["entropy", "percentile", "minmax"]),
+    default="entropy",
+    show_default=True,
+    help="How activation ranges are chosen from the calibration histograms.",
+)
+@click.option(
+    "--max-top1-drop",
+    default=0.005,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Most top-1 accuracy (fraction) the INT8 graph may lose on VAL_DATA.",
+)
+@click.option(
+    "--tries",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 10),
+    help="Calibration draws (seeds 0, 1, ...); the best on VAL_DATA is the candidate.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def quantize_click(
+    model_dir: Path,
+    train_data: Path,
+    val_data: Path,
+    calibration_images: int,
+    method: str,
+    max_top1_drop: float,
+    tries: int,
+    as_json: bool,
+) -> None:
+    """Make an INT8 graph of MODEL_DIR for CPUs; keep it only if top-1 on VAL_DATA holds.
+
+    Calibrates on TRAIN_DATA, scores INT8 against FP32 on VAL_DATA through the
+    serving engine and, when kept, writes model.int8.onnx and the manifest's
+    int8 section. Exits 1 when the graph was not kept.
+    """
+    from inference.training.dataset import load_dataset  # noqa: PLC0415
+    from inference.training.quantize import QuantizeConfig, quantize_model  # noqa: PLC0415
+
+    _setup_logging()
+    config = QuantizeConfig(
+        calibration_images=calibration_images,
+        method=method,  # type: ignore[arg-type]
+        max_top1_drop=max_top1_drop,
+        tries=tries,
+    )
+    report = quantize_model(model_dir, load_dataset(train_data), load_dataset(val_data), config)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(_quantize_lines(report)))
+    sys.exit(0 if report.kept else 1)

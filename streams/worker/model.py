@@ -28,6 +28,7 @@ def build_engine(
     model_dir: Path | None = None,
     top_k: int | None = None,
     warmup: bool = True,
+    precision: str | None = None,
 ) -> Engine:
     """The inference engine described by the settings (what the worker runs).
 
@@ -43,6 +44,7 @@ def build_engine(
         inter_op_threads=settings.inter_op_threads,
         device_id=settings.gpu_device_id,
         fp16=settings.fp16,
+        precision=precision or settings.precision,
         top_k=top_k or settings.top_k,
         max_batch_size=settings.max_batch_size,
         cache_dir=settings.state_dir / "trt-cache",

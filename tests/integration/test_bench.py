@@ -1,4 +1,4 @@
-"""``vitrine bench pipeline`` and ``bench consume`` at a small size: every phase runs and counts."""
+"""``vitrine bench all`` (inference, pipeline, scaling) and ``bench consume`` at a small size."""
 
 from __future__ import annotations
 
@@ -7,25 +7,37 @@ from pathlib import Path
 
 import pytest
 
+from streams.tools.bench.all import bench_all_command
 from streams.tools.bench.consume import bench_consume_command
-from streams.tools.bench.pipeline import bench_pipeline_command
 from tests.conftest import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_bench_pipeline_runs_every_phase(
+def test_bench_all_runs_every_benchmark_into_one_folder(
     kafka_stack: LocalStack,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
     monkeypatch.setenv("VITRINE_REDIS_URL", kafka_stack.redis_url)
     monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
-    assert bench_pipeline_command(as_json=True, n_images=32, trials=2) == 0
-    out = json.loads(capsys.readouterr().out)
+    out_dir = tmp_path / "bench"
+    code = bench_all_command(out_dir, n_images=32, trials=2, workers=[1, 2], batch_sizes=[1, 8])
+    assert code == 0
+    for name in ("inference.json", "pipeline.json", "inference_throughput.png",
+                 "latency_cdf.png", "summary.md", "run.json"):  # fmt: skip
+        assert (out_dir / name).stat().st_size > 0, name
+
+    inference = json.loads((out_dir / "inference.json").read_text())
+    assert [row["batch_size"] for row in inference["batches"]] == [1, 8]
+    # The shipped model serves INT8 on CPUs; FP32 is measured beside it.
+    assert inference["engine"]["precision"] == "int8"
+    assert inference["baseline"]["engine"]["precision"] == "fp32"
+    assert inference["comparison"]["best_inference_ratio"] > 0
+
+    out = json.loads((out_dir / "pipeline.json").read_text())
     phases = out["phases"]
     assert list(phases) == [
         "engine alone",
@@ -47,6 +59,14 @@ def test_bench_pipeline_runs_every_phase(
     assert len(out["per_trial"]) == 2
     assert set(out["ratios"]) == {"pipeline_vs_engine", "pipeline_vs_naive", "cache_hits_vs_misses"}
     assert all(v > 0 for v in out["ratios"].values())
+    # 1 and 2 worker processes, each labelling all 32 fresh images.
+    assert [(r["workers"], r["events"]) for r in out["scaling"]] == [(1, 32), (2, 32)]
+    assert out["scaling"][0]["vs_first"] == 1.0
+    assert len(out["latencies_ms"]["pipeline misses"]) == 64
+    summary = (out_dir / "summary.md").read_text()
+    assert "pipeline / engine alone" in summary
+    assert "int8 / fp32, model alone" in summary
+    assert "2 worker process(es)" in summary
 
 
 def test_bench_consume_compares_faust_with_the_batch_consumer(

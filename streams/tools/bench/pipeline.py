@@ -22,7 +22,10 @@ are the medians of the trials' own ratios:
    its first output to its last (the first batch is left out of the count, so
    the figure errs low);
 7. **naive baseline**: a kafka-python consumer that decodes and infers one
-   message at a time and produces each result before the next.
+   message at a time and produces each result before the next;
+8. **scaling** (``--workers 1,2``): 1, 2, ... worker processes in one consumer
+   group on fresh images, one count after another, listings/s and the ratio to
+   the first count.
 
 While the worker works, this process only publishes and polls end offsets; it
 reads the outputs afterwards, from their record timestamps, so that on two
@@ -44,6 +47,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from schemas import codec
@@ -59,7 +63,7 @@ from streams.tools.kafka_clients import (
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics, security_env
 
-__all__ = ["bench_pipeline_command", "unique_images"]
+__all__ = ["Phase", "bench_pipeline_command", "run_pipeline_bench", "unique_images"]
 
 
 def unique_images(photos: Sequence[bytes], n: int, tag: str) -> Iterator[bytes]:
@@ -111,6 +115,7 @@ class BenchRun:
         self.photos = [p.read_bytes() for p, _ in sample_photos()]
         self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
         self.consumer = make_consumer(settings)
+        self.orders_live: list[tuple[bytes, bytes]] = []
 
     def env(self) -> dict[str, str]:
         return isolated_env(
@@ -210,11 +215,31 @@ def _pooled(name: str, phases: Sequence[Phase]) -> Phase:
     )
 
 
-def bench_pipeline_command(*, as_json: bool, n_images: int, trials: int = 3) -> int:
+def bench_pipeline_command(
+    *, as_json: bool, n_images: int, trials: int = 3, workers: Sequence[int] = ()
+) -> int:
     """Run every phase; print a table or one JSON object."""
-    settings = get_settings()
-    b = BenchRun(settings, n_images)
     say: Callable[[str], None] = (lambda _m: None) if as_json else print
+    results, phases = run_pipeline_bench(
+        get_settings(), n_images=n_images, trials=trials, workers=workers, say=say
+    )
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_results(results, phases)
+    return 0
+
+
+def run_pipeline_bench(
+    settings: Settings,
+    *,
+    n_images: int,
+    trials: int,
+    workers: Sequence[int] = (),
+    say: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], list[Phase]]:
+    """Every phase of the pipeline benchmark (and the scaling runs of ``workers``)."""
+    b = BenchRun(settings, n_images)
     create_topics(settings, dict.fromkeys(b.topics.values(), b.partitions))
     say(f"bench pipeline: {n_images} images x {trials} trials, batch <= "
         f"{settings.max_batch_size}, latency <= {settings.max_batch_latency_ms} ms, "
@@ -223,54 +248,101 @@ def bench_pipeline_command(*, as_json: bool, n_images: int, trials: int = 3) -> 
     worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
     say(f"starting a worker (log: {log}) ...")
     worker.start(180)
-    tin, tout = b.topics["product_images"], b.topics["product_labels"]
     per_trial: list[dict[str, Phase]] = []
     extra: list[Phase] = []
     try:
-        # Engine alone, pipeline and naive baseline side by side, trial after
-        # trial, so that a change of load on a shared machine hits all three.
-        for t in range(trials):
-            images = list(unique_images(b.photos, n_images, f"{b.run}-miss{t}"))
-            say(f"trial {t + 1}/{trials}: engine alone, pipeline misses, naive baseline ...")
-            engine = b.engine_alone(images)
-            msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
-            misses = _timed(b, "pipeline misses", msgs, tin, tout)
-            naive = b.naive(images, f"naive{t}")
-            per_trial.append({"engine": engine, "pipeline": misses, "naive": naive})
-        say("pipeline cache hits (every trial's images again) ...")
-        seen = [
-            img
-            for t in range(trials)
-            for img in unique_images(b.photos, n_images, f"{b.run}-miss{t}")
-        ]
-        hits = [b.listing(i, img, "hit") for i, img in enumerate(seen)]
-        extra.append(_timed(b, "pipeline cache hits", hits, tin, tout))
-        half = statistics.median(tr["pipeline"].per_s for tr in per_trial) / 2
-        paced_n = max(32, min(n_images, int(half * 20)))
-        paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
-        say(f"pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
-        extra.append(
-            _timed(b, "pipeline half rate",
-                   [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
-                   tin, tout, pace_per_s=half)
-        )  # fmt: skip
-        n_orders = max(2000, n_images * 20)
-        say(f"orders, live ({n_orders}) ...")
-        extra.append(_timed(b, "orders live", b.orders(n_orders, "live"),
-                            b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
-        say(f"orders, backlog ({2 * n_orders}, drained by a restarted worker) ...")
+        per_trial = _side_by_side(b, trials, say)
+        extra = _extra_phases(b, per_trial, trials, say)
+        say(f"orders, backlog ({2 * len(b.orders_live)}, drained by a restarted worker) ...")
         worker.stop()
-        backlog = b.orders(2 * n_orders, "backlog")
+        backlog = b.orders(2 * len(b.orders_live), "backlog")
         worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
         extra.append(_drained(b, backlog, worker))
     finally:
         worker.stop()
     results, phases = _summarise(b, n_images, trials, per_trial, extra)
-    if as_json:
-        print(json.dumps(results, indent=2))
-    else:
-        _print_results(results, phases)
-    return 0
+    if workers:
+        results["scaling"] = _scaling(b, workers, log, say)
+    return results, phases
+
+
+def _side_by_side(b: BenchRun, trials: int, say: Callable[[str], None]) -> list[dict[str, Phase]]:
+    """Engine alone, pipeline and naive baseline, trial after trial.
+
+    So that a change of load on a shared machine hits all three.
+    """
+    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    per_trial = []
+    for t in range(trials):
+        images = list(unique_images(b.photos, b.n, f"{b.run}-miss{t}"))
+        say(f"trial {t + 1}/{trials}: engine alone, pipeline misses, naive baseline ...")
+        engine = b.engine_alone(images)
+        msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
+        misses = _timed(b, "pipeline misses", msgs, tin, tout)
+        naive = b.naive(images, f"naive{t}")
+        per_trial.append({"engine": engine, "pipeline": misses, "naive": naive})
+    return per_trial
+
+
+def _extra_phases(
+    b: BenchRun, per_trial: list[dict[str, Phase]], trials: int, say: Callable[[str], None]
+) -> list[Phase]:
+    """Cache hits, half rate, orders live."""
+    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    extra = []
+    say("pipeline cache hits (every trial's images again) ...")
+    seen = [img for t in range(trials) for img in unique_images(b.photos, b.n, f"{b.run}-miss{t}")]
+    hits = [b.listing(i, img, "hit") for i, img in enumerate(seen)]
+    extra.append(_timed(b, "pipeline cache hits", hits, tin, tout))
+    half = statistics.median(tr["pipeline"].per_s for tr in per_trial) / 2
+    paced_n = max(32, min(b.n, int(half * 20)))
+    paced_imgs = list(unique_images(b.photos, paced_n, f"{b.run}-paced"))
+    say(f"pipeline at half rate ({half:.1f}/s, {paced_n} images) ...")
+    extra.append(
+        _timed(b, "pipeline half rate",
+               [b.listing(i, img, "paced") for i, img in enumerate(paced_imgs)],
+               tin, tout, pace_per_s=half)
+    )  # fmt: skip
+    b.orders_live = b.orders(max(2000, b.n * 20), "live")
+    say(f"orders, live ({len(b.orders_live)}) ...")
+    extra.append(_timed(b, "orders live", b.orders_live,
+                        b.topics["orders"], b.topics["orders_enriched"]))  # fmt: skip
+    return extra
+
+
+def _scaling(
+    b: BenchRun, counts: Sequence[int], log: Path, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Listings/s of 1, 2, ... worker processes (one consumer group) on the same kind of input.
+
+    Each count gets fresh images; a warm-up of two images per partition goes
+    first, so that every member holds its partitions before the clock starts.
+    """
+    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    rows: list[dict[str, Any]] = []
+    for n in counts:
+        say(f"scaling: {n} worker process(es), {b.n} images ...")
+        procs = [
+            WorkerProcess(b.env(), log.with_name(f"{log.stem}-x{n}-{k}.log"),
+                          web_port=free_ports(1)[0])
+            for k in range(n)
+        ]  # fmt: skip
+        try:
+            for proc in procs:
+                proc.start(180)
+            warm = unique_images(b.photos, 2 * b.partitions, f"{b.run}-warm{n}")
+            _timed(b, "warm-up", [b.listing(i, im, f"warm{n}") for i, im in enumerate(warm)],
+                   tin, tout)  # fmt: skip
+            images = unique_images(b.photos, b.n, f"{b.run}-scale{n}")
+            msgs = [b.listing(i, im, f"scale{n}") for i, im in enumerate(images)]
+            phase = _timed(b, f"{n} worker(s)", msgs, tin, tout)
+        finally:
+            for proc in procs:
+                proc.stop()
+        rows.append({"workers": n, **phase.summary()})
+    for row in rows:
+        row["vs_first"] = round(row["per_s"] / rows[0]["per_s"], 3) if rows[0]["per_s"] else None
+    return rows
 
 
 def _summarise(
@@ -323,6 +395,9 @@ def _print_results(results: dict[str, Any], phases: list[Phase]) -> None:
               f"{lat['p50'] or '-':>8} {lat['p95'] or '-':>8} {lat['p99'] or '-':>8}")  # fmt: skip
     for t, tr in enumerate(results["per_trial"], 1):
         print(f"trial {t}: " + ", ".join(f"{k} {v}" for k, v in tr.items()))
+    for row in results.get("scaling", []):
+        print(f"scaling: {row['workers']} worker process(es): {row['per_s']} listings/s "
+              f"({row['vs_first']}x), p50 {row['latency_ms']['p50']} ms")  # fmt: skip
     print("ratios (median of trials; hits vs pooled misses): "
           + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))  # fmt: skip
 

@@ -1,0 +1,210 @@
+"""``vitrine bench all --out DIR``: every benchmark in one run, into one folder.
+
+1. **inference**: decode, preprocess, model and end to end per batch size, for
+   the served graph and, when that is INT8, the FP32 graph taking turns with it
+   (``inference.json``, ``inference_throughput.png``);
+2. **pipeline**: engine alone, the worker (misses, cache hits, half rate),
+   orders live and from a backlog, the naive baseline, and 1, 2, ... worker
+   processes (``pipeline.json``, ``latency_cdf.png``, ``scaling.png``);
+3. **search**: the visual-search index, when this build has one
+   (``search.json``).
+
+``summary.md`` puts the headline figures and ratios in one table, with the
+machine and the command; ``docs/PERFORMANCE.md`` is written from such a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.serving.bench import DEFAULT_BATCH_SIZES
+from streams.settings import get_settings
+from streams.tools.bench.pipeline import Phase, run_pipeline_bench
+from streams.tools.predict import bench_inference_reports, inference_report
+
+__all__ = ["bench_all_command", "summary_rows"]
+
+
+def _machine(device: str) -> dict[str, Any]:
+    """The machine, as the engine describes its device, and the CPUs this process may use."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return {
+        "device": device,
+        "cpus": len(affinity(0)) if affinity else os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _plot_inference(report: dict[str, Any], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run in [report.get("baseline"), report]:
+        if run is None:
+            continue
+        precision = run["engine"]["precision"]
+        sizes = [row["batch_size"] for row in run["batches"]]
+        ax.plot(sizes, [r["inference_ips"] for r in run["batches"]], "o-",
+                label=f"{precision} model alone")  # fmt: skip
+        ax.plot(sizes, [r["end_to_end_ips"] for r in run["batches"]], "s--",
+                label=f"{precision} decode + preprocess + model")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title("Inference throughput by batch size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_latency(phases: Sequence[Phase], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for phase in phases:
+        if not phase.latencies_ms:
+            continue
+        lat = np.sort(np.asarray(phase.latencies_ms))
+        ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=phase.name)
+    ax.set_xscale("log")
+    ax.set_xlabel("publish -> labelled/enriched output (ms)")
+    ax.set_ylabel("share of events")
+    ax.set_title("Pipeline latency, cumulative")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _search(out_dir: Path, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The search benchmark, where this build has one."""
+    try:
+        module = importlib.import_module("streams.tools.bench.search")
+    except ModuleNotFoundError:
+        say("search: no search index in this build, skipped")
+        return None
+    say("search index ...")
+    result: dict[str, Any] = module.run_search_bench()
+    (out_dir / "search.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+def summary_rows(
+    inference: dict[str, Any], pipeline: dict[str, Any], search: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """(figure, value) rows of the headline numbers."""
+    phases, ratios = pipeline["phases"], pipeline["ratios"]
+    rows = [
+        ("model", f"{inference['engine']['model_name']} {inference['engine']['model_version']}"),
+        ("served precision", inference["engine"]["precision"]),
+        ("best model-alone images/s", f"{inference['summary']['best_inference_ips']:.1f} "
+         f"(batch {inference['summary']['best_inference_batch_size']})"),
+    ]  # fmt: skip
+    if "comparison" in inference:
+        c = inference["comparison"]
+        rows += [
+            (f"{c['other']} / {c['baseline']}, model alone", f"{c['best_inference_ratio']:.2f}x"),
+            (f"{c['other']} / {c['baseline']}, end to end", f"{c['best_end_to_end_ratio']:.2f}x"),
+        ]
+    rows += [
+        ("engine alone, images/s", f"{phases['engine alone']['per_s']}"),
+        ("pipeline misses, listings/s", f"{phases['pipeline misses']['per_s']}"),
+        ("pipeline / engine alone (median of trials)", f"{ratios['pipeline_vs_engine']:.3f}"),
+        ("pipeline / naive (median of trials)", f"{ratios['pipeline_vs_naive']:.2f}x"),
+        ("cache hits / misses", f"{ratios['cache_hits_vs_misses']}x"),
+        ("half-rate latency p50 / p99 ms",
+         f"{phases['pipeline half rate']['latency_ms']['p50']} / "
+         f"{phases['pipeline half rate']['latency_ms']['p99']}"),
+        ("orders enriched/s, live / backlog",
+         f"{phases['orders live']['per_s']} / {phases['orders backlog']['per_s']}"),
+    ]  # fmt: skip
+    for row in pipeline.get("scaling", []):
+        rows.append((f"{row['workers']} worker process(es), listings/s",
+                     f"{row['per_s']} ({row['vs_first']}x)"))  # fmt: skip
+    if search:
+        for key, value in search.get("summary", {}).items():
+            rows.append((f"search: {key}", str(value)))
+    return rows
+
+
+def _write_summary(out_dir: Path, meta: dict[str, Any], rows: list[tuple[str, str]]) -> Path:
+    lines = [
+        "# vitrine bench all",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- when: {meta['started']} ({meta['seconds']:.0f} s)",
+        f"- machine: {meta['machine']['device']}, {meta['machine']['cpus']} CPUs usable, "
+        f"Python {meta['machine']['python']}",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+        "Files: inference.json, pipeline.json, inference_throughput.png, latency_cdf.png"
+        + (", search.json" if (out_dir / "search.json").exists() else ""),
+    ]
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def bench_all_command(
+    out_dir: Path,
+    *,
+    n_images: int,
+    trials: int,
+    workers: Sequence[int],
+    batch_sizes: Sequence[int] | None = None,
+) -> int:
+    """Run every benchmark; write JSON, plots and summary.md into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    say("inference (served graph, and FP32 beside an INT8 one) ...")
+    reports = bench_inference_reports(settings, batch_sizes=batch_sizes or DEFAULT_BATCH_SIZES)
+    inference = inference_report(reports)
+    (out_dir / "inference.json").write_text(json.dumps(inference, indent=2), encoding="utf-8")
+    _plot_inference(inference, out_dir / "inference_throughput.png")
+    pipeline, phases = run_pipeline_bench(
+        settings, n_images=n_images, trials=trials, workers=workers, say=say
+    )
+    pipeline["latencies_ms"] = {p.name: p.latencies_ms for p in phases if p.latencies_ms}
+    (out_dir / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
+    _plot_latency(phases, out_dir / "latency_cdf.png")
+    search = _search(out_dir, say)
+    meta = {
+        "command": " ".join(["vitrine", *sys.argv[1:]]) if sys.argv else "vitrine bench all",
+        "started": started,
+        "seconds": time.monotonic() - t0,
+        "machine": _machine(inference["engine"]["device"]),
+    }
+    rows = summary_rows(inference, pipeline, search)
+    (out_dir / "run.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    path = _write_summary(out_dir, meta, rows)
+    print(path.read_text(encoding="utf-8"))
+    return 0
