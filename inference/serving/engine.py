@@ -665,6 +665,18 @@ class Engine:
     ) -> BatchResult:
         """Decode, preprocess and classify ``blobs``; one result per blob, in order."""
         start = time.perf_counter()
+        decoded = self.decode_all(blobs, limits)
+        decode_s = time.perf_counter() - start
+        result = self.predict_decoded(decoded, with_embedding=with_embedding)
+        return BatchResult(
+            items=result.items,
+            timings=StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s),
+        )
+
+    def decode_all(
+        self, blobs: Sequence[bytes], limits: ImageLimits
+    ) -> list[DecodedImage | InferenceError]:
+        """Decode ``blobs`` for this model (reduced to its input size); errors in place."""
         decoded: list[DecodedImage | InferenceError] = []
         for blob in blobs:
             try:
@@ -676,12 +688,7 @@ class Engine:
                 decoded.append(
                     ImageError("image.decode_failed", f"unexpected decoder error: {exc!r}")
                 )
-        decode_s = time.perf_counter() - start
-        result = self.predict_decoded(decoded, with_embedding=with_embedding)
-        return BatchResult(
-            items=result.items,
-            timings=StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s),
-        )
+        return decoded
 
     def predict_decoded(
         self,
