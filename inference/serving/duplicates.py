@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 from inference.serving.decode import DecodedImage, ImageLimits
 from inference.serving.engine import BatchResult, Engine, Prediction, StageTimings
-from inference.serving.fingerprint import Fingerprint, band_values, fingerprint
+from inference.serving.fingerprint import Fingerprint, band_values, fingerprint, hamming
 
 __all__ = [
     "BANDS",
     "DuplicateRule",
     "NearMatch",
+    "found_by_bands",
     "index_bands",
     "lookup_bands",
     "predict_with_fingerprints",
@@ -76,6 +77,23 @@ def lookup_bands(photo: Fingerprint) -> set[tuple[int, int]]:
     return {
         (i, v) for h in (photo.phash, photo.mirror) for i, v in enumerate(band_values(h, BANDS))
     }
+
+
+def found_by_bands(photo: Fingerprint, original: Fingerprint, max_hamming: int) -> bool:
+    """Whether a band lookup for ``photo`` reaches ``original``'s index entries as a candidate.
+
+    That is: one of ``original``'s indexed hashes shares a band with ``photo``'s
+    hash or its mirror's and is within ``max_hamming`` bits of it, which is the
+    worker's candidate filter (:mod:`streams.worker.integrity`).
+    """
+    queries = (photo.phash, photo.mirror)
+    bands = [band_values(q, BANDS) for q in queries]
+    for h in original.indexed:
+        hb = band_values(h, BANDS)
+        for q, qb in zip(queries, bands, strict=True):
+            if any(a == b for a, b in zip(qb, hb, strict=True)) and hamming(q, h) <= max_hamming:
+                return True
+    return False
 
 
 def index_bands(photo: Fingerprint) -> dict[tuple[int, int], set[int]]:

@@ -50,7 +50,6 @@ __all__ = [
     "IntegrityChecker",
     "IntegrityConfig",
     "Listing",
-    "category_mismatch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,19 +61,6 @@ _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _json_encode = msgspec.json.Encoder().encode
 # Candidates verified per photo at most, nearest hashes first.
 _MAX_VERIFIED = 16
-
-
-def category_mismatch(
-    declared: str | None, category: str, score: float, flags: Sequence[str], min_score: float
-) -> bool:
-    """True when the seller declared another category than the one predicted with confidence.
-
-    Never for an image the model cannot place (``unknown_product``), nor below
-    ``min_score`` (``category_mismatch_min_score``); categories compare case-blind.
-    """
-    if declared is None or score < min_score or "unknown_product" in flags:
-        return False
-    return declared.strip().casefold() != category.strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)

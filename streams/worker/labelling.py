@@ -46,6 +46,7 @@ from inference.serving.duplicates import predict_with_fingerprints
 from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
 from inference.serving.fingerprint import Fingerprint
+from inference.serving.taxonomy import category_mismatch
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
 from streams.worker import metrics
@@ -57,7 +58,6 @@ from streams.worker.integrity import (
     IntegrityChecker,
     IntegrityConfig,
     Listing,
-    category_mismatch,
 )
 
 __all__ = ["ImageLabeller", "Labelled", "Rejected"]

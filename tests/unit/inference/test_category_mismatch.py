@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.worker.integrity import category_mismatch
+from inference.serving.taxonomy import category_mismatch
 
 
 def test_category_mismatch_needs_a_confident_other_category() -> None:
