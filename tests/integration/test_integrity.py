@@ -11,6 +11,7 @@ listing-review.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -22,9 +23,12 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from inference.serving.fingerprint import Fingerprint
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, ProductImageEvent, ProductLabelled
-from tests.conftest import Topics, consume
+from streams.worker.cache import LabelCache
+from streams.worker.integrity import IntegrityChecker, IntegrityConfig, Listing
+from tests.conftest import LocalStack, Topics, consume
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +145,78 @@ def test_copies_by_another_seller_are_flagged_with_the_original(
     metrics = worker.metrics()
     assert 'vitrine_integrity_flags_total{flag="near_duplicate"} 4.0' in metrics
     assert 'vitrine_integrity_flags_total{flag="category_mismatch"} 1.0' in metrics
+
+
+# --- the checker alone, on the stack's real Redis ------------------------------------
+
+
+def _print(seed: int, embedding_axis: int = 0) -> Fingerprint:
+    """A photo's fingerprint: random hashes, a one-hot embedding."""
+    rng = np.random.default_rng(seed)
+    hashes = [int(x) for x in rng.integers(0, 2**63, size=27, dtype=np.int64)]
+    emb = np.zeros(8, np.float16)
+    emb[embedding_axis] = 1
+    return Fingerprint(hashes[0], hashes[1], tuple(hashes[2:]), emb)
+
+
+def _listing(pid: str, seller: str | None, sha: str, fp: Fingerprint | None) -> Listing:
+    return Listing(pid, seller, sha, "v1", fp)
+
+
+def test_checker_orders_batches_and_records_and_spares_the_first_seller(
+    kafka_stack: LocalStack,
+) -> None:
+    async def run() -> None:
+        cache = LabelCache(
+            kafka_stack.redis_url, ttl_s=600, timeout_ms=2000, prefix=f"t-{uuid.uuid4().hex[:8]}"
+        )
+        checker = IntegrityChecker(cache, IntegrityConfig(ttl_s=600))
+        photo = _print(1)
+        near = Fingerprint(photo.phash ^ 0b101, photo.mirror, (), photo.embedding)  # 2 bits off
+        lookalike = Fingerprint(photo.phash ^ 0b11, photo.mirror, (), _print(2, 1).embedding)
+        try:
+            # One batch: A first, then B's copy and B's near copy of it, a look-alike
+            # whose embedding disagrees, and a listing with no seller.
+            first = await checker.check(
+                [
+                    _listing("a-1", "A", "a" * 64, photo),
+                    _listing("b-1", "B", "a" * 64, photo),
+                    _listing("b-2", "B", "b" * 64, near),
+                    _listing("c-1", "C", "c" * 64, lookalike),
+                    _listing("x-1", None, "a" * 64, photo),
+                ]
+            )
+            assert first[0] is None
+            assert first[1] is not None
+            assert (first[1].product_id, first[1].match) == ("a-1", "exact")
+            assert first[2] is not None
+            assert (first[2].product_id, first[2].match, first[2].hamming) == ("a-1", "near", 2)
+            assert first[3] is None, "hash close, embedding not: a different photo"
+            assert first[4] is None, "no seller: not checked"
+            # A later batch: found through Redis. A relisting its own photo is not
+            # flagged; D's cache hit (no fingerprint at hand) is, by its stored print.
+            later = await checker.check(
+                [
+                    _listing("a-2", "A", "a" * 64, None),
+                    _listing("d-1", "D", "b" * 64, None),
+                    _listing("d-2", "D", "d" * 64, near),
+                ]
+            )
+            assert later[0] is None
+            assert later[1] is not None
+            assert (later[1].product_id, later[1].seller_id) == ("b-2", "B")
+            assert later[2] is not None
+            assert (later[2].product_id, later[2].hamming) == ("b-2", 0), "the nearest"
+            assert later[2].match == "near"
+        finally:
+            await cache.close()
+        down = LabelCache("redis://127.0.0.1:1/0", ttl_s=600, timeout_ms=200)
+        try:
+            skipped = await IntegrityChecker(down, IntegrityConfig()).check(
+                [_listing("b-1", "B", "a" * 64, photo)]
+            )
+            assert skipped == [None], "Redis down: not checked, no crash"
+        finally:
+            await down.close()
+
+    asyncio.run(run())
