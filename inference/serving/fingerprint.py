@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,21 +40,49 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HASH_BITS = 64
-_DCT_SIDE = 32  # the photo is reduced to 32x32 grey before the DCT
+_DCT_SIDE = 32  # each hashed region is reduced to 32x32 grey before the DCT
 _LOW = 8  # the 8x8 lowest frequencies make the 64 bits
-#: The grid of crops whose hashes are indexed: this fraction of each side, at
-#: ``_GRID`` evenly spaced offsets along each axis.
-CROP_FRACTION = 0.9
+#: The grid of crops whose hashes are indexed: 128/142 (90%) of each side of the
+#: photo, at ``_GRID`` evenly spaced offsets along each axis.
+_CROP_SIDE = 4 * _DCT_SIDE
+#: The photo is reduced once to this square; its crops are cut from it and
+#: reduced by 4x4 block means (one box sum for all of them).
+_WORK_SIDE = 142
+CROP_FRACTION = _CROP_SIDE / _WORK_SIDE
 _GRID = 5
 
 
-def phash(gray: npt.NDArray[np.uint8]) -> int:
-    """The 64-bit DCT hash of a grey image: low frequencies above their median."""
-    small = cv2.resize(gray, (_DCT_SIDE, _DCT_SIDE), interpolation=cv2.INTER_AREA)
-    coeffs = cv2.dct(small.astype(np.float32))[:_LOW, :_LOW].reshape(-1)
+def _dct_basis() -> npt.NDArray[np.float32]:
+    """The first ``_LOW`` rows of the orthonormal DCT-II matrix of size ``_DCT_SIDE``."""
+    n = np.arange(_DCT_SIDE)
+    k = np.arange(_LOW)[:, None]
+    basis: npt.NDArray[np.float32] = (
+        np.cos(np.pi * (2 * n + 1) * k / (2 * _DCT_SIDE)) * np.sqrt(2 / _DCT_SIDE)
+    ).astype(np.float32)
+    basis[0] /= np.sqrt(2)
+    return basis
+
+
+_BASIS = _dct_basis()
+
+
+def _hashes(smalls: npt.NDArray[np.float32]) -> list[int]:
+    """The hashes of a stack of 32x32 grey images: low DCT frequencies above their median."""
+    coeffs = (_BASIS @ smalls @ _BASIS.T).reshape(len(smalls), -1)
     # The DC term (overall brightness) is left out of the median.
-    bits = coeffs > np.median(coeffs[1:])
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    bits = coeffs > np.median(coeffs[:, 1:], axis=1, keepdims=True)
+    packed = np.packbits(bits, axis=1)
+    return [int.from_bytes(row.tobytes(), "big") for row in packed]
+
+
+def _small(gray: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    small = cv2.resize(gray, (_DCT_SIDE, _DCT_SIDE), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.float32)
+
+
+def phash(gray: npt.NDArray[np.uint8]) -> int:
+    """The 64-bit DCT hash of a grey image."""
+    return _hashes(_small(gray)[None])[0]
 
 
 def _gray(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -133,22 +162,29 @@ def fingerprint(
         vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vec))
         emb = (vec / norm if norm > 0 else vec).astype(np.float16)
-    return Fingerprint(
-        phash(gray), phash(np.ascontiguousarray(gray[:, ::-1])), _crop_hashes(gray), emb
-    )
+    if min(gray.shape) < 8:  # too small to crop: the whole photo only
+        whole = _small(gray)
+        one, mirror = _hashes(np.stack([whole, whole[:, ::-1]]))
+        return Fingerprint(one, mirror, (), emb)
+    # One reduction of the photo, then every crop from it: ~0.3 ms in all, where
+    # 27 resizes of the decoded photo took ~15 ms.
+    work = cv2.resize(gray, (_WORK_SIDE, _WORK_SIDE), interpolation=cv2.INTER_AREA)
+    whole = _small(work)
+    blocks = _block_means(work.astype(np.float32), 4)
+    offsets = [round(a * (_WORK_SIDE - _CROP_SIDE)) for a in np.linspace(0.0, 1.0, _GRID)]
+    crops = [
+        blocks[y : y + _CROP_SIDE : 4, x : x + _CROP_SIDE : 4] for y in offsets for x in offsets
+    ]
+    hashes = _hashes(np.stack([whole, whole[:, ::-1], *crops]))
+    return Fingerprint(hashes[0], hashes[1], tuple(hashes[2:]), emb)
 
 
-def _crop_hashes(gray: npt.NDArray[np.uint8]) -> tuple[int, ...]:
-    h, w = gray.shape
-    if min(h, w) < 8:  # nothing meaningful to crop
-        return ()
-    ch, cw = round(h * CROP_FRACTION), round(w * CROP_FRACTION)
-    out = []
-    for a in np.linspace(0.0, 1.0, _GRID):
-        for b in np.linspace(0.0, 1.0, _GRID):
-            y, x = round(a * (h - ch)), round(b * (w - cw))
-            out.append(phash(np.ascontiguousarray(gray[y : y + ch, x : x + cw])))
-    return tuple(out)
+def _block_means(img: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
+    """The mean of every k x k block of ``img``, at every position (top-left anchored)."""
+    c = np.zeros((img.shape[0] + 1, img.shape[1] + 1), np.float64)
+    c[1:, 1:] = img.cumsum(0).cumsum(1)
+    sums = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return (sums / (k * k)).astype(np.float32)
 
 
 def hamming(a: int, b: int) -> int:

@@ -283,9 +283,9 @@ class IntegrityChecker:
         if missing:
             for sha, raw in zip(missing, replies[-1], strict=True):
                 got = _fingerprint_of(raw)
-                if got is not None:
-                    fp, version = got
-                    prints[sha] = fp if version == versions[sha] else _hashes_only(fp)
+                # A print from another model is not rewritten as this model's.
+                if got is not None and got[1] == versions[sha]:
+                    prints[sha] = got[0]
         return prints, sellers
 
     async def _candidates(self, prints: dict[str, Fingerprint]) -> dict[str, list[str]]:
