@@ -44,6 +44,7 @@ __all__ = [
     "choose_rule",
     "fingerprint_split",
     "score",
+    "signal_stats",
     "transform",
 ]
 
@@ -191,6 +192,39 @@ def score(prints: SplitPrints, rule: DuplicateRule) -> dict[str, Any]:
         "false_positives": false,
         "false_positive_rate": false / len(pairs) if pairs else 0.0,
     }
+
+
+def signal_stats(prints: SplitPrints) -> dict[str, dict[str, float]]:
+    """How far copies and same-product pairs are, by hash distance and embedding cosine.
+
+    Per transform: the copies' hash distance to their original (median, 99th
+    percentile, largest) and cosine (1st percentile, smallest); for the pairs
+    of different photos of one product: the smallest distances and largest
+    cosines. What the thresholds have to separate.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, cs in prints.copies.items():
+        d = [c.distance(o) for c, o in zip(cs, prints.originals, strict=True)]
+        cos = [c.cosine(o) or 0.0 for c, o in zip(cs, prints.originals, strict=True)]
+        out[name] = {
+            "hamming_p50": float(np.percentile(d, 50)),
+            "hamming_p99": float(np.percentile(d, 99)),
+            "hamming_max": float(max(d)),
+            "cosine_p1": float(np.percentile(cos, 1)),
+            "cosine_min": float(min(cos)),
+        }
+    pairs = list(_negative_pairs(prints.labels))
+    if pairs:
+        o = prints.originals
+        d = [o[i].distance(o[j]) for i, j in pairs]
+        cos = [o[i].cosine(o[j]) or 0.0 for i, j in pairs]
+        out["different_photos"] = {
+            "hamming_min": float(min(d)),
+            "hamming_p1": float(np.percentile(d, 1)),
+            "cosine_p99": float(np.percentile(cos, 99)),
+            "cosine_max": float(max(cos)),
+        }
+    return out
 
 
 def choose_rule(

@@ -21,6 +21,7 @@ from inference.training.duplicates_eval import (
     choose_rule,
     fingerprint_split,
     score,
+    signal_stats,
 )
 from streams.settings import get_settings
 from streams.worker.model import build_engine
@@ -63,12 +64,14 @@ def run_evaluate_duplicates(
         )
     results = [score(p, rule) for p in splits]
     categories = [category_scores(p, s.category_mismatch_min_score) for p in splits]
+    signals = {p.split: signal_stats(p) for p in splits}
     elapsed = time.monotonic() - started
     if as_json:
         out = {
             "chosen": results[0],
             "checks": results[1:],
             "category_mismatch": categories,
+            "signals": signals,
             "grid": grid,
             "seconds": elapsed,
         }
@@ -84,6 +87,10 @@ def run_evaluate_duplicates(
     )
     for res in results:
         print(_line(res))
+    for split, stats in signals.items():
+        for what, values in stats.items():
+            shown = "  ".join(f"{k} {v:.3g}" for k, v in values.items())
+            print(f"{split:>6}: {what:>16}: {shown}")
     for p, cat in zip(splits, categories, strict=True):
         print(
             f"{p.split:>6}: category_mismatch at category score >= {cat['min_score']}"
