@@ -11,9 +11,10 @@ of the same packaging on the same shelf).
 
 Candidates are found by multi-index hashing: each indexed 64-bit hash is cut
 into :data:`BANDS` bands of 16 bits, and a lookup reads the index entries that
-agree exactly on any band of the query's hash or its mirror's. Measured on val,
-this finds 99% of 10%-crop copies and every re-encoded, resized or mirrored one
-(whose hashes differ by at most 2 bits, fewer than the bands).
+agree exactly on any band of the query's hash or its mirror's (two hashes fewer
+than four bits apart always share a band; re-encoded, resized and mirrored
+copies differ by at most 2). The rates this gives, per kind of copy, are
+``vitrine evaluate-duplicates``'s (README, "Integrity flags").
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class DuplicateRule:
             return None
         return NearMatch(distance, None if cosine is None else round(cosine, 4))
 
+    @property
+    def candidate_hamming(self) -> int:
+        """How near a band lookup's hit must be to become a candidate: twice ``max_hamming``.
+
+        The hit is the indexed hash that shares a band with the query, not
+        always the original's nearest (which :meth:`match` then measures), so
+        candidates are taken wider than the rule.
+        """
+        return 2 * self.max_hamming
+
 
 def lookup_bands(photo: Fingerprint) -> set[tuple[int, int]]:
     """(band index, band value) pairs to look up for ``photo``: its hash's and its mirror's."""
@@ -79,19 +90,22 @@ def lookup_bands(photo: Fingerprint) -> set[tuple[int, int]]:
     }
 
 
-def found_by_bands(photo: Fingerprint, original: Fingerprint, max_hamming: int) -> bool:
-    """Whether a band lookup for ``photo`` reaches ``original``'s index entries as a candidate.
+def found_by_bands(photo: Fingerprint, original: Fingerprint, rule: DuplicateRule) -> bool:
+    """Whether a band lookup for ``photo`` makes ``original`` a candidate, as the worker's does.
 
-    That is: one of ``original``'s indexed hashes shares a band with ``photo``'s
-    hash or its mirror's and is within ``max_hamming`` bits of it, which is the
-    worker's candidate filter (:mod:`streams.worker.integrity`).
+    One of ``original``'s indexed hashes shares a band with ``photo``'s hash or
+    its mirror's and is within :attr:`DuplicateRule.candidate_hamming` bits of it
+    (:mod:`streams.worker.integrity`).
     """
     queries = (photo.phash, photo.mirror)
     bands = [band_values(q, BANDS) for q in queries]
     for h in original.indexed:
         hb = band_values(h, BANDS)
         for q, qb in zip(queries, bands, strict=True):
-            if any(a == b for a, b in zip(qb, hb, strict=True)) and hamming(q, h) <= max_hamming:
+            if (
+                any(a == b for a, b in zip(qb, hb, strict=True))
+                and hamming(q, h) <= rule.candidate_hamming
+            ):
                 return True
     return False
 

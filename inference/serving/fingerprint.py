@@ -2,16 +2,16 @@
 
 A fingerprint is a 64-bit DCT perceptual hash (pHash) of the photo, of its
 mirror image, and of a 5x5 grid of 90% crops of it, with the model's embedding.
-The hash survives re-encoding, resizing and light edits of the same photo
-(measured on the val split: at most 2 of 64 bits change for JPEG quality 60 or
-a 70% resize), so it finds candidates cheaply. Mirroring changes the hash
-completely, so a lookup tries the mirror's hash too. Cropping 10% at a random
-place moves the whole-photo hash by 16 bits at the median (up to 28), as much as
-another photo of the same product; but it lands within 6 bits of one of the
-original's grid crops (median 2), hence the grid. The hash alone does not
-separate a copy from another photo of the same packaging on the same shelf (the
-closest such pair on val is 2 bits apart), so candidates are verified with a
-second signal (:mod:`inference.serving.duplicates`).
+The hash survives re-encoding and resizing (``vitrine evaluate-duplicates`` on
+the val split: at most 2 of 64 bits change for JPEG quality 60 or a 70% resize),
+so it finds candidates cheaply. Mirroring changes the hash completely, so a
+lookup tries the mirror's hash too. Cropping 10% at a random place moves the
+whole-photo hash about as far as another photo of the same product, but the
+copy's hash lands near one of the original's grid crops (val: 2 bits at the
+median, 6 at most), hence the grid. The hash alone does not separate a copy
+from another photo of the same packaging on the same shelf (on val, some such
+pairs are 0 bits apart), so candidates are verified with a second signal
+(:mod:`inference.serving.duplicates`).
 
 Pure numpy/OpenCV: usable offline (``vitrine evaluate-duplicates``) and by the
 worker alike.

@@ -153,9 +153,7 @@ def _negative_pairs(labels: Sequence[int]) -> Iterator[tuple[int, int]]:
 
 
 def _detected(rule: DuplicateRule, photo: Fingerprint, original: Fingerprint) -> bool:
-    return found_by_bands(photo, original, rule.max_hamming) and (
-        rule.match(photo, original) is not None
-    )
+    return found_by_bands(photo, original, rule) and (rule.match(photo, original) is not None)
 
 
 def category_scores(prints: SplitPrints, min_score: float) -> dict[str, Any]:

@@ -289,7 +289,10 @@ class IntegrityChecker:
         return prints, sellers
 
     async def _candidates(self, prints: dict[str, Fingerprint]) -> dict[str, list[str]]:
-        """Per photo, indexed photos with a hash within ``max_hamming`` of its (nearest first)."""
+        """Per photo, indexed photos whose band hits are near its hash (nearest first).
+
+        Near: within ``candidate_hamming`` bits (:class:`DuplicateRule`).
+        """
         if not prints:
             return {}
         keys = {sha: sorted(lookup_bands(fp)) for sha, fp in prints.items()}
@@ -301,7 +304,7 @@ class IntegrityChecker:
                     pipe.srandmember(self._band_key(band, value), per_key)
 
         replies = iter(await self.cache.pipelined("integrity_lookup", fill))
-        limit = self.config.rule.max_hamming
+        limit = self.config.rule.candidate_hamming
         out: dict[str, list[str]] = {}
         for sha, band_keys in keys.items():
             fp = prints[sha]
