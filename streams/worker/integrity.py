@@ -311,8 +311,10 @@ class IntegrityChecker:
             nearest: dict[str, int] = {}
             for _ in band_keys:
                 for member in next(replies) or ():
-                    text = member.decode()
-                    other, h = text[16:], int(text[:16], 16)
+                    parsed = _member(member)
+                    if parsed is None:
+                        continue
+                    h, other = parsed
                     d = min(hamming(fp.phash, h), hamming(fp.mirror, h))
                     if other != sha and d <= limit and d < nearest.get(other, 65):
                         nearest[other] = d
@@ -365,6 +367,15 @@ class IntegrityChecker:
             await self.cache.pipelined("integrity_write", fill)
         except CacheUnavailable:
             metrics.INTEGRITY_SKIPPED.labels("redis_unavailable").inc(len(listings))
+
+
+def _member(raw: bytes) -> tuple[int, str] | None:
+    """(indexed hash, sha256) of a band set member; None if it is not one of ours."""
+    text = raw.decode("ascii", "replace")
+    try:
+        return int(text[:16], 16), text[16:]
+    except ValueError:
+        return None
 
 
 def _hashes_only(fp: Fingerprint) -> Fingerprint:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from inference.serving.duplicates import lookup_bands
 from inference.serving.fingerprint import Fingerprint
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, ProductImageEvent, ProductLabelled
@@ -193,6 +194,11 @@ def test_checker_orders_batches_and_records_and_spares_the_first_seller(
             assert (first[2].product_id, first[2].match, first[2].hamming) == ("a-1", "near", 2)
             assert first[3] is None, "hash close, embedding not: a different photo"
             assert first[4] is None, "no seller: not checked"
+            # A stranger's member in a band set the lookup reads is skipped.
+            band, value = sorted(lookup_bands(near))[0]
+            await cache.pipelined(
+                "test", lambda pipe: pipe.sadd(f"{cache.prefix}:phb:{band}:{value:04x}", "junk")
+            )
             # A later batch: found through Redis. A relisting its own photo is not
             # flagged; D's cache hit (no fingerprint at hand) is, by its stored print.
             later = await checker.check(
