@@ -24,6 +24,12 @@ fails to decode), so a claim that is gone with no result means its holder
 gave up, and the waiter infers the image itself; a holder that dies leaves its
 claims to expire, which bounds the wait. With Redis down, nothing is claimed
 and every worker infers its own misses, as before claims.
+
+Every image inferred here is also fingerprinted (perceptual hashes of the
+decoded pixels and the model's embedding). :meth:`ImageLabeller.check_integrity`,
+which the agent runs in input order before ``remember``, uses the fingerprints
+to flag copies of other sellers' photos (:mod:`streams.worker.integrity`);
+``category_mismatch`` is decided with the label itself.
 """
 
 from __future__ import annotations
@@ -165,6 +171,7 @@ class ImageLabeller:
 
     async def process(self, records: Sequence[ConsumedRecord]) -> list[Labelled | Rejected]:
         """Label ``records``; the result has one entry per record, in order."""
+        # The images this call inferred, with their fingerprints.
         inferred: dict[str, Fingerprint | None] = {}
         try:
             return await self._process(records, inferred)
