@@ -3,7 +3,8 @@
 Agents:
 
 - ``label_images`` (Faust agent): product-images -> product-labels
-  (+ product-images.dlq), in micro-batches (:mod:`streams.worker.batcher`), inference
+  (+ product-images.dlq; flagged labels also to product-review and
+  listing-review), in micro-batches (:mod:`streams.worker.batcher`), inference
   off the event loop. Two batches overlap (``image_batches_in_flight``): one is
   in the model while the next is parsed and looked up and the previous one is
   cached and produced; the cache writes and outputs stay in input order.
