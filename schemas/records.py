@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CategorySales",
     "CategoryStatus",
+    "DuplicateOf",
     "EnrichedItem",
     "EnrichedOrder",
     "Label",
@@ -137,6 +138,20 @@ class ProductImageEvent(msgspec.Struct, frozen=True, kw_only=True):
     ) = None
     content_type: Annotated[str, Meta(max_length=128)] | None = None
     attributes: Annotated[dict[str, str], Meta(max_length=64)] | None = None
+    declared_category: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description=(
+                    "The product category the seller declares (e.g. dairy); a confident "
+                    "prediction of another category flags the listing category_mismatch."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         # msgspec turns this ValueError into a ValidationError on decode.
@@ -157,6 +172,34 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
     decode_ms: Millis
     inference_ms: Millis
     end_to_end_ms: Millis
+
+
+class DuplicateOf(msgspec.Struct, frozen=True, kw_only=True):
+    """The earlier listing, by another seller, whose photo this listing's photo copies."""
+
+    product_id: Id
+    seller_id: Id
+    image_sha256: Annotated[
+        Sha256, Meta(description="The earlier listing's image (lower-case hex).")
+    ]
+    match: Annotated[
+        Literal["exact", "near"],
+        Meta(
+            description="exact: the same image file (sha256); near: the same photo re-encoded,"
+            " resized, cropped, mirrored or lightly edited."
+        ),
+    ]
+    hamming: Annotated[
+        int,
+        Meta(ge=0, le=64, description="Bits between the photos' perceptual hashes (of 64)."),
+    ]
+    cosine: (
+        Annotated[
+            float,
+            Meta(ge=-1.0, le=1.0, description="Cosine of the model's embeddings of the photos."),
+        ]
+        | None
+    ) = None
 
 
 class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
@@ -187,10 +230,38 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
     ] = False
     flags: Annotated[
         tuple[str, ...],
-        Meta(max_length=32, description="Quality and integrity flags, e.g. low_resolution."),
+        Meta(
+            max_length=32,
+            description="Quality, review and integrity flags, e.g. low_resolution, "
+            "low_confidence, duplicate_image, near_duplicate, category_mismatch.",
+        ),
     ] = ()
     timings: Timings
     labelled_at: Timestamp
+    seller_id: (
+        Annotated[Id, Meta(description="seller_id of the input ProductImageEvent.")] | None
+    ) = None
+    declared_category: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description="declared_category of the input ProductImageEvent.",
+            ),
+        ]
+        | None
+    ) = None
+    duplicate_of: (
+        Annotated[
+            DuplicateOf,
+            Meta(
+                description="Evidence of duplicate_image or near_duplicate: the other seller's"
+                " listing with the same photo; null when neither flag is set."
+            ),
+        ]
+        | None
+    ) = None
 
 
 class OrderItem(msgspec.Struct, frozen=True, kw_only=True):

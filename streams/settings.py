@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Labelled products the model could not place (flags low_confidence /
     # unknown_product), key product_id: the same ProductLabelled, for review tools.
     topic_product_review: str = "product-review"
+    # Listings with an integrity flag (duplicate_image, near_duplicate,
+    # category_mismatch), key product_id: the same ProductLabelled, with its evidence.
+    topic_listing_review: str = "listing-review"
 
     # --- Redis -------------------------------------------------------------
     # rediss:// for TLS (redis-py verifies the server certificate by default).
@@ -106,6 +109,23 @@ class Settings(BaseSettings):
     # unknown_product; either sends it to topic_product_review.
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     ood_threshold: float | None = None
+
+    # --- Integrity (brand protection) ------------------------------------------
+    # A photo is a near duplicate of another seller's when its perceptual hash is
+    # within this many of 64 bits of one of that photo's indexed hashes and their
+    # embeddings' cosine is at least this; chosen on the val split with
+    # `vitrine evaluate-duplicates` (README, "Integrity flags").
+    near_duplicate_max_hamming: int = Field(default=8, ge=0, le=32)
+    near_duplicate_min_cosine: float = Field(default=0.8, ge=-1.0, le=1.0)
+    # A declared category that differs from the predicted one is flagged
+    # category_mismatch when the predicted category's score is at least this.
+    category_mismatch_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
+    # How long a listed photo's fingerprint and sellers are remembered (renewed
+    # whenever the photo is listed again): 400 days.
+    integrity_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
+    # Index entries read per photo looked up, at most (bounds a lookup's cost in
+    # a catalogue where many photos share a hash band).
+    near_duplicate_max_candidates: int = Field(default=2000, ge=1)
 
     # --- Images ------------------------------------------------------------
     max_image_bytes: int = 10 * 1024 * 1024

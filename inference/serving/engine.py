@@ -730,13 +730,22 @@ class Engine:
     ) -> BatchResult:
         """Decode, preprocess and classify ``blobs``; one result per blob, in order."""
         start = time.perf_counter()
-        decoded = self._map(lambda blob: self._decode_one(blob, limits), blobs)
+        decoded = self.decode_all(blobs, limits)
         decode_s = time.perf_counter() - start
         result = self.predict_decoded(decoded, with_embedding=with_embedding)
         return BatchResult(
             items=result.items,
             timings=StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s),
         )
+
+    def decode_all(
+        self, blobs: Sequence[bytes], limits: ImageLimits
+    ) -> list[DecodedImage | InferenceError]:
+        """Decode ``blobs`` for this model (reduced to its input size); errors in place.
+
+        On a CPU engine with streams the images are decoded on every core at once.
+        """
+        return self._map(lambda blob: self._decode_one(blob, limits), blobs)
 
     def predict_decoded(
         self,

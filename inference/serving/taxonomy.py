@@ -11,6 +11,7 @@ Standard library only: the export script reads these files from the export envir
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ __all__ = [
     "DATA_DIR",
     "OTHER",
     "ImageNetClass",
+    "category_mismatch",
     "imagenet_classes",
     "product_categories",
 ]
@@ -92,3 +94,16 @@ def imagenet_classes() -> tuple[ImageNetClass, ...]:
             ImageNetClass(i, wnid, label, tuple(n.strip() for n in names.split(",")), category)
         )
     return tuple(classes)
+
+
+def category_mismatch(
+    declared: str | None, category: str, score: float, flags: Sequence[str], min_score: float
+) -> bool:
+    """True when a seller declared another category than the one predicted with confidence.
+
+    Never for an image the model cannot place (``unknown_product``), nor below
+    ``min_score`` (``category_mismatch_min_score``); categories compare case-blind.
+    """
+    if declared is None or score < min_score or "unknown_product" in flags:
+        return False
+    return declared.strip().casefold() != category.strip().casefold()

@@ -2,7 +2,8 @@
 
 ``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
 ``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
-``report``, ``recommend`` and ``evaluate-recs`` are added to the same click group.
+``report``, ``recommend``, ``evaluate-recs`` and ``evaluate-duplicates`` are added
+to the same click group.
 Heavy modules are imported inside each command, so ``vitrine stack status`` does
 not load a model.
 """
@@ -386,6 +387,59 @@ def evaluate_recs_command(days: int, seed: int, k: int, as_json: bool) -> None:
     sys.exit(run_evaluate_recs(days=days, seed=seed, k=k, as_json=as_json))
 
 
+@click.command("evaluate-duplicates")
+@click.argument(
+    "data",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=Path("../shared/datasets/grocery-store"),
+)
+@click.option(
+    "--fit-split", default="val", show_default=True, help="List file the thresholds are fitted on."
+)
+@click.option(
+    "--check-split",
+    default="train",
+    show_default=True,
+    help="List file they are checked on ('' for none).",
+)
+@click.option(
+    "--limit", type=click.IntRange(2), default=None, help="At most this many photos per split."
+)
+@click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--max-fp-rate", default=0.005, show_default=True, type=click.FloatRange(0, 1),
+    help="Largest false-positive rate the fitted thresholds may have on the fit split.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_duplicates_command(
+    data: Path,
+    fit_split: str,
+    check_split: str,
+    limit: int | None,
+    seed: int,
+    max_fp_rate: float,
+    as_json: bool,
+) -> None:
+    """Detection and false-positive rates of the near-duplicate rule; fits its thresholds.
+
+    DATA holds <split>.txt list files (the Grocery Store layout); the test split is refused.
+    """
+    from streams.tools.evaluate_duplicates import run_evaluate_duplicates  # noqa: PLC0415
+
+    _quiet_client_logs()
+    sys.exit(
+        run_evaluate_duplicates(
+            data,
+            fit_split=fit_split,
+            check_split=check_split or None,
+            limit=limit,
+            seed=seed,
+            max_fp_rate=max_fp_rate,
+            as_json=as_json,
+        )
+    )
+
+
 @click.command("export-model")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 def export_model_command(out_dir: Path) -> None:
@@ -418,6 +472,7 @@ def main() -> None:
         report_command,
         recommend_command,
         evaluate_recs_command,
+        evaluate_duplicates_command,
         export_model_command,
     ):
         cli.add_command(cmd)

@@ -145,6 +145,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_product_images_dlq: settings.topic_partitions,
         settings.topic_orders_dlq: settings.topic_partitions,
         settings.topic_product_review: settings.topic_partitions,
+        settings.topic_listing_review: settings.topic_partitions,
     }
 
 

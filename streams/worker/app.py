@@ -3,7 +3,8 @@
 Agents:
 
 - ``label_images`` (Faust agent): product-images -> product-labels
-  (+ product-images.dlq), in micro-batches (:mod:`streams.worker.batcher`), inference
+  (+ product-images.dlq; flagged labels also to product-review and
+  listing-review), in micro-batches (:mod:`streams.worker.batcher`), inference
   off the event loop. Two batches overlap (``image_batches_in_flight``): one is
   in the model while the next is parsed and looked up and the previous one is
   cached and produced; the cache writes and outputs stay in input order.
@@ -121,6 +122,8 @@ class Topics:
     orders_dlq: faust.TopicT
     #: Labelled products the model could not place (low confidence, unknown product).
     review: faust.TopicT
+    #: Labelled listings with an integrity flag (duplicates, category mismatch).
+    listing_review: faust.TopicT
     #: Internal: per-order sales deltas keyed ``category|region``, for the window table.
     deltas: faust.TopicT
 
@@ -140,6 +143,7 @@ class Topics:
             images_dlq=topic(s.topic_product_images_dlq),
             orders_dlq=topic(s.topic_orders_dlq),
             review=topic(s.topic_product_review),
+            listing_review=topic(s.topic_listing_review),
             deltas=topic(f"{s.app_id}-sales-deltas"),
         )
 
@@ -148,26 +152,34 @@ class Topics:
         """Topics no agent subscribes to, which the runtime declares at start."""
         return [
             self.orders, self.labels, self.enriched, self.sales,
-            self.images_dlq, self.orders_dlq, self.review, self.deltas,
+            self.images_dlq, self.orders_dlq, self.review, self.listing_review, self.deltas,
         ]  # fmt: skip
 
 
 def _routes(
-    delivery: Delivery, ok: faust.TopicT, dlq: faust.TopicT, review: faust.TopicT | None = None
+    delivery: Delivery,
+    ok: faust.TopicT,
+    dlq: faust.TopicT,
+    review: faust.TopicT | None = None,
+    listing_review: faust.TopicT | None = None,
 ) -> Any:
-    """A route: a result to its output record, and to review when flagged.
+    """A route: a result to its output record, and to the review topics when flagged.
 
     A rejection goes to its dead letter.
     """
     ok_name, dlq_name = ok.get_topic_name(), dlq.get_topic_name()
     review_name = review.get_topic_name() if review is not None else None
+    listing_name = listing_review.get_topic_name() if listing_review is not None else None
 
     def route(res: Labelled | Enriched | Rejected) -> list[Send]:
         if isinstance(res, Rejected):
             return [delivery.dead_letter(dlq_name, res)]
         sends = [delivery.record(ok_name, res.key, res.value)]
-        if review_name is not None and isinstance(res, Labelled) and res.review:
-            sends.append(delivery.record(review_name, res.key, res.value))
+        if isinstance(res, Labelled):
+            if review_name is not None and res.review:
+                sends.append(delivery.record(review_name, res.key, res.value))
+            if listing_name is not None and res.listing_review:
+                sends.append(delivery.record(listing_name, res.key, res.value))
         return sends
 
     return route
@@ -207,7 +219,10 @@ def _add_label_images(
             agent="label_images",
             out_topic=s.topic_product_labels,
             process=rt.labeller.process,
-            route=_routes(delivery, topics.labels, topics.images_dlq, topics.review),
+            route=_routes(
+                delivery, topics.labels, topics.images_dlq, topics.review, topics.listing_review
+            ),
+            check=rt.labeller.check_integrity,
             remember=rt.labeller.remember,
         )
 

@@ -73,6 +73,9 @@ class BatchStep:
     route: Callable[[Any], list[Send]]
     #: Outputs of the batch as a whole (the order agent's merged sales deltas).
     batch_outputs: Callable[[list[Any]], list[Send]] | None = None
+    #: Checks against what earlier batches left, in input order, before
+    #: ``remember``; returns the results to route (the integrity checks).
+    check: Callable[[list[Any]], Awaitable[list[Any]]] | None = None
     #: Side effects before producing, in input order (the label cache writes).
     remember: Callable[[list[Any]], Awaitable[None]] | None = None
     #: Side effects once every output is confirmed, before the batch is acked or
@@ -96,6 +99,8 @@ async def handle_batch(
     results = await isolate(step.process, records, internal_error)
     if after is not None:
         await after
+    if step.check is not None:
+        results = await step.check(results)
     if step.remember is not None:
         await step.remember(results)
     sends = [send for res in results for send in step.route(res)]

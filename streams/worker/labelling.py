@@ -24,6 +24,12 @@ fails to decode), so a claim that is gone with no result means its holder
 gave up, and the waiter infers the image itself; a holder that dies leaves its
 claims to expire, which bounds the wait. With Redis down, nothing is claimed
 and every worker infers its own misses, as before claims.
+
+Every image inferred here is also fingerprinted (perceptual hashes of the
+decoded pixels and the model's embedding). :meth:`ImageLabeller.check_integrity`,
+which the agent runs in input order before ``remember``, uses the fingerprints
+to flag copies of other sellers' photos (:mod:`streams.worker.integrity`);
+``category_mismatch`` is decided with the label itself.
 """
 
 from __future__ import annotations
@@ -39,15 +45,26 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from inference.serving.decode import ImageLimits
+from inference.serving.duplicates import predict_with_fingerprints
 from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
+from inference.serving.fingerprint import Fingerprint
+from inference.serving.taxonomy import category_mismatch
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
 from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
+from streams.worker.integrity import (
+    INTEGRITY_FLAGS,
+    IntegrityChecker,
+    IntegrityConfig,
+    Listing,
+)
 
 __all__ = ["ImageLabeller", "Labelled", "Rejected"]
 
@@ -70,6 +87,15 @@ class Labelled:
     #: The model could not place the image (``low_confidence``/``unknown_product``):
     #: the event also goes to the product-review topic.
     review: bool = False
+    #: The event as a record (``value`` encodes it), for the integrity checks.
+    output: ProductLabelled | None = None
+    #: The photo's fingerprint when it was decoded here (None for a cache hit).
+    fingerprint: Fingerprint | None = None
+
+    @property
+    def listing_review(self) -> bool:
+        """An integrity flag is set: the event also goes to the listing-review topic."""
+        return self.output is not None and any(f in INTEGRITY_FLAGS for f in self.output.flags)
 
 
 # What one image's inference gives: its result payload, or why it has none.
@@ -105,6 +131,7 @@ class ImageLabeller:
         fetch_policy: FetchPolicy,
         fetch_retries: int = 2,
         claim_ttl_ms: int = 0,
+        integrity: IntegrityConfig | None = None,
     ) -> None:
         self.engine = engine
         self.cache = cache
@@ -113,6 +140,7 @@ class ImageLabeller:
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
         self.claim_ttl_ms = claim_ttl_ms
+        self.integrity = IntegrityChecker(cache, integrity or IntegrityConfig())
         # Whose claim a key holds, for whoever reads Redis while debugging.
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
         # Image hash -> its inference under way, or done and not yet in Redis.
@@ -143,7 +171,8 @@ class ImageLabeller:
 
     async def process(self, records: Sequence[ConsumedRecord]) -> list[Labelled | Rejected]:
         """Label ``records``; the result has one entry per record, in order."""
-        inferred: set[str] = set()
+        # The images this call inferred, with their fingerprints.
+        inferred: dict[str, Fingerprint | None] = {}
         try:
             return await self._process(records, inferred)
         except BaseException:
@@ -152,7 +181,7 @@ class ImageLabeller:
             raise
 
     async def _process(
-        self, records: Sequence[ConsumedRecord], inferred: set[str]
+        self, records: Sequence[ConsumedRecord], inferred: dict[str, Fingerprint | None]
     ) -> list[Labelled | Rejected]:
         started = time.monotonic()
         out: list[Labelled | Rejected | None] = [None] * len(records)
@@ -175,7 +204,12 @@ class ImageLabeller:
                 end_to_end_ms=round(1000 * (time.monotonic() - started), 3),
             )
             out[i] = _labelled(
-                records[i], events[i], sha, results[sha], was_cached, timings, labelled_at
+                records[i],
+                events[i],
+                _Image(sha, results[sha], was_cached, inferred.get(sha)),
+                timings,
+                labelled_at,
+                self.integrity.config.category_min_score,
             )
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
@@ -231,7 +265,7 @@ class ImageLabeller:
         hashes: dict[int, str],
         results: dict[str, dict[str, Any]],
         hit_hashes: set[str],
-        inferred: set[str],
+        inferred: dict[str, Fingerprint | None],
     ) -> tuple[dict[str, InferenceError], float, float]:
         """Infer the images Redis did not have; fill ``results``; return errors and timings.
 
@@ -333,7 +367,7 @@ class ImageLabeller:
         misses: dict[str, bytes],
         results: dict[str, dict[str, Any]],
         errors: dict[str, InferenceError],
-        inferred: set[str],
+        inferred: dict[str, Fingerprint | None],
     ) -> tuple[float, float]:
         """Infer ``misses`` in the executor into ``results`` / ``errors``; (decode, infer) ms.
 
@@ -350,18 +384,22 @@ class ImageLabeller:
         owned = {sha: loop.create_future() for sha in misses}
         self._inflight.update(owned)
         try:
-            batch = await loop.run_in_executor(
-                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
+            batch, prints = await loop.run_in_executor(
+                self.executor,
+                predict_with_fingerprints,
+                self.engine,
+                list(misses.values()),
+                self.limits,
             )
             metrics.IMAGES_INFERRED.inc(len(misses))
-            for sha, item in zip(misses, batch.items, strict=True):
+            for sha, item, fp in zip(misses, batch.items, prints, strict=True):
                 outcome: _Outcome
                 if isinstance(item, InferenceError):
                     outcome = errors[sha] = item
                 else:
                     outcome = results[sha] = _result_payload(item)
                 owned[sha].set_result(outcome)
-                inferred.add(sha)
+                inferred[sha] = fp
         finally:
             for sha, fut in owned.items():
                 if sha in errors or not fut.done():
@@ -390,6 +428,41 @@ class ImageLabeller:
             # Redis has them now (or is down, and then a repeat is inferred again).
             self._forget_inferred(images)
 
+    async def check_integrity(
+        self, results: list[Labelled | Rejected]
+    ) -> list[Labelled | Rejected]:
+        """Add the duplicate flags and their evidence; run in input order, batch after batch.
+
+        Each batch is checked against the photos of every batch before it and
+        of the records before it in the batch (see :mod:`streams.worker.integrity`).
+        """
+        labelled = [
+            (i, r, r.output)
+            for i, r in enumerate(results)
+            if isinstance(r, Labelled) and r.output is not None
+        ]
+        listings = [
+            Listing(o.product_id, o.seller_id, o.image_sha256, o.model_version, r.fingerprint)
+            for _, r, o in labelled
+        ]
+        try:
+            found = await self.integrity.check(listings)
+        except Exception:  # a bug in the checks must not stop labelling
+            logger.exception("integrity checks failed for a batch of %d", len(listings))
+            metrics.INTEGRITY_SKIPPED.labels("internal_error").inc(len(listings))
+            found = [None] * len(listings)
+        checked = list(results)
+        for (i, res, output), dup in zip(labelled, found, strict=True):
+            flags = output.flags
+            if dup is not None:
+                flags = (*flags, "duplicate_image" if dup.match == "exact" else "near_duplicate")
+                flagged = msgspec.structs.replace(output, flags=flags, duplicate_of=dup)
+                checked[i] = dataclasses.replace(res, output=flagged, value=codec.encode(flagged))
+            for flag in flags:
+                if flag in INTEGRITY_FLAGS:
+                    metrics.INTEGRITY_FLAGS.labels(flag).inc()
+        return checked
+
     def _forget_inferred(self, hashes: Iterable[str]) -> None:
         for sha in hashes:
             fut = self._inflight.get(sha)
@@ -397,16 +470,30 @@ class ImageLabeller:
                 del self._inflight[sha]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Image:
+    """One image's labelling: its hash, result payload, whether cached, fingerprint."""
+
+    sha: str
+    result: dict[str, Any]
+    cached: bool
+    fingerprint: Fingerprint | None
+
+
 def _labelled(
     record: ConsumedRecord,
     ev: ProductImageEvent,
-    sha: str,
-    res: dict[str, Any],
-    was_cached: bool,
+    image: _Image,
     timings: Timings,
     labelled_at: datetime,
+    category_min_score: float,
 ) -> Labelled:
     """The output of one labelled event: its ProductLabelled and what the cache keeps."""
+    res = image.result
+    flags = tuple(res.get("flags", ()))
+    score = float(res["score"])
+    if category_mismatch(ev.declared_category, res["category"], score, flags, category_min_score):
+        flags = (*flags, "category_mismatch")
     value = ProductLabelled(
         schema_version=SCHEMA_VERSION,
         event_id=ev.event_id,
@@ -414,14 +501,16 @@ def _labelled(
         product_id=ev.product_id,
         labels=tuple(Label(label=lab, score=float(s)) for lab, s in res["labels"]),
         category=res["category"],
-        category_score=float(res["score"]),
+        category_score=score,
         model_name=res["model_name"],
         model_version=res["model_version"],
-        image_sha256=sha,
-        cached=was_cached,
-        flags=tuple(res.get("flags", ())),
+        image_sha256=image.sha,
+        cached=image.cached,
+        flags=flags,
         timings=timings,
         labelled_at=labelled_at,
+        seller_id=ev.seller_id,
+        declared_category=ev.declared_category,
     )
     product = {
         "category": res["category"],
@@ -434,9 +523,11 @@ def _labelled(
         record=record,
         key=ev.product_id.encode(),
         value=codec.encode(value),
-        cached=was_cached,
-        image_sha256=sha,
-        image_result=None if was_cached else res,
+        cached=image.cached,
+        image_sha256=image.sha,
+        image_result=None if image.cached else res,
         product=product,
         review=any(flag in REVIEW_FLAGS for flag in value.flags),
+        output=value,
+        fingerprint=image.fingerprint,
     )

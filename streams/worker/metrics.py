@@ -28,6 +28,8 @@ __all__ = [
     "INFERENCE_CLAIMED_ELSEWHERE",
     "INFERENCE_SECONDS",
     "INFERENCE_SHARED",
+    "INTEGRITY_FLAGS",
+    "INTEGRITY_SKIPPED",
     "KAFKA_ERRORS",
     "ORDER_ITEMS_UNKNOWN",
     "PREPROCESS_SECONDS",
@@ -87,6 +89,17 @@ CACHE_BYPASSED = Counter(
     "vitrine_cache_bypassed", "Lookups or writes skipped because Redis was unreachable", ["op"]
 )
 REDIS_ERRORS = Counter("vitrine_redis_errors", "Redis commands that failed", ["op"])
+INTEGRITY_FLAGS = Counter(
+    "vitrine_integrity_flags",
+    "Labelled listings flagged duplicate_image, near_duplicate or category_mismatch",
+    ["flag"],
+)
+INTEGRITY_SKIPPED = Counter(
+    "vitrine_integrity_skipped",
+    "Listings not checked for duplicates: redis_unavailable, or no_fingerprint (a cached"
+    " label whose photo's fingerprint Redis no longer holds)",
+    ["reason"],
+)
 REDIS_UP = Gauge("vitrine_redis_up", "1 when the last Redis command succeeded")
 KAFKA_ERRORS = Counter("vitrine_kafka_errors", "Produce failures", ["topic"])
 SALES_DUPLICATES = Counter(

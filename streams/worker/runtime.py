@@ -54,6 +54,7 @@ class Runtime:
         from streams.worker.cache import LabelCache  # noqa: PLC0415
         from streams.worker.enrich import OrderEnricher  # noqa: PLC0415
         from streams.worker.fetch import FetchPolicy  # noqa: PLC0415
+        from streams.worker.integrity import IntegrityConfig  # noqa: PLC0415
         from streams.worker.labelling import ImageLabeller  # noqa: PLC0415
         from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
         from streams.worker.recommend import RecommendConfig, Recommender  # noqa: PLC0415
@@ -77,6 +78,7 @@ class Runtime:
             fetch_policy=FetchPolicy.from_settings(s),
             fetch_retries=s.image_fetch_retries,
             claim_ttl_ms=s.image_claim_ttl_ms,
+            integrity=IntegrityConfig.from_settings(s),
         )
         self.enricher = OrderEnricher(
             self.cache,

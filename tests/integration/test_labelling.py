@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from inference.serving.decode import ImageLimits
+from inference.serving.decode import DecodedImage, ImageLimits
 from inference.serving.engine import BatchResult, Engine
 from inference.serving.errors import InferenceError
 from inference.serving.manifest import ModelManifest, default_model_dir
@@ -60,7 +60,11 @@ class CountingEngine:
         self.gate = threading.Event()
         self._lock = threading.Lock()
 
-    def predict_bytes(self, blobs: Sequence[bytes], limits: ImageLimits) -> BatchResult:
+    def decode_all(
+        self, blobs: Sequence[bytes], limits: ImageLimits
+    ) -> list[DecodedImage | InferenceError]:
+        # The labeller decodes (and fingerprints) the images it infers, then
+        # classifies them: each decode_all call is one inference call.
         with self._lock:
             self.calls += 1
             fail = self.fail_first and self.calls == 1
@@ -68,7 +72,12 @@ class CountingEngine:
         if fail:
             raise RuntimeError("injected: the first inference call fails")
         self.inferred.extend(blobs)
-        return self.engine.predict_bytes(blobs, limits)
+        return self.engine.decode_all(blobs, limits)
+
+    def predict_decoded(
+        self, images: Sequence[DecodedImage | InferenceError], *, with_embedding: bool = False
+    ) -> BatchResult:
+        return self.engine.predict_decoded(images, with_embedding=with_embedding)
 
 
 @pytest.fixture

@@ -1,0 +1,143 @@
+"""Near-duplicate decisions: whether one product photo is a copy of another.
+
+One rule, used by the worker (:mod:`streams.worker.integrity`) and by the offline
+evaluation (``vitrine evaluate-duplicates``), so the measured rates are the
+worker's: a photo is a near duplicate of an earlier one when its hash (or its
+mirror's) is within ``max_hamming`` bits of one of the earlier photo's indexed
+hashes (whole photo or a 90% crop) **and** the model's embeddings agree
+(cosine at least ``min_cosine``). The hash finds candidates; the embedding
+rejects the rare different photo whose hash happens to be close (another shot
+of the same packaging on the same shelf).
+
+Candidates are found by multi-index hashing: each indexed 64-bit hash is cut
+into :data:`BANDS` bands of 16 bits, and a lookup reads the index entries that
+agree exactly on any band of the query's hash or its mirror's (two hashes fewer
+than four bits apart always share a band; re-encoded, resized and mirrored
+copies differ by at most 2). The rates this gives, per kind of copy, are
+``vitrine evaluate-duplicates``'s (README, "Integrity flags").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from inference.serving.decode import DecodedImage, ImageLimits
+from inference.serving.engine import BatchResult, Engine, Prediction, StageTimings
+from inference.serving.fingerprint import Fingerprint, band_values, fingerprint, hamming
+
+__all__ = [
+    "BANDS",
+    "DuplicateRule",
+    "NearMatch",
+    "found_by_bands",
+    "index_bands",
+    "lookup_bands",
+    "predict_with_fingerprints",
+]
+
+logger = logging.getLogger(__name__)
+
+BANDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class NearMatch:
+    """Why a photo was judged a copy of another: hash distance and embedding cosine."""
+
+    hamming: int
+    cosine: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateRule:
+    """The near-duplicate thresholds (settings ``near_duplicate_max_hamming``/``_min_cosine``)."""
+
+    max_hamming: int = 8
+    min_cosine: float = 0.8
+
+    def match(self, photo: Fingerprint, original: Fingerprint) -> NearMatch | None:
+        """The evidence that ``photo`` copies ``original``, or None when it does not.
+
+        Without embeddings on both sides (a model with no embedding output), the
+        hash alone decides.
+        """
+        distance = photo.distance(original)
+        if distance > self.max_hamming:
+            return None
+        cosine = photo.cosine(original)
+        if cosine is not None and cosine < self.min_cosine:
+            return None
+        return NearMatch(distance, None if cosine is None else round(cosine, 4))
+
+    @property
+    def candidate_hamming(self) -> int:
+        """How near a band lookup's hit must be to become a candidate: twice ``max_hamming``.
+
+        The hit is the indexed hash that shares a band with the query, not
+        always the original's nearest (which :meth:`match` then measures), so
+        candidates are taken wider than the rule.
+        """
+        return 2 * self.max_hamming
+
+
+def lookup_bands(photo: Fingerprint) -> set[tuple[int, int]]:
+    """(band index, band value) pairs to look up for ``photo``: its hash's and its mirror's."""
+    return {
+        (i, v) for h in (photo.phash, photo.mirror) for i, v in enumerate(band_values(h, BANDS))
+    }
+
+
+def found_by_bands(photo: Fingerprint, original: Fingerprint, rule: DuplicateRule) -> bool:
+    """Whether a band lookup for ``photo`` makes ``original`` a candidate, as the worker's does.
+
+    One of ``original``'s indexed hashes shares a band with ``photo``'s hash or
+    its mirror's and is within :attr:`DuplicateRule.candidate_hamming` bits of it
+    (:mod:`streams.worker.integrity`).
+    """
+    queries = (photo.phash, photo.mirror)
+    bands = [band_values(q, BANDS) for q in queries]
+    for h in original.indexed:
+        hb = band_values(h, BANDS)
+        for q, qb in zip(queries, bands, strict=True):
+            if (
+                any(a == b for a, b in zip(qb, hb, strict=True))
+                and hamming(q, h) <= rule.candidate_hamming
+            ):
+                return True
+    return False
+
+
+def index_bands(photo: Fingerprint) -> dict[tuple[int, int], set[int]]:
+    """(band index, band value) -> the indexed hashes of ``photo`` that fall there."""
+    out: dict[tuple[int, int], set[int]] = {}
+    for h in photo.indexed:
+        for i, v in enumerate(band_values(h, BANDS)):
+            out.setdefault((i, v), set()).add(h)
+    return out
+
+
+def predict_with_fingerprints(
+    engine: Engine, blobs: Sequence[bytes], limits: ImageLimits
+) -> tuple[BatchResult, list[Fingerprint | None]]:
+    """``engine.predict_bytes`` with embeddings, and each decoded photo's fingerprint.
+
+    The fingerprint is None where the image failed to decode or be inferred.
+    Hashing (about a millisecond a photo, on the decoded pixels) counts as decoding.
+    """
+    start = time.perf_counter()
+    decoded = engine.decode_all(blobs, limits)
+    decode_s = time.perf_counter() - start
+    result = engine.predict_decoded(decoded, with_embedding=True)
+    start = time.perf_counter()
+    prints: list[Fingerprint | None] = [
+        fingerprint(image.pixels, item.embedding)
+        if isinstance(image, DecodedImage) and isinstance(item, Prediction)
+        else None
+        for image, item in zip(decoded, result.items, strict=True)
+    ]
+    decode_s += time.perf_counter() - start
+    timings = StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s)
+    return BatchResult(items=result.items, timings=timings), prints
