@@ -104,6 +104,10 @@ class ModelManifest:
     confidence_threshold: float | None = None
     ood_threshold: float | None = None
     fp16_path: Path | None = None
+    #: Visual search: the fitted projection of the embedding to a compact descriptor
+    #: (``embedding_projection.npz``, read by :mod:`inference.serving.search`) and its sha256.
+    projection_path: Path | None = None
+    projection_sha256: str | None = None
     description: str = ""
     license: str = ""
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -172,7 +176,8 @@ class ModelManifest:
         """Build a manifest from its JSON form; raise ``model.invalid_manifest`` on any problem."""
         where = model_dir / MANIFEST_FILE
         try:
-            return _parse(raw, model_dir)
+            # The optional sections after the core ones (_parse is long enough).
+            return _parse(raw, model_dir).replace(**_search(cast(dict[str, Any], raw), model_dir))
         except (KeyError, TypeError, ValueError) as exc:
             detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ModelError("model.invalid_manifest", f"{where}: {detail}") from exc
@@ -214,9 +219,21 @@ class ModelManifest:
                 "confidence_threshold": self.confidence_threshold,
                 "ood_threshold": self.ood_threshold,
             },
+            **self._search_dict(),
             "source": dict(self.source),
             "labels": list(self.labels),
             "categories": list(self.categories),
+        }
+
+    def _search_dict(self) -> dict[str, Any]:
+        # Only when there is a projection: manifests without one are written as before.
+        if self.projection_path is None:
+            return {}
+        return {
+            "search": {
+                "projection_file": self.projection_path.name,
+                "projection_sha256": self.projection_sha256,
+            }
         }
 
     def write(self) -> Path:
@@ -286,6 +303,25 @@ def _file_in(model_dir: Path, name: object, key: str) -> Path:
     return model_dir / name
 
 
+def _thresholds(review: Mapping[str, Any]) -> dict[str, Any]:
+    # dict[str, Any]: unpacked into ModelManifest beside fields of other types.
+    return {k: _optional_number(review, k) for k in ("confidence_threshold", "ood_threshold")}
+
+
+def _search(raw: Mapping[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The optional ``search`` section: the projection file and its sha256."""
+    search = raw.get("search")
+    if search is None:
+        return {}
+    if not isinstance(search, dict):
+        raise TypeError("'search' must be a JSON object")
+    sha = _str(search, "projection_sha256").lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"'projection_sha256' must be 64 hex digits, not {sha!r}")
+    path = _file_in(model_dir, search["projection_file"], "projection_file")
+    return {"projection_path": path, "projection_sha256": sha}
+
+
 def _parse(raw: object, model_dir: Path) -> ModelManifest:
     if not isinstance(raw, dict):
         raise TypeError("the manifest must be a JSON object")
@@ -317,7 +353,7 @@ def _parse(raw: object, model_dir: Path) -> ModelManifest:
     review = raw.get("review") or {}
     if not isinstance(review, dict):
         raise TypeError("'review' must be a JSON object")
-    thresholds = {k: _optional_number(review, k) for k in ("confidence_threshold", "ood_threshold")}
+    thresholds = _thresholds(review)
     fp16_file = raw.get("fp16_file")
     source = raw.get("source", {})
     if not isinstance(source, dict):

@@ -367,10 +367,14 @@ def export_model_command(out_dir: Path) -> None:
 
 
 def _add_training_commands(group: click.Group) -> None:
+    from streams.tools import search as search_cmds  # noqa: PLC0415
     from streams.tools import train as train_cmds  # noqa: PLC0415
 
     group.add_command(train_cmds.train_click)
     group.add_command(train_cmds.evaluate_click)
+    group.add_command(search_cmds.fit_search_click)
+    group.add_command(search_cmds.evaluate_search_click)
+    group.add_command(search_cmds.similar_click)
 
 
 def main() -> None:
