@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Labelled products the model could not place (flags low_confidence /
     # unknown_product), key product_id: the same ProductLabelled, for review tools.
     topic_product_review: str = "product-review"
+    # Compacted, key product_id: each product's latest visual-search descriptor
+    # (ProductEmbedding); every worker reads it whole into its search index.
+    topic_product_embeddings: str = "product-embeddings"
 
     # --- Redis -------------------------------------------------------------
     # rediss:// for TLS (redis-py verifies the server certificate by default).
@@ -154,6 +157,11 @@ class Settings(BaseSettings):
     # Lifetime of a key after its last update: over a year, so that a season's
     # popularity is still there when the season comes round again.
     recommend_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
+
+    # --- Visual search (streams/worker/search.py) ------------------------------
+    # HNSW query breadth: more finds more of the true nearest neighbours, slower
+    # (`vitrine bench search` measures recall and latency at each).
+    search_expansion: int = Field(default=64, ge=10, le=4096)
 
     # --- Worker ------------------------------------------------------------
     web_host: str = "127.0.0.1"

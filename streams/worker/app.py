@@ -55,6 +55,7 @@ from streams.worker.enrich import Enriched
 from streams.worker.kafka_config import aiokafka_config, faust_credentials
 from streams.worker.labelling import Labelled
 from streams.worker.runtime import Runtime
+from streams.worker.search import EmbeddingFollower, SearchIndex
 from streams.worker.transport import VitrineApp
 from streams.worker.web import add_pages
 from streams.worker.windows import (
@@ -123,6 +124,8 @@ class Topics:
     review: faust.TopicT
     #: Internal: per-order sales deltas keyed ``category|region``, for the window table.
     deltas: faust.TopicT
+    #: Compacted: each product's search descriptor (read whole by every worker).
+    embeddings: faust.TopicT
 
     @classmethod
     def on(cls, app: faust.App, s: Settings) -> Topics:
@@ -141,6 +144,7 @@ class Topics:
             orders_dlq=topic(s.topic_orders_dlq),
             review=topic(s.topic_product_review),
             deltas=topic(f"{s.app_id}-sales-deltas"),
+            embeddings=topic(s.topic_product_embeddings, compacting=True),
         )
 
     @property
@@ -148,19 +152,24 @@ class Topics:
         """Topics no agent subscribes to, which the runtime declares at start."""
         return [
             self.orders, self.labels, self.enriched, self.sales,
-            self.images_dlq, self.orders_dlq, self.review, self.deltas,
+            self.images_dlq, self.orders_dlq, self.review, self.deltas, self.embeddings,
         ]  # fmt: skip
 
 
 def _routes(
-    delivery: Delivery, ok: faust.TopicT, dlq: faust.TopicT, review: faust.TopicT | None = None
+    delivery: Delivery,
+    ok: faust.TopicT,
+    dlq: faust.TopicT,
+    review: faust.TopicT | None = None,
+    embeddings: faust.TopicT | None = None,
 ) -> Any:
-    """A route: a result to its output record, and to review when flagged.
+    """A route: a result to its output record, to review when flagged, and its descriptor.
 
     A rejection goes to its dead letter.
     """
     ok_name, dlq_name = ok.get_topic_name(), dlq.get_topic_name()
     review_name = review.get_topic_name() if review is not None else None
+    embeddings_name = embeddings.get_topic_name() if embeddings is not None else None
 
     def route(res: Labelled | Enriched | Rejected) -> list[Send]:
         if isinstance(res, Rejected):
@@ -168,6 +177,8 @@ def _routes(
         sends = [delivery.record(ok_name, res.key, res.value)]
         if review_name is not None and isinstance(res, Labelled) and res.review:
             sends.append(delivery.record(review_name, res.key, res.value))
+        if embeddings_name is not None and isinstance(res, Labelled) and res.embedding:
+            sends.append(delivery.record(embeddings_name, res.key, res.embedding))
         return sends
 
     return route
@@ -207,7 +218,9 @@ def _add_label_images(
             agent="label_images",
             out_topic=s.topic_product_labels,
             process=rt.labeller.process,
-            route=_routes(delivery, topics.labels, topics.images_dlq, topics.review),
+            route=_routes(
+                delivery, topics.labels, topics.images_dlq, topics.review, topics.embeddings
+            ),
             remember=rt.labeller.remember,
         )
 
@@ -344,6 +357,22 @@ def _add_lag_timer(app: faust.App, topics: Topics, order_consumer: BatchConsumer
             logger.debug("consumer lag not available yet", exc_info=True)
 
 
+def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> EmbeddingFollower:
+    """Every worker's search index, read from the whole product-embeddings topic."""
+
+    async def build() -> SearchIndex | None:
+        rt = await runtime.ready()
+        if rt.projection is None:
+            return None
+        return SearchIndex(
+            rt.projection.dims, rt.engine.model_version, expansion_search=s.search_expansion
+        )
+
+    return EmbeddingFollower(
+        topic=topics.embeddings.get_topic_name(), client_config=aiokafka_config(s), build=build
+    )
+
+
 def create_app(settings: Settings | None = None) -> VitrineApp:
     """Build the worker's Faust app for ``settings`` (default: from the environment)."""
     s = settings or get_settings()
@@ -356,5 +385,7 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     app.service(order_consumer)  # type: ignore[arg-type]
     _add_sales(app, topics, delivery, s)
     _add_lag_timer(app, topics, order_consumer)
-    add_pages(app, runtime, order_consumer, app.unreadable)
+    app.search = search = _search_follower(topics, runtime, s)
+    app.service(search)  # type: ignore[arg-type]
+    add_pages(app, runtime, order_consumer, app.unreadable, search)
     return app

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -39,15 +40,19 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from inference.serving.decode import ImageLimits
 from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
+from inference.serving.search import EmbeddingProjection
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
 from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
+from streams.worker.search import embedding_record, vector_b64
 
 __all__ = ["ImageLabeller", "Labelled", "Rejected"]
 
@@ -70,6 +75,9 @@ class Labelled:
     #: The model could not place the image (``low_confidence``/``unknown_product``):
     #: the event also goes to the product-review topic.
     review: bool = False
+    #: The product's ``product-embeddings`` value (its search descriptor), when the
+    #: model has a search projection.
+    embedding: bytes | None = None
 
 
 # What one image's inference gives: its result payload, or why it has none.
@@ -81,8 +89,8 @@ def _hash_all(blobs: Sequence[bytes]) -> list[str]:
     return [hashlib.sha256(b).hexdigest() for b in blobs]
 
 
-def _result_payload(pred: Prediction) -> dict[str, Any]:
-    return {
+def _result_payload(pred: Prediction, vector: str | None = None) -> dict[str, Any]:
+    payload = {
         "labels": [[label, round(float(score), 6)] for label, score in pred.labels],
         "category": pred.category,
         "score": round(float(pred.score), 6),
@@ -90,6 +98,30 @@ def _result_payload(pred: Prediction) -> dict[str, Any]:
         "model_name": pred.model_name,
         "model_version": pred.model_version,
     }
+    if vector is not None:
+        # Cached with the labels (~350 bytes at 128 dims), so a cache hit (another
+        # product with the same photo) is indexed for search without inference.
+        payload["vector"] = vector
+    return payload
+
+
+def _vectors(
+    projection: EmbeddingProjection | None, items: Sequence[Prediction | InferenceError]
+) -> list[str | None]:
+    """The search descriptor of each prediction (base64 float16), None elsewhere."""
+    out: list[str | None] = [None] * len(items)
+    if projection is None:
+        return out
+    embeddings = {
+        i: p.embedding
+        for i, p in enumerate(items)
+        if isinstance(p, Prediction) and p.embedding is not None
+    }
+    if embeddings:
+        stacked = np.stack(list(embeddings.values()))
+        for i, vec in zip(embeddings, projection.project(stacked), strict=True):
+            out[i] = vector_b64(vec)
+    return out
 
 
 class ImageLabeller:
@@ -105,8 +137,11 @@ class ImageLabeller:
         fetch_policy: FetchPolicy,
         fetch_retries: int = 2,
         claim_ttl_ms: int = 0,
+        projection: EmbeddingProjection | None = None,
     ) -> None:
         self.engine = engine
+        #: Maps the model's embedding to the search descriptor (None: no search).
+        self.projection = projection
         self.cache = cache
         self.executor = executor
         self.limits = limits
@@ -351,15 +386,21 @@ class ImageLabeller:
         self._inflight.update(owned)
         try:
             batch = await loop.run_in_executor(
-                self.executor, self.engine.predict_bytes, list(misses.values()), self.limits
+                self.executor,
+                functools.partial(self.engine.predict_bytes, with_embedding=True)
+                if self.projection is not None
+                else self.engine.predict_bytes,
+                list(misses.values()),
+                self.limits,
             )
             metrics.IMAGES_INFERRED.inc(len(misses))
-            for sha, item in zip(misses, batch.items, strict=True):
+            vectors = _vectors(self.projection, batch.items)
+            for sha, item, vector in zip(misses, batch.items, vectors, strict=True):
                 outcome: _Outcome
                 if isinstance(item, InferenceError):
                     outcome = errors[sha] = item
                 else:
-                    outcome = results[sha] = _result_payload(item)
+                    outcome = results[sha] = _result_payload(item, vector)
                 owned[sha].set_result(outcome)
                 inferred.add(sha)
         finally:
@@ -439,4 +480,11 @@ def _labelled(
         image_result=None if was_cached else res,
         product=product,
         review=any(flag in REVIEW_FLAGS for flag in value.flags),
+        embedding=embedding_record(
+            event_id=ev.event_id,
+            occurred_at=ev.occurred_at,
+            product_id=ev.product_id,
+            image_sha256=sha,
+            result=res,
+        ),
     )
