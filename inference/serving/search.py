@@ -10,7 +10,7 @@ so that cosine similarity is a dot product. It is fitted offline
 to the model as ``embedding_projection.npz``, its sha256 in the manifest.
 
 :class:`VectorIndex` is a usearch HNSW graph over those descriptors (cosine
-metric, int8 scalars by default: 1 byte a dimension; measured with ``vitrine
+metric, float16 scalars by default: 2 bytes a dimension; measured with ``vitrine
 bench search``), with string ids (product ids) mapped to the integer keys
 usearch stores, and save/load. :func:`exact_search` is the brute-force
 baseline the benchmark and the evaluation compare it with.
@@ -186,7 +186,7 @@ class VectorIndex:
         self,
         dims: int,
         *,
-        scalar: Scalar = "i8",
+        scalar: Scalar = "f16",
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 64,
@@ -219,9 +219,24 @@ class VectorIndex:
         return item in self._key_of
 
     @property
+    def expansion_search(self) -> int:
+        """HNSW query breadth (``ef``): higher finds more true neighbours, slower."""
+        return int(self._index.expansion_search)
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        self._index.expansion_search = value  # type: ignore[misc]
+        self.params["expansion_search"] = value
+
+    @property
     def memory_bytes(self) -> int:
-        """What usearch holds for the graph and the vectors (the id maps not counted)."""
+        """What usearch has allocated for the graph and the vectors (the id maps not counted)."""
         return int(self._index.memory_usage)
+
+    @property
+    def serialized_bytes(self) -> int:
+        """The graph and the vectors as saved: what they need, without allocation slack."""
+        return int(self._index.serialized_length)
 
     def add(self, ids: Sequence[str], vectors: npt.ArrayLike, *, threads: int = 1) -> None:
         """Add (or replace) ``vectors`` (N, dims) under ``ids``."""

@@ -230,7 +230,7 @@ def evaluate_search(
     )
     hnsw = _hnsw_neighbours(comp_b, comp_q)
     scores.append(
-        SearchScore("compact", "hnsw-i8", d, d, *score_search(train.labels, val.labels, hnsw))
+        SearchScore("compact", "hnsw-f16", d, 2 * d, *score_search(train.labels, val.labels, hnsw))
     )
     return scores
 

@@ -167,7 +167,9 @@ def predict_command(
 
 
 @click.command("bench")
-@click.argument("target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak"]))
+@click.argument(
+    "target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak", "search"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None)
@@ -195,6 +197,9 @@ def predict_command(
     help="Orders to publish and consume (consume).",
 )
 @click.option("--minutes", default=10.0, show_default=True, help="Soak duration (soak).")
+@click.option(
+    "--vectors", "n_vectors", default=100_000, show_default=True, help="Index size (search)."
+)
 @click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
 @click.option(
     "--out",
@@ -214,11 +219,16 @@ def bench_command(
     trials: int,
     n_events: int,
     minutes: float,
+    n_vectors: int,
     interval_s: float,
     out_dir: Path,
 ) -> None:
-    """Measure inference alone, the pipeline against its baselines, consuming, or codecs."""
+    """Measure inference, the pipeline against its baselines, consuming, codecs, or search."""
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
+    if target == "search":
+        from streams.tools.search import bench_search_command  # noqa: PLC0415
+
+        sys.exit(bench_search_command(as_json=as_json, n_vectors=n_vectors, model_dir=model_dir))
     if target == "inference":
         from streams.tools.predict import run_bench_inference  # noqa: PLC0415
 

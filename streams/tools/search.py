@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-__all__ = ["evaluate_search_click", "fit_search_click", "similar_click"]
+__all__ = ["bench_search_command", "evaluate_search_click", "fit_search_click", "similar_click"]
 
 DEFAULT_DATA = Path("../shared/datasets/grocery-store")
 
@@ -98,6 +99,29 @@ def evaluate_search_click(
         click.echo(json.dumps({"mirror": mirror, "scores": scores_json(scores)}, indent=2))
     else:
         click.echo(format_scores(scores))
+
+
+def bench_search_command(*, as_json: bool, n_vectors: int, model_dir: Path | None) -> int:
+    """``vitrine bench search``: the index against exact search on ``n_vectors`` descriptors."""
+    from inference.training.search_bench import (  # noqa: PLC0415
+        bench_json,
+        bench_search,
+        format_bench,
+        real_descriptors,
+    )
+
+    started = time.monotonic()
+    real = real_descriptors(_engine(model_dir), DEFAULT_DATA, _cache_dir())
+    rows = bench_search(real, n=n_vectors)
+    if as_json:
+        click.echo(bench_json(rows))
+    else:
+        click.echo(format_bench(rows))
+        click.echo(
+            f"({len(real):,} real descriptors, the rest synthetic; 1,000 single queries; "
+            f"{time.monotonic() - started:.0f} s)"
+        )
+    return 0
 
 
 @click.command("similar")
