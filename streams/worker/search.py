@@ -38,7 +38,7 @@ from schemas.errors import SchemaError
 from schemas.records import SCHEMA_VERSION, ProductEmbedding
 from streams.worker import metrics
 
-__all__ = ["EmbeddingFollower", "Neighbour", "SearchIndex", "embedding_record"]
+__all__ = ["EmbeddingFollower", "Listed", "Neighbour", "SearchIndex", "embedding_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,15 @@ class Neighbour:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """What the index keeps of a product beside its vector (a few hundred bytes)."""
+
+    category: str
+    label: str
+    image_sha256: str
+
+
 class SearchIndex:
     """The products' descriptors of one model version, with their categories and labels."""
 
@@ -108,7 +117,7 @@ class SearchIndex:
         self.dims = dims
         self.model_version = model_version
         self.index = VectorIndex(dims, expansion_search=expansion_search)
-        self._meta: dict[str, ProductEmbedding] = {}
+        self._meta: dict[str, Listed] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -131,7 +140,7 @@ class SearchIndex:
             if rec.model_version != self.model_version or len(vector) != self.dims:
                 metrics.SEARCH_UPDATES.labels("other_model").inc()
                 continue
-            self._meta[rec.product_id] = rec
+            self._meta[rec.product_id] = Listed(rec.category, rec.label, rec.image_sha256)
             ids.append(rec.product_id)
             vectors.append(vector)
         if ids:
@@ -147,12 +156,9 @@ class SearchIndex:
 
     def vector_of(self, product_id: str) -> npt.NDArray[np.float32] | None:
         """The indexed descriptor of ``product_id``, or None."""
-        rec = self._meta.get(product_id)
-        if rec is None:
-            return None
-        return decode_vector(base64.b64decode(rec.vector_f16_b64))
+        return self.index.vector(product_id)
 
-    def meta(self, product_id: str) -> ProductEmbedding | None:
+    def meta(self, product_id: str) -> Listed | None:
         """What the topic said about ``product_id`` last."""
         return self._meta.get(product_id)
 

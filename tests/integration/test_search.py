@@ -10,9 +10,12 @@ a single image through the model (``vitrine_images_inferred_total``).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -69,7 +72,7 @@ def inferred(metrics: str) -> float:
 
 
 def test_near_copy_finds_its_product_and_restarted_workers_agree(
-    topics: Topics, worker_factory: Any, producer: KafkaProducer
+    topics: Topics, worker_factory: Any, producer: KafkaProducer, tmp_path: Path
 ) -> None:
     photos = dict(photo_bytes())
     pid = {cls: f"srch-{topics.suffix}-{cls}" for cls in PHOTOS}
@@ -96,6 +99,14 @@ def test_near_copy_finds_its_product_and_restarted_workers_agree(
     assert found["items"][0]["product_id"] == pid["Lemon"], found
     assert found["items"][0]["score"] > 0.8, found
     assert found["items"][0]["category"] == embeddings[pid["Lemon"]].category
+    # The command line asks the same worker.
+    (tmp_path / "query.jpg").write_bytes(query)
+    cli = subprocess.run(
+        [sys.executable, "-m", "streams.tools.cli", "similar", str(tmp_path / "query.jpg"),
+         "--k", "3", "--json", "--url", f"http://127.0.0.1:{first.web_port}"],
+        env=topics.env(), capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(cli.stdout)["items"] == found["items"]
     milk = http(
         first.web_port, "/similar?k=5&category=dairy", data=near_copy(photos["Arla-Standard-Milk"])
     )
