@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ class SearchBenchRow:
     mib_per_million: float
     #: What the library had allocated (it grows in chunks), per million in MiB.
     allocated_mib_per_million: float
+    #: Python objects kept per vector: the id <-> key maps (ids like ``sku-0001234567``).
+    python_bytes_per_vector: float
     build_vectors_per_s: float | None
     build_threads: int | None
 
@@ -100,7 +103,7 @@ def _exact_row(
     per = float(base.itemsize * base.shape[1])
     return SearchBenchRow(
         "exact numpy f32", len(base), base.shape[1], _recall(np.stack(found), truth),
-        p50, p99, per, per * 1e6 / 2**20, per * 1e6 / 2**20, None, None,
+        p50, p99, per, per * 1e6 / 2**20, per * 1e6 / 2**20, 0.0, None, None,
     )  # fmt: skip
 
 
@@ -114,10 +117,13 @@ def _hnsw_rows(
 ) -> list[SearchBenchRow]:
     index = VectorIndex(base.shape[1], scalar=scalar)  # type: ignore[arg-type]
     empty = index.memory_bytes
-    ids = [str(i) for i in range(len(base))]
+    ids = [f"sku-{i:010d}" for i in range(len(base))]
+    tracemalloc.start()
     t0 = time.perf_counter()
     index.add(ids, base, threads=threads)
     rate = len(base) / (time.perf_counter() - t0)
+    python_bytes = tracemalloc.get_traced_memory()[0] / len(base)
+    tracemalloc.stop()
     per = index.serialized_bytes / len(base)
     allocated = (index.memory_bytes - empty) / len(base)
     rows = []
@@ -128,7 +134,7 @@ def _hnsw_rows(
             t0 = time.perf_counter()
             hits = index.search(q, 10)
             times.append(time.perf_counter() - t0)
-            found.append([int(h.id) for h in hits])
+            found.append([int(h.id[4:]) for h in hits])
         p50, p99 = _percentiles(times)
         rows.append(
             SearchBenchRow(
@@ -141,6 +147,7 @@ def _hnsw_rows(
                 per,
                 per * 1e6 / 2**20,
                 allocated * 1e6 / 2**20,
+                python_bytes,
                 rate,
                 threads,
             )
@@ -173,7 +180,7 @@ def format_bench(rows: Sequence[SearchBenchRow]) -> str:
     """The rows as a plain-text table."""
     head = (
         f"{'index':<30}{'vectors':>9}{'recall@10':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'B/vector':>10}{'MiB/1M':>9}{'alloc/1M':>10}{'build vec/s':>13}"
+        f"{'B/vector':>10}{'MiB/1M':>9}{'alloc/1M':>10}{'py B/vec':>10}{'build vec/s':>13}"
     )
     lines = [head]
     for r in rows:
@@ -181,7 +188,7 @@ def format_bench(rows: Sequence[SearchBenchRow]) -> str:
         lines.append(
             f"{r.index:<30}{r.vectors:>9,}{r.recall_at_10:>11.4f}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}"
             f"{r.bytes_per_vector:>10.0f}{r.mib_per_million:>9.0f}"
-            f"{r.allocated_mib_per_million:>10.0f}{build:>13}"
+            f"{r.allocated_mib_per_million:>10.0f}{r.python_bytes_per_vector:>10.0f}{build:>13}"
         )
     return "\n".join(lines)
 
