@@ -101,6 +101,8 @@ def _faust_app(s: Settings) -> VitrineApp:
         web_host=s.web_host,
         web_port=s.web_port,
         web_in_thread=False,
+        # POST /similar takes an image: as large as a listing's may be (aiohttp: 1 MiB).
+        web_application_options={"client_max_size": s.max_image_bytes + 64 * 1024},
         table_cleanup_interval=60.0,
     )
     app.shutdown_timeout_s = s.shutdown_timeout_s

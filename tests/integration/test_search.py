@@ -111,6 +111,11 @@ def test_near_copy_finds_its_product_and_restarted_workers_agree(
         first.web_port, "/similar?k=5&category=dairy", data=near_copy(photos["Arla-Standard-Milk"])
     )
     assert [i["product_id"] for i in milk["items"]] == [pid["Arla-Standard-Milk"]], milk
+    # A photo over aiohttp's default 1 MiB body limit (up to VITRINE_MAX_IMAGE_BYTES).
+    noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    big = cv2.imencode(".png", noise)[1].tobytes()
+    assert len(big) > 2**20
+    assert len(http(first.web_port, "/similar?k=2", data=big)["items"]) == 2
     with pytest.raises(urllib.error.HTTPError) as bad:
         http(first.web_port, "/similar?k=3", data=b"not an image")
     assert bad.value.code == 422
