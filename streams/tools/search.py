@@ -110,6 +110,11 @@ def bench_search_command(*, as_json: bool, n_vectors: int, model_dir: Path | Non
         real_descriptors,
     )
 
+    if not (DEFAULT_DATA / "train.txt").is_file():
+        raise click.ClickException(
+            f"bench search starts from the data set's real descriptors: no {DEFAULT_DATA}/train.txt"
+            " (run it from the repository root, beside ../shared)"
+        )
     started = time.monotonic()
     real = real_descriptors(_engine(model_dir), DEFAULT_DATA, _cache_dir())
     rows = bench_search(real, n=n_vectors)

@@ -123,7 +123,8 @@ def test_near_copy_finds_its_product_and_restarted_workers_agree(
         http(first.web_port, "/similar/no-such-product")
     assert missing.value.code == 404
     assert inferred(first.metrics()) == len(PHOTOS)
-    first.stop()
+    assert first.stop() == 0, first.tail()
+    assert "Unclosed" not in first.tail(400)
 
     # A restart, and a peer beside it: both rebuild the index from Kafka alone.
     second, third = worker_factory(), worker_factory()
