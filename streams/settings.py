@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # HNSW query breadth: more finds more of the true nearest neighbours, slower
     # (`vitrine bench search` measures recall and latency at each).
     search_expansion: int = Field(default=64, ge=10, le=4096)
+    # A directory the worker saves its search index into at stop, with the topic
+    # offsets it covers, and loads at start: then only later records are read.
+    # One per worker (not shared). Unset: every start reads the whole topic.
+    search_snapshot_dir: Path | None = None
 
     # --- Worker ------------------------------------------------------------
     web_host: str = "127.0.0.1"

@@ -264,6 +264,10 @@ class VectorIndex:
         if keys:
             self._index.remove(np.asarray(keys, dtype=np.uint64))
 
+    def ids(self) -> list[str]:
+        """Every id in the index."""
+        return list(self._key_of)
+
     def vector(self, id_: str) -> FloatArray | None:
         """The stored vector of ``id_`` (as the index's scalars hold it), or None."""
         key = self._key_of.get(id_)

@@ -371,7 +371,10 @@ def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> Embedding
         )
 
     return EmbeddingFollower(
-        topic=topics.embeddings.get_topic_name(), client_config=aiokafka_config(s), build=build
+        topic=topics.embeddings.get_topic_name(),
+        client_config=aiokafka_config(s),
+        build=build,
+        snapshot=s.search_snapshot_dir,
     )
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import mode
@@ -148,6 +151,54 @@ class SearchIndex:
             metrics.SEARCH_UPDATES.labels("indexed").inc(len(ids))
         metrics.SEARCH_INDEXED.set(len(self.index))
 
+    def save(self, directory: Path, *, topic: str, positions: Mapping[int, int]) -> None:
+        """Write the index, its products and the topic offsets it covers into ``directory``.
+
+        Written beside it first and renamed, so a crash leaves the old snapshot or none.
+        """
+        new = directory.with_name(directory.name + ".new")
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+        self.index.save(new / "index.usearch")
+        state = {
+            "topic": topic,
+            "model_version": self.model_version,
+            "dims": self.dims,
+            "positions": {str(p): o for p, o in positions.items()},
+            "products": {k: [m.category, m.label, m.image_sha256] for k, m in self._meta.items()},
+        }
+        (new / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        shutil.rmtree(directory, ignore_errors=True)
+        new.rename(directory)
+
+    def load(self, directory: Path, *, topic: str) -> dict[int, int] | None:
+        """Replace this (empty) index with a snapshot of the same topic and model.
+
+        Returns the partition offsets to read on from, or None (and changes
+        nothing) when there is no usable snapshot.
+        """
+        try:
+            state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+            if (state["topic"], state["model_version"], state["dims"]) != (
+                topic, self.model_version, self.dims,
+            ):  # fmt: skip
+                logger.info("search snapshot %s is of another topic or model: not used", directory)
+                return None
+            index = VectorIndex.load(directory / "index.usearch")
+            meta = {k: Listed(*v) for k, v in state["products"].items()}
+            if set(meta) != set(index.ids()):
+                raise ValueError("its index and its products differ")
+            positions = {int(p): int(o) for p, o in state["positions"].items()}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            logger.warning("search snapshot %s unreadable (%s): not used", directory, exc)
+            return None
+        index.expansion_search = self.index.expansion_search
+        self.index, self._meta = index, meta
+        metrics.SEARCH_INDEXED.set(len(index))
+        return positions
+
     def _remove(self, product_id: str) -> None:
         if product_id in self._meta:
             del self._meta[product_id]
@@ -202,10 +253,13 @@ class EmbeddingFollower(mode.Service):
         client_config: Mapping[str, Any],
         build: Callable[[], Awaitable[SearchIndex | None]],
         max_records: int = 2000,
+        snapshot: Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.topic = topic
+        #: Where the index is saved at stop and loaded from at start (None: never).
+        self.snapshot = snapshot
         self._config = dict(client_config)
         self._build = build
         self.max_records = max_records
@@ -233,8 +287,11 @@ class EmbeddingFollower(mode.Service):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
             )
+            positions = self.index.load(self.snapshot, topic=self.topic) if self.snapshot else None
             await consumer.start()
             started = time.monotonic()
+            if positions is not None:
+                await self._resume(consumer, positions)
             ends: dict[TopicPartition, int] | None = None
             while not self.should_stop:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
@@ -266,7 +323,37 @@ class EmbeddingFollower(mode.Service):
                 return False
         return True
 
+    async def _resume(self, consumer: AIOKafkaConsumer, positions: Mapping[int, int]) -> None:
+        """Read on from a snapshot's offsets (the beginning of partitions it lacks)."""
+        assert self.index is not None
+        for _ in range(200):  # the group-less assignment follows the first metadata
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps) if tps else {}
+        if any(positions.get(tp.partition, 0) > ends[tp] for tp in tps):
+            # Offsets past the end: the topic was recreated since. Read it all.
+            logger.warning("search snapshot is ahead of %s: rebuilding from the topic", self.topic)
+            self.index = await self._build()
+            await consumer.seek_to_beginning(*tps)
+            return
+        for tp in tps:
+            consumer.seek(tp, positions.get(tp.partition, 0))
+        logger.info("search index: %d products from snapshot %s", len(self.index), self.snapshot)
+
     async def on_stop(self) -> None:
-        """Close the consumer."""
-        if self._consumer is not None:
-            await self._consumer.stop()
+        """Save a snapshot (when caught up and configured), then close the consumer."""
+        consumer, index = self._consumer, self.index
+        if consumer is None:
+            return
+        if self.snapshot is not None and index is not None and self.caught_up.is_set():
+            try:
+                positions = {
+                    tp.partition: await consumer.position(tp) for tp in consumer.assignment()
+                }
+                index.save(self.snapshot, topic=self.topic, positions=positions)
+                logger.info("search index: %d products saved to %s", len(index), self.snapshot)
+            except Exception:  # a snapshot is an optimisation: never fail the stop for it
+                logger.exception("saving the search snapshot to %s failed", self.snapshot)
+        await consumer.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import msgspec
 import numpy as np
 import pytest
 from kafka import KafkaProducer
@@ -140,3 +141,43 @@ def test_near_copy_finds_its_product_and_restarted_workers_agree(
             i["product_id"] for i in found["items"]
         ]
         assert inferred(worker.metrics()) == 0, worker.tail()
+
+
+def counted(metrics: str, outcome: str) -> float:
+    prefix = f'vitrine_search_updates_total{{outcome="{outcome}"}} '
+    return next((float(x.split()[1]) for x in metrics.splitlines() if x.startswith(prefix)), 0.0)
+
+
+def test_snapshot_start_reads_only_the_records_after_it(
+    topics: Topics, worker_factory: Any, producer: KafkaProducer, tmp_path: Path
+) -> None:
+    photos = dict(photo_bytes())
+    names = ["Lemon", "Banana", "Kiwi"]
+    pid = {cls: f"snap-{topics.suffix}-{cls}" for cls in names}
+    snapshot = str(tmp_path / "search-snapshot")
+    first = worker_factory(VITRINE_SEARCH_SNAPSHOT_DIR=snapshot).start()
+    for cls in names:
+        producer.send(topics.product_images, *reversed(listing(pid[cls], photos[cls])))
+    producer.flush()
+    wait_indexed(first.web_port, pid["Lemon"], len(names))
+    assert first.stop() == 0, first.tail()
+    assert "saved to" in first.tail(400)
+
+    # While no worker runs: one product is delisted (a tombstone), one more appears.
+    records: list[Any] = consume(topics.bootstrap, topics.product_embeddings, expect=len(names))
+    lemon = next(r.value for r in records if r.key.decode() == pid["Lemon"])
+    new_id = f"snap-{topics.suffix}-lemon-again"
+    again = msgspec.structs.replace(codec.decode_product_embedding(lemon), product_id=new_id)
+    producer.send(topics.product_embeddings, key=pid["Kiwi"].encode(), value=None)
+    producer.send(topics.product_embeddings, key=new_id.encode(), value=codec.encode(again))
+    producer.flush()
+
+    second = worker_factory(VITRINE_SEARCH_SNAPSHOT_DIR=snapshot).start()
+    body = wait_indexed(second.web_port, new_id, len(names))
+    assert body["items"][0]["product_id"] == pid["Lemon"], body
+    metrics = second.metrics()
+    # The snapshot's three products were not read again: only the two new records.
+    assert counted(metrics, "indexed") == 1, second.tail()
+    assert counted(metrics, "removed") == 1
+    assert inferred(metrics) == 0
+    assert "from snapshot" in second.tail(400)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -83,3 +84,27 @@ def test_no_vector_no_record() -> None:
         )
         is None
     )
+
+
+def test_snapshot_round_trip_and_refusals(tmp_path: Path) -> None:
+    v = vectors(5)
+    index = SearchIndex(16, VERSION)
+    index.apply((f"p{i}".encode(), record(f"p{i}", v[i], "dairy")) for i in range(5))
+    snap = tmp_path / "snap"
+    index.save(snap, topic="t", positions={0: 3, 1: 2})
+    index.save(snap, topic="t", positions={0: 4, 1: 2})  # replaces the previous one
+    again = SearchIndex(16, VERSION)
+    assert again.load(snap, topic="t") == {0: 4, 1: 2}
+    assert len(again) == 5
+    assert [h.product_id for h in again.similar(v[3], 5)] == [
+        h.product_id for h in index.similar(v[3], 5)
+    ]
+    assert again.similar(v[3], 1)[0].category == "dairy"
+    # Another topic, another model, no snapshot, a broken one: not used.
+    assert SearchIndex(16, VERSION).load(snap, topic="other") is None
+    assert SearchIndex(16, "v2").load(snap, topic="t") is None
+    assert SearchIndex(16, VERSION).load(tmp_path / "none", topic="t") is None
+    (snap / "state.json").write_text("{")
+    broken = SearchIndex(16, VERSION)
+    assert broken.load(snap, topic="t") is None
+    assert len(broken) == 0
