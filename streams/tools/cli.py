@@ -2,7 +2,9 @@
 
 ``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
 ``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
-``report``, ``recommend`` and ``evaluate-recs`` are added to the same click group.
+``report``, ``recommend``, ``evaluate-recs`` and the visual-search commands
+(``fit-search``, ``evaluate-search``, ``similar``: :mod:`streams.tools.search`)
+are added to the same click group.
 Heavy modules are imported inside each command, so ``vitrine stack status`` does
 not load a model.
 """
