@@ -39,6 +39,7 @@ from schemas.records import (
     CategorySales,
     EnrichedOrder,
     OrderEvent,
+    ProductEmbedding,
     ProductImageEvent,
     ProductLabelled,
 )
@@ -51,13 +52,20 @@ __all__ = [
     "decode_enriched_order",
     "decode_inline_image",
     "decode_order",
+    "decode_product_embedding",
     "decode_product_image",
     "decode_product_labelled",
     "encode",
 ]
 
 RecordT = TypeVar(
-    "RecordT", ProductImageEvent, ProductLabelled, OrderEvent, EnrichedOrder, CategorySales
+    "RecordT",
+    ProductImageEvent,
+    ProductLabelled,
+    OrderEvent,
+    EnrichedOrder,
+    CategorySales,
+    ProductEmbedding,
 )
 
 DEFAULT_MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
@@ -112,6 +120,11 @@ def decode_enriched_order(data: bytes | bytearray | memoryview) -> EnrichedOrder
 def decode_category_sales(data: bytes | bytearray | memoryview) -> CategorySales:
     """Decode a value of the category-sales topic."""
     return decode(data, CategorySales)
+
+
+def decode_product_embedding(data: bytes | bytearray | memoryview) -> ProductEmbedding:
+    """Decode a value of the product-embeddings topic."""
+    return decode(data, ProductEmbedding)
 
 
 def _run(

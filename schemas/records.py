@@ -30,6 +30,7 @@ __all__ = [
     "Label",
     "OrderEvent",
     "OrderItem",
+    "ProductEmbedding",
     "ProductImageEvent",
     "ProductLabelled",
     "Record",
@@ -264,6 +265,45 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
     ) = None
 
 
+class ProductEmbedding(msgspec.Struct, frozen=True, kw_only=True):
+    """The compact visual-search descriptor of a product's image.
+
+    Topic product-embeddings (compacted), key product_id: the latest descriptor of
+    every product, which each worker reads whole into its search index at start.
+    """
+
+    schema_version: SchemaVersion
+    event_id: EventId
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="occurred_at of the input ProductImageEvent.")
+    ]
+    product_id: Id
+    image_sha256: Sha256
+    category: Annotated[str, Meta(min_length=1, max_length=64)]
+    label: Annotated[str, Meta(min_length=1, max_length=128, description="The top-1 label.")]
+    model_name: Annotated[str, Meta(min_length=1, max_length=128)]
+    model_version: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=64,
+            description="Descriptors of different model versions are not comparable.",
+        ),
+    ]
+    dims: Annotated[int, Meta(ge=1, le=4096)]
+    vector_f16_b64: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=16384,
+            description=(
+                "The unit-length descriptor: dims little-endian IEEE float16 values, "
+                "standard base64 with padding."
+            ),
+        ),
+    ]
+
+
 class OrderItem(msgspec.Struct, frozen=True, kw_only=True):
     """One line of an order."""
 
@@ -375,7 +415,14 @@ class CategorySales(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: Annotated[datetime, Meta(tz=True, description="When this update was emitted.")]
 
 
-Record = ProductImageEvent | ProductLabelled | OrderEvent | EnrichedOrder | CategorySales
+Record = (
+    ProductImageEvent
+    | ProductLabelled
+    | OrderEvent
+    | EnrichedOrder
+    | CategorySales
+    | ProductEmbedding
+)
 """Any top-level event record."""
 
 RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (
@@ -384,5 +431,6 @@ RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (
     OrderEvent,
     EnrichedOrder,
     CategorySales,
+    ProductEmbedding,
 )
 """The top-level records, each with a JSON Schema file ``schemas/json/<Name>.schema.json``."""

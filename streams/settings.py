@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Listings with an integrity flag (duplicate_image, near_duplicate,
     # category_mismatch), key product_id: the same ProductLabelled, with its evidence.
     topic_listing_review: str = "listing-review"
+    # Compacted, key product_id: each product's latest visual-search descriptor
+    # (ProductEmbedding); every worker reads it whole into its search index.
+    topic_product_embeddings: str = "product-embeddings"
 
     # --- Redis -------------------------------------------------------------
     # rediss:// for TLS (redis-py verifies the server certificate by default).
@@ -177,6 +180,15 @@ class Settings(BaseSettings):
     # Lifetime of a key after its last update: over a year, so that a season's
     # popularity is still there when the season comes round again.
     recommend_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
+
+    # --- Visual search (streams/worker/search.py) ------------------------------
+    # HNSW query breadth: more finds more of the true nearest neighbours, slower
+    # (`vitrine bench search` measures recall and latency at each).
+    search_expansion: int = Field(default=64, ge=10, le=4096)
+    # A directory the worker saves its search index into at stop, with the topic
+    # offsets it covers, and loads at start: then only later records are read.
+    # One per worker (not shared). Unset: every start reads the whole topic.
+    search_snapshot_dir: Path | None = None
 
     # --- Worker ------------------------------------------------------------
     web_host: str = "127.0.0.1"

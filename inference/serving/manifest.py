@@ -125,6 +125,10 @@ class ModelManifest:
     fp16_path: Path | None = None
     #: INT8 graph served on CPUs when present (``VITRINE_PRECISION`` picks).
     int8: QuantizedGraph | None = None
+    #: Visual search: the fitted projection of the embedding to a compact descriptor
+    #: (``embedding_projection.npz``, read by :mod:`inference.serving.search`) and its sha256.
+    projection_path: Path | None = None
+    projection_sha256: str | None = None
     description: str = ""
     license: str = ""
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -199,7 +203,8 @@ class ModelManifest:
         """Build a manifest from its JSON form; raise ``model.invalid_manifest`` on any problem."""
         where = model_dir / MANIFEST_FILE
         try:
-            return _parse(raw, model_dir)
+            # The optional sections after the core ones (_parse is long enough).
+            return _parse(raw, model_dir).replace(**_search(cast(dict[str, Any], raw), model_dir))
         except (KeyError, TypeError, ValueError) as exc:
             detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ModelError("model.invalid_manifest", f"{where}: {detail}") from exc
@@ -242,9 +247,21 @@ class ModelManifest:
                 "confidence_threshold": self.confidence_threshold,
                 "ood_threshold": self.ood_threshold,
             },
+            **self._search_dict(),
             "source": dict(self.source),
             "labels": list(self.labels),
             "categories": list(self.categories),
+        }
+
+    def _search_dict(self) -> dict[str, Any]:
+        # Only when there is a projection: manifests without one are written as before.
+        if self.projection_path is None:
+            return {}
+        return {
+            "search": {
+                "projection_file": self.projection_path.name,
+                "projection_sha256": self.projection_sha256,
+            }
         }
 
     def write(self) -> Path:
@@ -335,6 +352,23 @@ def _quantized(raw: Mapping[str, Any], model_dir: Path) -> QuantizedGraph | None
     )
 
 
+def _thresholds(review: Mapping[str, Any]) -> dict[str, Any]:
+    # dict[str, Any]: unpacked into ModelManifest beside fields of other types.
+    return {k: _optional_number(review, k) for k in ("confidence_threshold", "ood_threshold")}
+
+
+def _search(raw: Mapping[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The optional ``search`` section: the projection file and its sha256."""
+    search = raw.get("search")
+    if search is None:
+        return {}
+    if not isinstance(search, dict):
+        raise TypeError("'search' must be a JSON object")
+    sha = _sha256_field(search, "projection_sha256")
+    path = _file_in(model_dir, search["projection_file"], "projection_file")
+    return {"projection_path": path, "projection_sha256": sha}
+
+
 def _parse(raw: object, model_dir: Path) -> ModelManifest:
     if not isinstance(raw, dict):
         raise TypeError("the manifest must be a JSON object")
@@ -364,7 +398,7 @@ def _parse(raw: object, model_dir: Path) -> ModelManifest:
     review = raw.get("review") or {}
     if not isinstance(review, dict):
         raise TypeError("'review' must be a JSON object")
-    thresholds = {k: _optional_number(review, k) for k in ("confidence_threshold", "ood_threshold")}
+    thresholds = _thresholds(review)
     fp16_file = raw.get("fp16_file")
     source = raw.get("source", {})
     if not isinstance(source, dict):

@@ -2,8 +2,9 @@
 
 ``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
 ``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
-``report``, ``recommend``, ``evaluate-recs`` and ``evaluate-duplicates`` are added
-to the same click group.
+``report``, ``recommend``, ``evaluate-recs``, ``evaluate-duplicates``, ``quantize`` and
+the visual-search commands (``fit-search``, ``evaluate-search``, ``similar``:
+:mod:`streams.tools.search`) are added to the same click group.
 Heavy modules are imported inside each command, so ``vitrine stack status`` does
 not load a model.
 """
@@ -169,7 +170,8 @@ def predict_command(
 
 @click.command("bench")
 @click.argument(
-    "target", type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak", "all"])
+    "target",
+    type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak", "search", "all"]),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
@@ -204,6 +206,9 @@ def predict_command(
     help="Worker processes to compare, e.g. 1,2 (pipeline, all).",
 )
 @click.option("--minutes", default=10.0, show_default=True, help="Soak duration (soak).")
+@click.option(
+    "--vectors", "n_vectors", default=100_000, show_default=True, help="Index size (search)."
+)
 @click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
 @click.option(
     "--out",
@@ -224,16 +229,21 @@ def bench_command(
     n_events: int,
     worker_counts: str | None,
     minutes: float,
+    n_vectors: int,
     interval_s: float,
     out_dir: Path | None,
 ) -> None:
-    """Measure inference alone, the pipeline against its baselines, consuming, or codecs.
+    """Measure inference, the pipeline against its baselines, consuming, codecs, or search.
 
     ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
     naive baseline, worker scaling) and the search index into one folder.
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
+    if target == "search":
+        from streams.tools.search import bench_search_command  # noqa: PLC0415
+
+        sys.exit(bench_search_command(as_json=as_json, n_vectors=n_vectors, model_dir=model_dir))
     if target == "inference":
         from streams.tools.predict import run_bench_inference  # noqa: PLC0415
 
@@ -450,11 +460,15 @@ def export_model_command(out_dir: Path) -> None:
 
 
 def _add_training_commands(group: click.Group) -> None:
+    from streams.tools import search as search_cmds  # noqa: PLC0415
     from streams.tools import train as train_cmds  # noqa: PLC0415
 
     group.add_command(train_cmds.train_click)
     group.add_command(train_cmds.evaluate_click)
     group.add_command(train_cmds.quantize_click)
+    group.add_command(search_cmds.fit_search_click)
+    group.add_command(search_cmds.evaluate_search_click)
+    group.add_command(search_cmds.similar_click)
 
 
 def main() -> None:

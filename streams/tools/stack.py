@@ -146,7 +146,13 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_orders_dlq: settings.topic_partitions,
         settings.topic_product_review: settings.topic_partitions,
         settings.topic_listing_review: settings.topic_partitions,
+        settings.topic_product_embeddings: settings.topic_partitions,
     }
+
+
+def compacted_topics(settings: Settings) -> frozenset[str]:
+    """Topics whose records replace earlier ones of their key (``cleanup.policy=compact``)."""
+    return frozenset({settings.topic_category_sales, settings.topic_product_embeddings})
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -664,7 +670,9 @@ class Stack:
 
     def create_topics(self, specs: dict[str, int], replication: int = 1) -> list[str]:
         """Create the missing topics; return the names created."""
-        return create_topics(self.bootstrap_servers, specs, replication)
+        return create_topics(
+            self.bootstrap_servers, specs, replication, compacted=compacted_topics(self.settings)
+        )
 
 
 def create_topics(
@@ -673,8 +681,11 @@ def create_topics(
     replication: int = 1,
     *,
     security: Mapping[str, Any] | None = None,
+    compacted: Iterable[str] = (),
 ) -> list[str]:
     """Create those of ``specs`` (name -> partitions) that do not exist yet.
+
+    ``compacted``: names created with ``cleanup.policy=compact``.
 
     ``security``: kafka-python's security keywords (``security_protocol``,
     ``sasl_*``, ``ssl_*``), for a secured listener.
@@ -686,10 +697,16 @@ def create_topics(
     admin = KafkaAdminClient(
         **{"bootstrap_servers": bootstrap, **(security or {})}, client_id="vitrine-topics"
     )
+    compact = set(compacted)
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=n, replication_factor=replication)
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=replication,
+                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+            )
             for name, n in specs.items()
             if name not in existing
         ]

@@ -56,6 +56,7 @@ from streams.worker.enrich import Enriched
 from streams.worker.kafka_config import aiokafka_config, faust_credentials
 from streams.worker.labelling import Labelled
 from streams.worker.runtime import Runtime
+from streams.worker.search import EmbeddingFollower, SearchIndex
 from streams.worker.transport import VitrineApp
 from streams.worker.web import add_pages
 from streams.worker.windows import (
@@ -101,6 +102,8 @@ def _faust_app(s: Settings) -> VitrineApp:
         web_host=s.web_host,
         web_port=s.web_port,
         web_in_thread=False,
+        # POST /similar takes an image: as large as a listing's may be (aiohttp: 1 MiB).
+        web_application_options={"client_max_size": s.max_image_bytes + 64 * 1024},
         table_cleanup_interval=60.0,
     )
     app.shutdown_timeout_s = s.shutdown_timeout_s
@@ -126,6 +129,8 @@ class Topics:
     listing_review: faust.TopicT
     #: Internal: per-order sales deltas keyed ``category|region``, for the window table.
     deltas: faust.TopicT
+    #: Compacted: each product's search descriptor (read whole by every worker).
+    embeddings: faust.TopicT
 
     @classmethod
     def on(cls, app: faust.App, s: Settings) -> Topics:
@@ -145,6 +150,7 @@ class Topics:
             review=topic(s.topic_product_review),
             listing_review=topic(s.topic_listing_review),
             deltas=topic(f"{s.app_id}-sales-deltas"),
+            embeddings=topic(s.topic_product_embeddings, compacting=True),
         )
 
     @property
@@ -153,6 +159,7 @@ class Topics:
         return [
             self.orders, self.labels, self.enriched, self.sales,
             self.images_dlq, self.orders_dlq, self.review, self.listing_review, self.deltas,
+            self.embeddings,
         ]  # fmt: skip
 
 
@@ -162,14 +169,16 @@ def _routes(
     dlq: faust.TopicT,
     review: faust.TopicT | None = None,
     listing_review: faust.TopicT | None = None,
+    embeddings: faust.TopicT | None = None,
 ) -> Any:
-    """A route: a result to its output record, and to the review topics when flagged.
+    """A route: a result to its output record, to the review topics when flagged, its descriptor.
 
     A rejection goes to its dead letter.
     """
     ok_name, dlq_name = ok.get_topic_name(), dlq.get_topic_name()
     review_name = review.get_topic_name() if review is not None else None
     listing_name = listing_review.get_topic_name() if listing_review is not None else None
+    embeddings_name = embeddings.get_topic_name() if embeddings is not None else None
 
     def route(res: Labelled | Enriched | Rejected) -> list[Send]:
         if isinstance(res, Rejected):
@@ -180,6 +189,8 @@ def _routes(
                 sends.append(delivery.record(review_name, res.key, res.value))
             if listing_name is not None and res.listing_review:
                 sends.append(delivery.record(listing_name, res.key, res.value))
+            if embeddings_name is not None and res.embedding:
+                sends.append(delivery.record(embeddings_name, res.key, res.embedding))
         return sends
 
     return route
@@ -220,7 +231,12 @@ def _add_label_images(
             out_topic=s.topic_product_labels,
             process=rt.labeller.process,
             route=_routes(
-                delivery, topics.labels, topics.images_dlq, topics.review, topics.listing_review
+                delivery,
+                topics.labels,
+                topics.images_dlq,
+                topics.review,
+                topics.listing_review,
+                topics.embeddings,
             ),
             check=rt.labeller.check_integrity,
             remember=rt.labeller.remember,
@@ -359,6 +375,25 @@ def _add_lag_timer(app: faust.App, topics: Topics, order_consumer: BatchConsumer
             logger.debug("consumer lag not available yet", exc_info=True)
 
 
+def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> EmbeddingFollower:
+    """Every worker's search index, read from the whole product-embeddings topic."""
+
+    async def build() -> SearchIndex | None:
+        rt = await runtime.ready()
+        if rt.projection is None:
+            return None
+        return SearchIndex(
+            rt.projection.dims, rt.engine.model_version, expansion_search=s.search_expansion
+        )
+
+    return EmbeddingFollower(
+        topic=topics.embeddings.get_topic_name(),
+        client_config=aiokafka_config(s),
+        build=build,
+        snapshot=s.search_snapshot_dir,
+    )
+
+
 def create_app(settings: Settings | None = None) -> VitrineApp:
     """Build the worker's Faust app for ``settings`` (default: from the environment)."""
     s = settings or get_settings()
@@ -371,5 +406,7 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     app.service(order_consumer)  # type: ignore[arg-type]
     _add_sales(app, topics, delivery, s)
     _add_lag_timer(app, topics, order_consumer)
-    add_pages(app, runtime, order_consumer, app.unreadable)
+    app.search = search = _search_follower(topics, runtime, s)
+    app.service(search)  # type: ignore[arg-type]
+    add_pages(app, runtime, order_consumer, app.unreadable, search)
     return app

@@ -46,12 +46,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from inference.serving.decode import ImageLimits
 from inference.serving.duplicates import predict_with_fingerprints
 from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
 from inference.serving.fingerprint import Fingerprint
+from inference.serving.search import EmbeddingProjection
 from inference.serving.taxonomy import category_mismatch
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
@@ -65,6 +67,7 @@ from streams.worker.integrity import (
     IntegrityConfig,
     Listing,
 )
+from streams.worker.search import embedding_record, vector_b64
 
 __all__ = ["ImageLabeller", "Labelled", "Rejected"]
 
@@ -91,6 +94,9 @@ class Labelled:
     output: ProductLabelled | None = None
     #: The photo's fingerprint when it was decoded here (None for a cache hit).
     fingerprint: Fingerprint | None = None
+    #: The product's ``product-embeddings`` value (its search descriptor), when the
+    #: model has a search projection.
+    embedding: bytes | None = None
 
     @property
     def listing_review(self) -> bool:
@@ -107,8 +113,8 @@ def _hash_all(blobs: Sequence[bytes]) -> list[str]:
     return [hashlib.sha256(b).hexdigest() for b in blobs]
 
 
-def _result_payload(pred: Prediction) -> dict[str, Any]:
-    return {
+def _result_payload(pred: Prediction, vector: str | None = None) -> dict[str, Any]:
+    payload = {
         "labels": [[label, round(float(score), 6)] for label, score in pred.labels],
         "category": pred.category,
         "score": round(float(pred.score), 6),
@@ -116,6 +122,30 @@ def _result_payload(pred: Prediction) -> dict[str, Any]:
         "model_name": pred.model_name,
         "model_version": pred.model_version,
     }
+    if vector is not None:
+        # Cached with the labels (~350 bytes at 128 dims), so a cache hit (another
+        # product with the same photo) is indexed for search without inference.
+        payload["vector"] = vector
+    return payload
+
+
+def _vectors(
+    projection: EmbeddingProjection | None, items: Sequence[Prediction | InferenceError]
+) -> list[str | None]:
+    """The search descriptor of each prediction (base64 float16), None elsewhere."""
+    out: list[str | None] = [None] * len(items)
+    if projection is None:
+        return out
+    embeddings = {
+        i: p.embedding
+        for i, p in enumerate(items)
+        if isinstance(p, Prediction) and p.embedding is not None
+    }
+    if embeddings:
+        stacked = np.stack(list(embeddings.values()))
+        for i, vec in zip(embeddings, projection.project(stacked), strict=True):
+            out[i] = vector_b64(vec)
+    return out
 
 
 class ImageLabeller:
@@ -132,8 +162,11 @@ class ImageLabeller:
         fetch_retries: int = 2,
         claim_ttl_ms: int = 0,
         integrity: IntegrityConfig | None = None,
+        projection: EmbeddingProjection | None = None,
     ) -> None:
         self.engine = engine
+        #: Maps the model's embedding to the search descriptor (None: no search).
+        self.projection = projection
         self.cache = cache
         self.executor = executor
         self.limits = limits
@@ -392,12 +425,13 @@ class ImageLabeller:
                 self.limits,
             )
             metrics.IMAGES_INFERRED.inc(len(misses))
-            for sha, item, fp in zip(misses, batch.items, prints, strict=True):
+            vectors = _vectors(self.projection, batch.items)
+            for sha, item, fp, vector in zip(misses, batch.items, prints, vectors, strict=True):
                 outcome: _Outcome
                 if isinstance(item, InferenceError):
                     outcome = errors[sha] = item
                 else:
-                    outcome = results[sha] = _result_payload(item)
+                    outcome = results[sha] = _result_payload(item, vector)
                 owned[sha].set_result(outcome)
                 inferred[sha] = fp
         finally:
@@ -530,4 +564,11 @@ def _labelled(
         review=any(flag in REVIEW_FLAGS for flag in value.flags),
         output=value,
         fingerprint=image.fingerprint,
+        embedding=embedding_record(
+            event_id=ev.event_id,
+            occurred_at=ev.occurred_at,
+            product_id=ev.product_id,
+            image_sha256=image.sha,
+            result=res,
+        ),
     )

@@ -37,6 +37,10 @@ __all__ = [
     "REDIS_UP",
     "SALES_DUPLICATES",
     "SALES_LATE",
+    "SEARCH_INDEXED",
+    "SEARCH_QUERIES",
+    "SEARCH_SECONDS",
+    "SEARCH_UPDATES",
     "UNREADABLE_PARTITIONS",
     "render",
 ]
@@ -121,6 +125,21 @@ UNREADABLE_PARTITIONS = Gauge(
 )
 CONSUMER_LAG = Gauge(
     "vitrine_consumer_lag", "Records behind the end of the partition", ["topic", "partition"]
+)
+SEARCH_INDEXED = Gauge(
+    "vitrine_search_indexed_products", "Products in this worker's visual-search index"
+)
+SEARCH_UPDATES = Counter(
+    "vitrine_search_updates",
+    "product-embeddings records read into the search index, by outcome"
+    " (indexed, removed, other_model: another model version's descriptor, invalid)",
+    ["outcome"],
+)
+SEARCH_QUERIES = Counter("vitrine_search_queries", "Visual-search queries answered", ["kind"])
+SEARCH_SECONDS = Histogram(
+    "vitrine_search_seconds",
+    "Visual-search query time in the index (not the query image's inference)",
+    buckets=_LATENCY_BUCKETS,
 )
 EXECUTION_PROVIDER = Info("vitrine_execution_provider", "ONNX Runtime provider and device in use")
 

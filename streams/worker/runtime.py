@@ -1,4 +1,4 @@
-"""What one worker's agents share: engine, cache, labeller, enricher, recommender, executor.
+"""What one worker's agents share: engine, search projection, cache, labeller, enricher, ...
 
 Built on first use, so that commands which only need the app's command line
 (``vitrine predict``, ``vitrine stack``) never load the model.
@@ -51,6 +51,7 @@ class Runtime:
 
     async def _build(self) -> Runtime:
         # Imported here: the engine pulls in onnxruntime and opencv.
+        from inference.serving.search import EmbeddingProjection  # noqa: PLC0415
         from streams.worker.cache import LabelCache  # noqa: PLC0415
         from streams.worker.enrich import OrderEnricher  # noqa: PLC0415
         from streams.worker.fetch import FetchPolicy  # noqa: PLC0415
@@ -69,6 +70,7 @@ class Runtime:
         # One warm-up, with a full batch, so the first real one does not grow the arenas.
         await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
         self._log_engine()
+        self.projection = EmbeddingProjection.for_model(self.engine.manifest)
         self.cache = LabelCache.from_settings(s)
         self.labeller = ImageLabeller(
             self.engine,
@@ -79,6 +81,7 @@ class Runtime:
             fetch_retries=s.image_fetch_retries,
             claim_ttl_ms=s.image_claim_ttl_ms,
             integrity=IntegrityConfig.from_settings(s),
+            projection=self.projection,
         )
         self.enricher = OrderEnricher(
             self.cache,

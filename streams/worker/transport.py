@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.worker.batchconsumer import BatchConsumer
     from streams.worker.runtime import Runtime
+    from streams.worker.search import EmbeddingFollower
 
 __all__ = ["VitrineApp"]
 
@@ -107,6 +108,8 @@ class VitrineApp(faust.App):
     fetch_max_wait_ms: int = 100
     runtime: Runtime | None = None
     order_consumer: BatchConsumer | None = None
+    #: Reads product-embeddings into this worker's visual-search index.
+    search: EmbeddingFollower | None = None
     settings: Settings | None = None
     #: Partitions of Faust's consumer paused on a batch it cannot read.
     unreadable: list[UnreadablePartition]

@@ -1,7 +1,13 @@
-"""The worker's web pages: ``/metrics``, ``/ready``, ``/recommend``, and a probe for ``/ready``.
+"""The worker's web pages: ``/metrics``, ``/ready``, ``/recommend``, ``/similar``, a probe.
 
 ``/recommend/{product_id}?region=R&k=K`` answers JSON from
 :mod:`streams.worker.recommend` (503 while Redis is down).
+
+``POST /similar?k=K&category=C`` (body: an image file) and
+``GET /similar/{product_id}?k=K&category=C`` answer the listed products that
+look most alike, from this worker's search index (:mod:`streams.worker.search`;
+503 until it has read the product-embeddings topic to the end once). The posted
+image is decoded and embedded in the inference executor, like a listing's.
 
 ``/ready`` answers 200 once the engine is loaded and the order consumer runs
 (and has paused no unreadable partition), 503 otherwise; :func:`worker_ready`
@@ -11,12 +17,16 @@ worker processes) call.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from inference.serving.errors import InferenceError
 from streams.worker import metrics
+from streams.worker.search import EmbeddingFollower, Neighbour, SearchIndex
 
 if TYPE_CHECKING:
     import faust
@@ -27,8 +37,86 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_RECOMMENDATIONS", "add_pages", "worker_ready"]
 
-#: Most products one ``/recommend`` answer may ask for (``k``).
+#: Most products one ``/recommend`` or ``/similar`` answer may ask for (``k``).
 MAX_RECOMMENDATIONS = 100
+
+
+def _k(request: Any) -> int | None:
+    k = request.query.get("k", "10")
+    return int(k) if k.isdigit() and 1 <= int(k) <= MAX_RECOMMENDATIONS else None
+
+
+def _similar_json(index: SearchIndex, items: list[Neighbour], **extra: Any) -> dict[str, Any]:
+    return {
+        **extra,
+        "model_version": index.model_version,
+        "indexed": len(index),
+        "items": [n.to_json() for n in items],
+    }
+
+
+async def _embed(runtime: Runtime, data: bytes) -> Any:
+    """The posted image's prediction (with its embedding), in the inference executor."""
+    loop = asyncio.get_running_loop()
+    engine = runtime.engine
+    predict = functools.partial(engine.predict_bytes, with_embedding=True)
+    batch = await loop.run_in_executor(runtime.executor, predict, [data], runtime.labeller.limits)
+    return batch.items[0]
+
+
+def _add_similar_pages(app: faust.App, runtime: Runtime, search: EmbeddingFollower) -> None:
+    """``POST /similar`` (an image) and ``GET /similar/{product_id}``."""
+
+    def unavailable(web: Any) -> Any:
+        if search.index is None and runtime.built and runtime.projection is None:
+            return web.json({"error": "the model has no search projection"}, status=501)
+        if search.index is None or not search.caught_up.is_set():
+            return web.json({"error": "search index loading"}, status=503)
+        return None
+
+    from faust.web import View  # noqa: PLC0415  (faust stays out of this module's import)
+
+    async def similar_image(web: Any, request: Any) -> Any:
+        if (k := _k(request)) is None:
+            return web.json({"error": f"k must be 1..{MAX_RECOMMENDATIONS}"}, status=400)
+        if (busy := unavailable(web)) is not None:
+            return busy
+        index = search.index
+        assert index is not None
+        pred = await _embed(runtime, await request.read())
+        if isinstance(pred, InferenceError):
+            return web.json({"error": str(pred), "code": pred.code}, status=422)
+        vector = runtime.projection.project(pred.embedding)[0]  # type: ignore[union-attr]
+        items = index.similar(vector, k, category=request.query.get("category") or None)
+        return web.json(_similar_json(index, items, label=pred.label, category=pred.category))
+
+    @app.page("/similar")
+    class SimilarImage(View):
+        """``POST /similar``: a page function answers GET only."""
+
+        async def post(self, request: Any, **kwargs: Any) -> Any:
+            return await similar_image(self, request)
+
+    @app.page("/similar/{product_id}")
+    async def similar_product(web: Any, request: Any, product_id: str) -> Any:
+        if (k := _k(request)) is None:
+            return web.json({"error": f"k must be 1..{MAX_RECOMMENDATIONS}"}, status=400)
+        if (busy := unavailable(web)) is not None:
+            return busy
+        index = search.index
+        assert index is not None
+        vector, meta = index.vector_of(product_id), index.meta(product_id)
+        if vector is None or meta is None:
+            return web.json({"error": f"product {product_id!r} is not indexed"}, status=404)
+        items = index.similar(
+            vector, k, category=request.query.get("category") or None,
+            exclude=product_id, kind="product",
+        )  # fmt: skip
+        return web.json(
+            _similar_json(
+                index, items, product_id=product_id, label=meta.label, category=meta.category
+            )
+        )
 
 
 def add_pages(
@@ -36,11 +124,14 @@ def add_pages(
     runtime: Runtime,
     order_consumer: BatchConsumer,
     unreadable: Sequence[UnreadablePartition],
+    search: EmbeddingFollower | None = None,
 ) -> None:
-    """Serve ``/metrics``, ``/ready`` and ``/recommend/{product_id}`` on the app's web port.
+    """Serve ``/metrics``, ``/ready``, ``/recommend`` and ``/similar`` on the app's web port.
 
     ``unreadable`` is the list Faust's consumer thread adds paused partitions to.
     """
+    if search is not None:
+        _add_similar_pages(app, runtime, search)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -81,3 +81,36 @@ def test_faust_agent_consumes_and_produces(kafka_stack: LocalStack, tmp_path: Pa
     assert got == {f"k{i}".encode(): f"value-{i}".encode()[::-1] for i in range(20)}, (
         log.read_text()[-3000:]
     )
+
+
+def test_stack_creates_the_compacted_topics_compacted(kafka_stack: LocalStack) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from streams.settings import Settings
+    from streams.tools.stack import compacted_topics, topic_specs
+
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        topic_product_embeddings=f"product-embeddings-{suffix}",
+        topic_category_sales=f"category-sales-{suffix}",
+        topic_product_labels=f"product-labels-{suffix}",
+    )
+    assert settings.topic_product_embeddings in topic_specs(settings)
+    compacted = compacted_topics(settings)
+    specs = dict.fromkeys((*compacted, settings.topic_product_labels), 1)
+    create_topics(kafka_stack.bootstrap, specs, compacted=compacted)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_stack.bootstrap)
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in specs]
+        described = admin.describe_configs(resources, config_filter="all")
+    finally:
+        admin.close()
+    policy = {
+        name: configs["cleanup.policy"]["value"] for name, configs in described["topic"].items()
+    }
+    assert policy == {
+        settings.topic_product_embeddings: "compact",
+        settings.topic_category_sales: "compact",
+        settings.topic_product_labels: "delete",
+    }

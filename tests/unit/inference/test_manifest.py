@@ -209,7 +209,9 @@ def test_round_trip_keeps_the_ood_output_and_review_thresholds(
         "ood_threshold": manifest.ood_threshold,
     }
     assert ModelManifest.from_dict(raw, model_dir=target) == loaded
-    assert loaded.replace(path=manifest.path) == manifest
+    assert raw["search"]["projection_file"] == "embedding_projection.npz"
+    same_paths = loaded.replace(path=manifest.path, projection_path=manifest.projection_path)
+    assert same_paths == manifest
 
 
 def test_missing_directory(tmp_path: Path) -> None:
