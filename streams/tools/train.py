@@ -476,6 +476,13 @@ def _quantize_lines(report: Any) -> list[str]:
     type=click.IntRange(1, 10),
     help="Calibration draws (seeds 0, 1, ...); the best on VAL_DATA is the candidate.",
 )
+@click.option(
+    "--fp32-leading-convs",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0),
+    help="First convolutions left in FP32 (EfficientNet-Lite: the stem and block 0).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def quantize_click(
     model_dir: Path,
@@ -485,6 +492,7 @@ def quantize_click(
     method: str,
     max_top1_drop: float,
     tries: int,
+    fp32_leading_convs: int,
     as_json: bool,
 ) -> None:
     """Make an INT8 graph of MODEL_DIR for CPUs; keep it only if top-1 on VAL_DATA holds.
@@ -502,6 +510,7 @@ def quantize_click(
         method=method,  # type: ignore[arg-type]
         max_top1_drop=max_top1_drop,
         tries=tries,
+        fp32_leading_convs=fp32_leading_convs,
     )
     report = quantize_model(model_dir, load_dataset(train_data), load_dataset(val_data), config)
     if as_json:

@@ -253,7 +253,9 @@ def test_cpu_start_is_quiet_and_logs_one_line(
     message = records[0].getMessage()
     assert "provider=cpu" in message
     assert "input=('N', 224, 224, 3)" in message
-    assert engine.info()["precision"] == "fp32"
+    # The shipped product model has an INT8 graph, which the CPU serves by default.
+    assert "precision=int8" in message
+    assert engine.info()["precision"] == "int8"
 
 
 def test_probe_providers() -> None:
@@ -279,7 +281,7 @@ def test_unloadable_model_file(manifest: ModelManifest, tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelError) as info:
-        Engine(manifest.replace(path=bad), providers=("cpu",))
+        Engine(manifest.replace(path=bad, int8=None), providers=("cpu",))
     assert info.value.code == "model.load_failed"
 
 
@@ -317,12 +319,14 @@ def test_float_nchw_model_variant_gives_the_same_answers(
         input_layout="NCHW",
         input_dtype="float32",
         normalisation_in_graph=False,
+        int8=None,
     )
     float_engine = Engine(float_manifest, providers=("cpu",), intra_op_threads=2)
+    fp32 = Engine(manifest, providers=("cpu",), intra_op_threads=2, precision="fp32")
     paths = [s.path for s in samples()][:4]
     for a, b in zip(
         float_engine.predict_paths(paths, LIMITS).items,
-        engine.predict_paths(paths, LIMITS).items,
+        fp32.predict_paths(paths, LIMITS).items,
         strict=True,
     ):
         assert isinstance(a, Prediction)
@@ -345,7 +349,9 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
     # Photos the model is sure of: a near tie (the lemon's Satsumas 0.33 vs Lemon 0.3)
     # may flip under FP16 rounding, which the engine's own check allows.
     paths = [SAMPLES[n].path for n in ("Banana", "Pineapple", "Cabbage", "Zucchini", "Lime")]
-    candidate = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
+    candidate = Engine(
+        manifest, providers=("cpu",), intra_op_threads=2, warmup=False, precision="fp32"
+    )
     fp32 = _top(candidate.predict_paths(paths, LIMITS))
     candidate._try_fp16(["cpu"], 2, 1, 0, None)  # what a CUDA start does after loading FP32
     assert candidate.fp16
@@ -353,7 +359,9 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
     assert [label for label, _ in fp16] == [label for label, _ in fp32]
     np.testing.assert_allclose([s for _, s in fp16], [s for _, s in fp32], atol=1e-2)
 
-    strict = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False)
+    strict = Engine(
+        manifest, providers=("cpu",), intra_op_threads=2, warmup=False, precision="fp32"
+    )
     import inference.serving.engine as engine_module
 
     with pytest.MonkeyPatch.context() as mp:

@@ -210,7 +210,9 @@ def test_round_trip_keeps_the_ood_output_and_review_thresholds(
     }
     assert ModelManifest.from_dict(raw, model_dir=target) == loaded
     assert raw["search"]["projection_file"] == "embedding_projection.npz"
-    same_paths = loaded.replace(path=manifest.path, projection_path=manifest.projection_path)
+    same_paths = loaded.replace(
+        path=manifest.path, projection_path=manifest.projection_path, int8=manifest.int8
+    )
     assert same_paths == manifest
 
 

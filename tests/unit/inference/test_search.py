@@ -64,6 +64,7 @@ def test_manifest_without_search_section_still_loads(tmp_path: Path) -> None:
     src = default_model_dir()
     raw = json.loads((src / "manifest.json").read_text())
     raw.pop("search")
+    raw.pop("int8", None)
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     shutil.copy(src / "model.onnx", tmp_path / "model.onnx")
     manifest = ModelManifest.load(tmp_path, verify_checksum=False)
