@@ -132,12 +132,14 @@ def predict_with_fingerprints(
     decode_s = time.perf_counter() - start
     result = engine.predict_decoded(decoded, with_embedding=True)
     start = time.perf_counter()
-    prints: list[Fingerprint | None] = [
-        fingerprint(image.pixels, item.embedding)
-        if isinstance(image, DecodedImage) and isinstance(item, Prediction)
-        else None
-        for image, item in zip(decoded, result.items, strict=True)
-    ]
+    prints: list[Fingerprint | None] = engine.map_streams(
+        lambda pair: (
+            fingerprint(pair[0].pixels, pair[1].embedding)
+            if isinstance(pair[0], DecodedImage) and isinstance(pair[1], Prediction)
+            else None
+        ),
+        list(zip(decoded, result.items, strict=True)),
+    )
     decode_s += time.perf_counter() - start
     timings = StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s)
     return BatchResult(items=result.items, timings=timings), prints

@@ -687,12 +687,14 @@ class Engine:
         results += [future.result() for future in futures]
         return [np.concatenate([r[i] for r in results]) for i in range(len(names))]
 
-    def _map(self, work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map_streams(self, work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``work`` over ``items`` in contiguous parts, one per CPU stream, in order.
 
         Decoding and resizing release the GIL in OpenCV, so on a CPU engine with
         streams the batch's images are decoded and cropped on every core, as its
-        inference runs, instead of on one while the others wait.
+        inference runs, instead of on one while the others wait. Callers with
+        per-image work of their own (fingerprints) use it too. Not reentrant: call
+        it from the thread that runs the engine, outside ``work``.
         """
         pool = self._pool
         if pool is None or len(items) < 2:
@@ -713,7 +715,7 @@ class Engine:
         """The preprocessor's crops of ``pixels``, made on every CPU stream."""
         pre = self.preprocessor
         crops = np.empty((len(pixels), pre.height, pre.width, 3), dtype=np.uint8)
-        self._map(lambda i: pre.crop_into(pixels[i], crops[i]), range(len(pixels)))
+        self.map_streams(lambda i: pre.crop_into(pixels[i], crops[i]), range(len(pixels)))
         return crops
 
     def _decode_one(self, blob: bytes, limits: ImageLimits) -> DecodedImage | InferenceError:
@@ -745,7 +747,7 @@ class Engine:
 
         On a CPU engine with streams the images are decoded on every core at once.
         """
-        return self._map(lambda blob: self._decode_one(blob, limits), blobs)
+        return self.map_streams(lambda blob: self._decode_one(blob, limits), blobs)
 
     def predict_decoded(
         self,

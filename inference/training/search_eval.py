@@ -12,7 +12,7 @@ ten nearest. It does so for the raw 1,280-d embedding (exact search), the
 compact descriptor (exact search) and the compact descriptor in the HNSW index
 the worker serves. Tune on val only; the test split is never read.
 
-Embeddings of a split are cached under ``cache_dir`` by model version and the
+Embeddings of a split are cached under ``cache_dir`` by model version, precision and the
 list file's contents, so a second run (or ``vitrine bench search``) does not
 infer again.
 """
@@ -109,11 +109,12 @@ def embed_dataset(engine: Engine, dataset: Dataset, *, progress: bool = True) ->
 def split_embeddings(
     engine: Engine, list_file: Path, cache_dir: Path | None, *, progress: bool = True
 ) -> SplitEmbeddings:
-    """:func:`embed_dataset` of a list file, cached by model version and list contents."""
+    """:func:`embed_dataset` of a list file, cached by model, precision and list contents."""
     key = hashlib.sha256(list_file.read_bytes()).hexdigest()[:12]
     path = None
     if cache_dir is not None:
-        path = cache_dir / f"{engine.model_name}-{engine.model_version}-{list_file.stem}-{key}.npz"
+        model = f"{engine.model_name}-{engine.model_version}-{engine.precision}"
+        path = cache_dir / f"{model}-{list_file.stem}-{key}.npz"
         if path.is_file():
             with np.load(path) as npz:
                 return SplitEmbeddings(npz["embeddings"], npz["mirrored"], npz["labels"])

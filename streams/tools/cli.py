@@ -271,7 +271,7 @@ def bench_command(
         with _refused_access():
             code = bench_all_command(
                 out_dir or Path("out/bench"), n_images=n_images, trials=trials,
-                workers=workers or [1, 2], batch_sizes=sizes,
+                workers=workers or [1, 2], batch_sizes=sizes, search_vectors=n_vectors,
             )  # fmt: skip
         sys.exit(code)
     if target == "consume":

@@ -101,6 +101,35 @@ def evaluate_search_click(
         click.echo(format_scores(scores))
 
 
+def run_search_bench(n_vectors: int = 100_000, model_dir: Path | None = None) -> dict[str, Any]:
+    """``bench search``'s rows as JSON-able dicts, and the served setting's figures.
+
+    The served setting is the float16 HNSW index at ``VITRINE_SEARCH_EXPANSION``.
+    """
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from inference.training.search_bench import bench_search, real_descriptors  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    if not (DEFAULT_DATA / "train.txt").is_file():
+        raise click.ClickException(f"bench search needs {DEFAULT_DATA}/train.txt")
+    real = real_descriptors(_engine(model_dir), DEFAULT_DATA, _cache_dir())
+    rows = bench_search(real, n=n_vectors)
+    served = f"usearch hnsw f16 M=16 ef={get_settings().search_expansion}"
+    row = next((r for r in rows if r.index == served), None)
+    summary = {}
+    if row is not None:
+        summary = {
+            "index": row.index,
+            "vectors": row.vectors,
+            "recall@10": round(row.recall_at_10, 4),
+            "p50 / p99 ms": f"{row.p50_ms:.2f} / {row.p99_ms:.2f}",
+            "MiB per million vectors": round(row.mib_per_million),
+            "indexing vectors/s": round(row.build_vectors_per_s or 0),
+        }
+    return {"real_descriptors": len(real), "rows": [asdict(r) for r in rows], "summary": summary}
+
+
 def bench_search_command(*, as_json: bool, n_vectors: int, model_dir: Path | None) -> int:
     """``vitrine bench search``: the index against exact search on ``n_vectors`` descriptors."""
     from inference.training.search_bench import (  # noqa: PLC0415

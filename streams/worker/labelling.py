@@ -274,12 +274,13 @@ class ImageLabeller:
         self, blobs: dict[int, bytes]
     ) -> tuple[dict[int, str], dict[str, dict[str, Any]], set[str]]:
         """Hash every image (off the loop) and look the hashes up in Redis (one MGET)."""
-        loop = asyncio.get_running_loop()
         idx = list(blobs)
         hashes = dict(
             zip(
                 idx,
-                await loop.run_in_executor(self.executor, _hash_all, [blobs[i] for i in idx]),
+                # Not in the inference executor: there it would wait for the batch
+                # before this one to finish its inference.
+                await asyncio.to_thread(_hash_all, [blobs[i] for i in idx]),
                 strict=True,
             )
         )

@@ -24,9 +24,11 @@ def test_bench_all_runs_every_benchmark_into_one_folder(
     monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
     out_dir = tmp_path / "bench"
-    code = bench_all_command(out_dir, n_images=32, trials=2, workers=[1, 2], batch_sizes=[1, 8])
+    code = bench_all_command(
+        out_dir, n_images=32, trials=2, workers=[1, 2], batch_sizes=[1, 8], search_vectors=5000
+    )
     assert code == 0
-    for name in ("inference.json", "pipeline.json", "inference_throughput.png",
+    for name in ("inference.json", "pipeline.json", "search.json", "inference_throughput.png",
                  "latency_cdf.png", "summary.md", "run.json"):  # fmt: skip
         assert (out_dir / name).stat().st_size > 0, name
 
@@ -67,6 +69,10 @@ def test_bench_all_runs_every_benchmark_into_one_folder(
     assert "pipeline / engine alone" in summary
     assert "int8 / fp32, model alone" in summary
     assert "2 worker process(es)" in summary
+    search = json.loads((out_dir / "search.json").read_text())
+    assert search["summary"]["vectors"] == 5000
+    assert 0.0 < search["summary"]["recall@10"] <= 1.0
+    assert "search: recall@10" in summary
 
 
 def test_bench_consume_compares_faust_with_the_batch_consumer(

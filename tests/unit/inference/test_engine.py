@@ -414,6 +414,34 @@ def test_cpu_streams_split_batches_and_agree_with_one_session(
     assert streamed.cpu_streams == 1  # closed
 
 
+def test_streams_decode_and_crop_in_parallel_keeping_order_and_errors(
+    manifest: ModelManifest, engine: Engine
+) -> None:
+    blobs = [s.path.read_bytes() for s in samples()][:7]
+    blobs.insert(3, b"not an image")
+    with Engine(manifest, providers=("cpu",), intra_op_threads=1, cpu_streams=3) as streamed:
+        threads: set[str] = set()
+
+        def where(x: int) -> int:
+            import threading
+
+            threads.add(threading.current_thread().name)
+            return x * 2
+
+        assert streamed.map_streams(where, list(range(10))) == [x * 2 for x in range(10)]
+        assert len(threads) >= 2  # the calling thread and the pool
+        decoded = streamed.decode_all(blobs, LIMITS)
+        serial = engine.decode_all(blobs, LIMITS)
+        assert isinstance(decoded[3], ImageError)
+        for a, b in zip(decoded, serial, strict=True):
+            assert type(a) is type(b)
+            if not isinstance(a, ImageError):
+                assert np.array_equal(a.pixels, b.pixels)  # type: ignore[union-attr]
+        crops = streamed._crops([d.pixels for d in decoded if not isinstance(d, ImageError)])
+        one = engine.preprocessor.crops([d.pixels for d in serial if not isinstance(d, ImageError)])
+        assert np.array_equal(crops, one)
+
+
 def test_automatic_streams_follow_automatic_threads(manifest: ModelManifest) -> None:
     import os
 
