@@ -50,7 +50,7 @@ import numpy as np
 
 from inference.serving.decode import ImageLimits
 from inference.serving.duplicates import predict_with_fingerprints
-from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
+from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction
 from inference.serving.errors import InferenceError
 from inference.serving.fingerprint import Fingerprint
 from inference.serving.search import EmbeddingProjection
@@ -418,15 +418,10 @@ class ImageLabeller:
         owned = {sha: loop.create_future() for sha in misses}
         self._inflight.update(owned)
         try:
-            batch, prints = await loop.run_in_executor(
-                self.executor,
-                predict_with_fingerprints,
-                self.engine,
-                list(misses.values()),
-                self.limits,
+            batch, prints, vectors = await loop.run_in_executor(
+                self.executor, self._model_stage, list(misses.values())
             )
             metrics.IMAGES_INFERRED.inc(len(misses))
-            vectors = _vectors(self.projection, batch.items)
             for sha, item, fp, vector in zip(misses, batch.items, prints, vectors, strict=True):
                 outcome: _Outcome
                 if isinstance(item, InferenceError):
@@ -446,6 +441,13 @@ class ImageLabeller:
         metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
         metrics.INFERENCE_SECONDS.observe(timings.inference_s)
         return 1000 * (timings.decode_s + timings.preprocess_s), 1000 * timings.inference_s
+
+    def _model_stage(
+        self, blobs: list[bytes]
+    ) -> tuple[BatchResult, list[Fingerprint | None], list[str | None]]:
+        """Decode, infer, fingerprint and project one batch (in the executor, off the loop)."""
+        batch, prints = predict_with_fingerprints(self.engine, blobs, self.limits)
+        return batch, prints, _vectors(self.projection, batch.items)
 
     async def remember(self, results: Sequence[Labelled | Rejected]) -> None:
         """Cache the batch's new image results and its products' labels (one pipeline)."""

@@ -43,8 +43,10 @@ def test_bench_all_runs_every_benchmark_into_one_folder(
     phases = out["phases"]
     assert list(phases) == [
         "engine alone",
+        "engine + fingerprints",
         "pipeline misses",
         "pipeline cache hits",
+        "pipeline backlog",
         "pipeline half rate",
         "orders live",
         "orders backlog",
@@ -52,6 +54,9 @@ def test_bench_all_runs_every_benchmark_into_one_folder(
     ]
     assert phases["engine alone"]["events"] == phases["pipeline misses"]["events"] == 64
     assert phases["naive baseline"]["events"] == 64
+    assert phases["engine + fingerprints"]["events"] == 64
+    # 64 new images drained by a restarted worker; its first batch is not counted.
+    assert phases["pipeline backlog"]["events"] == 64 - 32
     assert phases["pipeline cache hits"]["events"] == 64
     assert phases["orders live"]["events"] == 2000
     # The backlog counts all but the first batch of its 4,000 orders.
@@ -59,7 +64,13 @@ def test_bench_all_runs_every_benchmark_into_one_folder(
     assert all(p["per_s"] > 0 for p in phases.values())
     assert phases["pipeline misses"]["latency_ms"]["p99"] is not None
     assert len(out["per_trial"]) == 2
-    assert set(out["ratios"]) == {"pipeline_vs_engine", "pipeline_vs_naive", "cache_hits_vs_misses"}
+    assert set(out["ratios"]) == {
+        "pipeline_vs_engine",
+        "pipeline_vs_engine_fingerprints",
+        "pipeline_vs_naive",
+        "cache_hits_vs_misses",
+        "backlog_vs_engine",
+    }
     assert all(v > 0 for v in out["ratios"].values())
     # 1 and 2 worker processes, each labelling all 32 fresh images.
     assert [(r["workers"], r["events"]) for r in out["scaling"]] == [(1, 32), (2, 32)]

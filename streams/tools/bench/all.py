@@ -130,7 +130,12 @@ def summary_rows(
     rows += [
         ("engine alone, images/s", f"{phases['engine alone']['per_s']}"),
         ("pipeline misses, listings/s", f"{phases['pipeline misses']['per_s']}"),
+        ("engine + fingerprints, images/s", f"{phases['engine + fingerprints']['per_s']}"),
         ("pipeline / engine alone (median of trials)", f"{ratios['pipeline_vs_engine']:.3f}"),
+        ("pipeline / engine + fingerprints (median of trials)",
+         f"{ratios['pipeline_vs_engine_fingerprints']:.3f}"),
+        ("pipeline backlog (worker alone), listings/s", f"{phases['pipeline backlog']['per_s']}"),
+        ("pipeline backlog / engine alone", f"{ratios['backlog_vs_engine']:.3f}"),
         ("pipeline / naive (median of trials)", f"{ratios['pipeline_vs_naive']:.2f}x"),
         ("cache hits / misses", f"{ratios['cache_hits_vs_misses']}x"),
         ("half-rate latency p50 / p99 ms",

@@ -7,6 +7,8 @@ are the medians of the trials' own ratios:
 
 1. **engine alone**: ``Engine.predict_bytes`` over the images in batches of
    ``max_batch_size``, in this process, no Kafka (``bench inference``'s ceiling);
+   then **engine + fingerprints**: the worker's own model stage, which also
+   takes the embeddings and fingerprints each photo for the integrity checks;
 2. **pipeline, misses**: N listings with distinct images published at once to
    fresh topics; a real ``vitrine worker`` labels them; throughput from the
    first publish to the last label, latency per event from the input record's
@@ -17,7 +19,10 @@ are the medians of the trials' own ratios:
 5. **orders, live**: enriched orders per second for orders of the labelled
    products, published while the worker runs (from the first publish to the
    last output: bounded by this process's publishing too);
-6. **orders, backlog**: the worker is stopped, a backlog of orders is
+6. **images and orders, backlog**: the worker is stopped, a backlog of fresh
+   images is published, and a fresh worker drains it (its capacity with no
+   publisher beside it on the same cores); then the same for orders:
+   the worker is stopped, a backlog of orders is
    published, and a fresh worker drains it: the worker's own capacity, from
    its first output to its last (the first batch is left out of the count, so
    the figure errs low);
@@ -126,6 +131,8 @@ class BenchRun:
             topics=self.topics,
             VITRINE_MAX_BATCH_SIZE=str(self.settings.max_batch_size),
             VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
+            # The worker serves the graph the engine-alone phase measures.
+            VITRINE_PRECISION=self.settings.precision,
             **security_env(self.settings),
         )
 
@@ -152,7 +159,13 @@ class BenchRun:
             msgs.append((order.order_id.encode(), codec.encode(order)))
         return msgs
 
-    def engine_alone(self, images: list[bytes]) -> Phase:
+    def engine_alone(self, images: list[bytes], *, fingerprints: bool = False) -> Phase:
+        """``predict_bytes`` in batches; with ``fingerprints``, the worker's model stage.
+
+        The worker's stage (``predict_with_fingerprints``) also asks for the
+        embeddings and fingerprints each photo for the integrity checks.
+        """
+        from inference.serving.duplicates import predict_with_fingerprints  # noqa: PLC0415
         from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
 
         if not hasattr(self, "engine"):
@@ -160,11 +173,18 @@ class BenchRun:
         engine = self.engine
         limits = image_limits(self.settings)
         size = self.settings.max_batch_size
-        engine.predict_bytes(images[:size], limits)  # warm
+
+        def stage(batch: list[bytes]) -> object:
+            if fingerprints:
+                return predict_with_fingerprints(engine, batch, limits)
+            return engine.predict_bytes(batch, limits)
+
+        stage(images[:size])  # warm
         t0 = time.perf_counter()
         for i in range(0, len(images), size):
-            engine.predict_bytes(images[i : i + size], limits)
-        return Phase("engine alone", len(images), time.perf_counter() - t0, [])
+            stage(images[i : i + size])
+        name = "engine + fingerprints" if fingerprints else "engine alone"
+        return Phase(name, len(images), time.perf_counter() - t0, [])
 
     def naive(self, images: list[bytes], tag: str) -> Phase:
         """One message at a time: poll 1, decode, infer, produce and flush, repeat."""
@@ -253,11 +273,19 @@ def run_pipeline_bench(
     try:
         per_trial = _side_by_side(b, trials, say)
         extra = _extra_phases(b, per_trial, trials, say)
+        say(f"images, backlog ({2 * b.n} new, drained by a restarted worker) ...")
+        worker.stop()
+        images = unique_images(b.photos, 2 * b.n, f"{b.run}-backlog")
+        backlog = [b.listing(i, img, "backlog") for i, img in enumerate(images)]
+        worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+        extra.insert(1, _drained(b, "pipeline backlog", backlog, worker, "product_images",
+                                 "product_labels", b.settings.max_batch_size))  # fmt: skip
         say(f"orders, backlog ({2 * len(b.orders_live)}, drained by a restarted worker) ...")
         worker.stop()
         backlog = b.orders(2 * len(b.orders_live), "backlog")
         worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
-        extra.append(_drained(b, backlog, worker))
+        extra.append(_drained(b, "orders backlog", backlog, worker, "orders", "orders_enriched",
+                              b.settings.order_max_batch_size))  # fmt: skip
     finally:
         worker.stop()
     results, phases = _summarise(b, n_images, trials, per_trial, extra)
@@ -277,10 +305,13 @@ def _side_by_side(b: BenchRun, trials: int, say: Callable[[str], None]) -> list[
         images = list(unique_images(b.photos, b.n, f"{b.run}-miss{t}"))
         say(f"trial {t + 1}/{trials}: engine alone, pipeline misses, naive baseline ...")
         engine = b.engine_alone(images)
+        engine_fp = b.engine_alone(images, fingerprints=True)
         msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
         misses = _timed(b, "pipeline misses", msgs, tin, tout)
         naive = b.naive(images, f"naive{t}")
-        per_trial.append({"engine": engine, "pipeline": misses, "naive": naive})
+        per_trial.append(
+            {"engine": engine, "engine_fp": engine_fp, "pipeline": misses, "naive": naive}
+        )
     return per_trial
 
 
@@ -355,10 +386,11 @@ def _summarise(
     """The run's figures: phases pooled over trials, per-trial figures, median ratios."""
     settings = b.settings
     pooled = {k: _pooled(per_trial[0][k].name, [tr[k] for tr in per_trial]) for k in per_trial[0]}
-    phases = [pooled["engine"], pooled["pipeline"], *extra, pooled["naive"]]
+    phases = [pooled["engine"], pooled["engine_fp"], pooled["pipeline"], *extra, pooled["naive"]]
     results: dict[str, Any] = {
         "provider": b.engine.provider, "device": b.engine.device,
         "model": f"{b.engine.model_name}:{b.engine.model_version}",
+        "precision": b.engine.precision,
         "images": n_images, "trials": trials, "max_batch_size": settings.max_batch_size,
         "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
         "cpu_count": os.cpu_count(),
@@ -367,19 +399,30 @@ def _summarise(
     results["per_trial"] = [
         {k: round(p.per_s, 1) for k, p in tr.items()}
         | {"pipeline_vs_engine": round(tr["pipeline"].per_s / tr["engine"].per_s, 3),
+           "pipeline_vs_engine_fingerprints": round(
+               tr["pipeline"].per_s / tr["engine_fp"].per_s, 3),
            "pipeline_vs_naive": round(tr["pipeline"].per_s / tr["naive"].per_s, 3)}
         for tr in per_trial
     ]  # fmt: skip
     miss, hits_per_s = pooled["pipeline"].per_s, extra[0].per_s
+    backlog = next(p for p in extra if p.name == "pipeline backlog")
     results["ratios"] = {
         # Medians over the trials of each trial's own ratio.
         "pipeline_vs_engine": statistics.median(
             tr["pipeline_vs_engine"] for tr in results["per_trial"]
         ),
+        "pipeline_vs_engine_fingerprints": statistics.median(
+            tr["pipeline_vs_engine_fingerprints"] for tr in results["per_trial"]
+        ),
         "pipeline_vs_naive": statistics.median(
             tr["pipeline_vs_naive"] for tr in results["per_trial"]
         ),
         "cache_hits_vs_misses": round(hits_per_s / miss, 2) if miss else None,
+        # The worker draining a backlog (no publisher beside it) against the
+        # median engine-alone rate of the trials.
+        "backlog_vs_engine": round(
+            backlog.per_s / statistics.median(tr["engine"].per_s for tr in per_trial), 3
+        ),
     }
     return results, phases
 
@@ -458,16 +501,27 @@ def _outputs(
     return out
 
 
-def _drained(b: BenchRun, msgs: list[tuple[bytes, bytes]], worker: WorkerProcess) -> Phase:
-    """Publish ``msgs`` to ``orders`` with no worker up; start ``worker``; time its drain."""
-    tin, tout = b.topics["orders"], b.topics["orders_enriched"]
+def _drained(
+    b: BenchRun,
+    name: str,
+    msgs: list[tuple[bytes, bytes]],
+    worker: WorkerProcess,
+    source: str,
+    sink: str,
+    first_batch: int,
+) -> Phase:
+    """Publish ``msgs`` with no worker up; start ``worker``; time its drain of the backlog.
+
+    The worker's own capacity: nothing else (publisher, reader) runs meanwhile.
+    """
+    tin, tout = b.topics[source], b.topics[sink]
     start = end_offsets(b.consumer, tout)
     for key, value in msgs:
         b.producer.send(tin, key=key, value=value)
     b.producer.flush()
     worker.start(180)
-    out = _outputs(b, "orders backlog", tout, start, len(msgs), worker)
+    out = _outputs(b, name, tout, start, len(msgs), worker)
     stamps = sorted(r.timestamp for r in out)
     # The first batch's outputs mark the start; count only what came after it.
-    counted = len(out) - b.settings.order_max_batch_size
-    return Phase("orders backlog", counted, (stamps[-1] - stamps[0]) / 1000, [])
+    counted = len(out) - first_batch
+    return Phase(name, counted, (stamps[-1] - stamps[0]) / 1000, [])
