@@ -79,6 +79,9 @@ class CountingEngine:
     ) -> BatchResult:
         return self.engine.predict_decoded(images, with_embedding=with_embedding)
 
+    def map_streams(self, work: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        return self.engine.map_streams(work, items)
+
 
 @pytest.fixture
 def labeller_for(kafka_stack: LocalStack) -> Iterator[Any]:

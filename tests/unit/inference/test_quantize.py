@@ -31,8 +31,8 @@ from inference.training.quantize import (
     fused_kernels,
     quantize_model,
 )
+from tests.grocery import GROCERY, grocery_subset
 
-GROCERY = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "grocery-store"
 CLASSES = (0, 6, 8, 14, 23, 41, 61, 71)  # apples, banana, kiwi, juice, milk, ... (classes.csv)
 
 pytestmark = pytest.mark.skipif(
@@ -41,21 +41,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _subset(out: Path, split: str, per_class: int) -> Path:
-    """A list file of ``per_class`` images of each class in CLASSES, with classes.csv beside it."""
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(GROCERY / "classes.csv", out / "classes.csv")
-    taken: dict[int, int] = {}
-    lines = []
-    for line in (GROCERY / f"{split}.txt").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rel, fine, coarse = (p.strip() for p in line.split(","))
-        if int(fine) in CLASSES and taken.get(int(fine), 0) < per_class:
-            taken[int(fine)] = taken.get(int(fine), 0) + 1
-            lines.append(f"{GROCERY / rel}, {fine}, {coarse}")
-    path = out / f"{split}.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return grocery_subset(out, split, CLASSES, per_class)
 
 
 def _model_copy(tmp: Path) -> Path:

@@ -9,17 +9,16 @@ catch a pipeline that has stopped learning, not a regression of a point.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from inference.training.evaluate import evaluate_model, write_report
 from inference.training.trainer import train
+from tests.grocery import GROCERY, grocery_subset
 
 from .conftest import tiny_config
 
-GROCERY = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "grocery-store"
 # Distinct-looking classes from all three departments (class ids of classes.csv).
 CLASSES = (0, 6, 8, 9, 14, 23, 29, 41, 45, 61, 68, 71)
 TRAIN_PER_CLASS = 8
@@ -34,22 +33,7 @@ pytestmark = [
 
 
 def _subset(out: Path, split: str, per_class: int | None) -> Path:
-    """A list file with absolute image paths, and classes.csv beside it."""
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(GROCERY / "classes.csv", out / "classes.csv")
-    taken: dict[int, int] = {}
-    lines = []
-    for line in (GROCERY / f"{split}.txt").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rel, fine, coarse = (p.strip() for p in line.split(","))
-        cls = int(fine)
-        if cls in CLASSES and (per_class is None or taken.get(cls, 0) < per_class):
-            taken[cls] = taken.get(cls, 0) + 1
-            lines.append(f"{GROCERY / rel}, {fine}, {coarse}")
-    path = out / f"{split}.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return grocery_subset(out, split, CLASSES, per_class)
 
 
 def test_grocery_subset_trains_and_evaluates(tmp_path: Path, feature_cache: Path) -> None:
