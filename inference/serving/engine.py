@@ -711,13 +711,6 @@ class Engine:
             out += future.result()
         return out
 
-    def _crops(self, pixels: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
-        """The preprocessor's crops of ``pixels``, made on every CPU stream."""
-        pre = self.preprocessor
-        crops = np.empty((len(pixels), pre.height, pre.width, 3), dtype=np.uint8)
-        self.map_streams(lambda i: pre.crop_into(pixels[i], crops[i]), range(len(pixels)))
-        return crops
-
     def _decode_one(self, blob: bytes, limits: ImageLimits) -> DecodedImage | InferenceError:
         try:
             return decode_image(blob, limits, min_side=self.manifest.resize_short_side)
@@ -765,7 +758,7 @@ class Engine:
             chunk = positions[chunk_start : chunk_start + self.max_batch_size]
             good = [img for i in chunk if isinstance(img := images[i], DecodedImage)]
             t0 = time.perf_counter()
-            crops = self._crops([img.pixels for img in good])
+            crops = self.preprocessor.crops([img.pixels for img in good], map_fn=self.map_streams)
             tensor = self.preprocessor.to_model_input(crops)
             blurry = sharpness(crops) < BLUR_THRESHOLD
             t1 = time.perf_counter()

@@ -18,7 +18,7 @@ Two things keep this cheap:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,11 +113,27 @@ class Preprocessor:
         if self.bgr:
             out[...] = out[..., ::-1]
 
-    def crops(self, images: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
-        """Return ``(N, height, width, 3)`` uint8 crops, allocated once for the batch."""
+    def crops(
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        *,
+        map_fn: Callable[[Callable[[int], None], range], object] | None = None,
+    ) -> npt.NDArray[np.uint8]:
+        """Return ``(N, height, width, 3)`` uint8 crops, allocated once for the batch.
+
+        ``map_fn(work, indices)`` may run the per-image work on several threads
+        (each image writes only its own slot); by default one after the other.
+        """
         batch = np.empty((len(images), self.height, self.width, 3), dtype=np.uint8)
-        for i, image in enumerate(images):
-            self.crop_into(image, batch[i])
+
+        def crop(i: int) -> None:
+            self.crop_into(images[i], batch[i])
+
+        if map_fn is None:
+            for i in range(len(images)):
+                crop(i)
+        else:
+            map_fn(crop, range(len(images)))
         return batch
 
     def to_model_input(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:

@@ -437,7 +437,10 @@ def test_streams_decode_and_crop_in_parallel_keeping_order_and_errors(
             assert type(a) is type(b)
             if not isinstance(a, ImageError):
                 assert np.array_equal(a.pixels, b.pixels)  # type: ignore[union-attr]
-        crops = streamed._crops([d.pixels for d in decoded if not isinstance(d, ImageError)])
+        crops = streamed.preprocessor.crops(
+            [d.pixels for d in decoded if not isinstance(d, ImageError)],
+            map_fn=streamed.map_streams,
+        )
         one = engine.preprocessor.crops([d.pixels for d in serial if not isinstance(d, ImageError)])
         assert np.array_equal(crops, one)
 
