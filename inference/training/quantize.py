@@ -277,24 +277,21 @@ def _score(
     """
     with Engine(manifest, providers=("cpu",), precision="fp32", max_batch_size=32) as fp32:
         p32, y_true, e32 = _outputs(fp32, val)
-    scored = []
-    for seed, path in candidates:
-        candidate = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
-        with Engine(candidate, providers=("cpu",), precision="int8", max_batch_size=32) as int8:
-            p8, _, e8 = _outputs(int8, val)
-        top1 = float((p8.argmax(1) == y_true).mean())
-        agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
-        cosine = float(np.percentile(_cosines(e32, e8), 5))
-        scored.append((top1, agreement, seed, path, cosine))
-        logger.info("calibration draw %d: top-1 %.4f, agreement %.4f", seed, top1, agreement)
-    top1, agreement, seed, path, cosine = max(scored, key=lambda t: (t[0], t[1]))
-    best = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
-    blobs = [s.path.read_bytes() for s in val.samples[: config.throughput_images]]
-    with (
-        Engine(manifest, providers=("cpu",), precision="fp32", max_batch_size=32) as fp32,
-        Engine(best, providers=("cpu",), precision="int8", max_batch_size=32) as int8,
-    ):
-        speed = measure_throughput([fp32, int8], blobs, config.throughput_images, 32)
+        scored = []
+        for seed, path in candidates:
+            candidate = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
+            with Engine(candidate, providers=("cpu",), precision="int8", max_batch_size=32) as q:
+                p8, _, e8 = _outputs(q, val)
+            top1 = float((p8.argmax(1) == y_true).mean())
+            agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
+            cosine = float(np.percentile(_cosines(e32, e8), 5))
+            scored.append((top1, agreement, seed, path, cosine))
+            logger.info("calibration draw %d: top-1 %.4f, agreement %.4f", seed, top1, agreement)
+        top1, agreement, seed, path, cosine = max(scored, key=lambda t: (t[0], t[1]))
+        best = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
+        blobs = [s.path.read_bytes() for s in val.samples[: config.throughput_images]]
+        with Engine(best, providers=("cpu",), precision="int8", max_batch_size=32) as int8:
+            speed = measure_throughput([fp32, int8], blobs, config.throughput_images, 32)
     return QuantizeReport(
         model_dir=str(manifest.model_dir),
         config=config,
