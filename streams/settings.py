@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     order_max_batch_latency_ms: int = Field(default=50, ge=1)
     order_label_wait_ms: int = Field(default=2000, ge=0)
     order_label_retry_interval_ms: int = Field(default=200, ge=10)
+    # While Redis is down or the product view is behind its record (a rebuild),
+    # an order batch is held rather than enriched "unknown" for products the
+    # record knows; after this long it goes out with unknown_reason
+    # cache_unavailable. Below the consumer's max.poll.interval.ms (300 s).
+    order_hold_max_ms: int = Field(default=120_000, ge=0, le=280_000)
     sales_window_s: int = Field(default=3600, ge=1)
     # A window is kept this long behind the order time of the slowest sales
     # partition the worker reads; a later order for an older window is late (not
@@ -177,9 +182,10 @@ class Settings(BaseSettings):
     # An order with more distinct products than this adds no pairs (their
     # number grows with the square of the basket); it still adds popularity.
     recommend_max_basket_lines: int = Field(default=50, ge=2)
-    # Lifetime of a key after its last update: over a year, so that a season's
-    # popularity is still there when the season comes round again.
-    recommend_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
+    # How long orders-enriched keeps its records (its retention.ms): the
+    # recommendations' record, which a rebuild of the sorted sets counts. Over a
+    # year, so that a season's popularity is still there when it comes round.
+    recommend_history_days: int = Field(default=400, ge=1)
 
     # --- Visual search (streams/worker/search.py) ------------------------------
     # HNSW query breadth: more finds more of the true nearest neighbours, slower
@@ -217,6 +223,11 @@ class Settings(BaseSettings):
     def order_consumer_group(self) -> str:
         """The order agent's consumer group (its own: see :mod:`streams.worker.batchconsumer`)."""
         return f"{self.app_id}-orders"
+
+    @property
+    def views_consumer_group(self) -> str:
+        """The view builders' consumer group (:mod:`streams.worker.views`)."""
+        return f"{self.app_id}-views"
 
     @property
     def providers(self) -> tuple[str, ...]:
