@@ -94,8 +94,10 @@ def test_redis_restarted_empty_mid_stream_loses_nothing(
     publish(rproducer, rtopics.orders, second)
     wait_for_enriched(rtopics, len(first) + len(second), timeout_s=120)
     wait_until(
-        lambda: _metric(worker, "vitrine_view_caught_up") == 1.0
-        and _recommend(worker.web_port, pid["lemon"]) is not None,
+        lambda: (
+            _metric(worker, "vitrine_view_caught_up") == 1.0
+            and _recommend(worker.web_port, pid["lemon"]) is not None
+        ),
         "the views rebuilt",
         timeout_s=60,
     )
