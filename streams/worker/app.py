@@ -55,7 +55,7 @@ from streams.worker.batches import BatchStep, handle_batch, run_batches
 from streams.worker.consumed import ConsumedRecord, Rejected
 from streams.worker.delivery import Delivery, Send
 from streams.worker.enrich import Enriched
-from streams.worker.kafka_config import aiokafka_config, faust_credentials
+from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.labelling import Labelled
 from streams.worker.runtime import Runtime
 from streams.worker.search import EmbeddingFollower, SearchIndex
@@ -100,6 +100,12 @@ def _faust_app(s: Settings) -> VitrineApp:
             None if s.kafka_compression_type == "none" else s.kafka_compression_type
         ),
         consumer_auto_offset_reset="earliest",
+        # Static membership and a session timeout shorter than Faust's 60 s: a
+        # worker killed and started again resumes at once (README, "Restarts
+        # and consumer groups").
+        consumer_group_instance_id=s.group_instance_id,
+        broker_session_timeout=s.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
         stream_wait_empty=True,
         agent_supervisor=mode.CrashingSupervisor,
         web_host=s.web_host,
@@ -112,6 +118,10 @@ def _faust_app(s: Settings) -> VitrineApp:
     app.shutdown_timeout_s = s.shutdown_timeout_s
     app.settings = s
     app.fetch_max_wait_ms = s.kafka_fetch_max_wait_ms
+    logger.info(
+        "consumer groups: instance id %s, session timeout %d ms",
+        s.group_instance_id or "none (dynamic membership)", s.kafka_session_timeout_ms,
+    )  # fmt: skip
     return app
 
 
@@ -286,6 +296,7 @@ def _order_consumer(
         before_start=runtime.ready,
         # Orders were consumed in the Faust group before: start where it stopped.
         inherit_offsets_from=s.app_id,
+        membership=group_membership(s),
     )
 
 
