@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,10 +114,18 @@ class Topics:
         )
 
 
-def make_topics(stack: LocalStack, partitions: int = 2) -> Topics:
-    """Fresh uuid topics on ``stack``, created with ``partitions`` each."""
+def make_topics(stack: LocalStack, partitions: int = 2, *, compacted: Iterable[str] = ()) -> Topics:
+    """Fresh uuid topics on ``stack``, created with ``partitions`` each.
+
+    ``compacted``: topic settings (``"category_sales"``, ...) whose topics are
+    created with ``cleanup.policy=compact``, as the stack creates them.
+    """
     t = Topics(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, partitions)
-    create_topics(t.bootstrap, dict.fromkeys(t.names.values(), t.partitions))
+    create_topics(
+        t.bootstrap,
+        dict.fromkeys(t.names.values(), t.partitions),
+        compacted=[t.names[name] for name in compacted],
+    )
     return t
 
 

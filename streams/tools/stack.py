@@ -536,6 +536,9 @@ class Stack:
             "message.max.bytes": str(self.settings.kafka_max_message_bytes + 64 * 1024),
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 1024 * 1024),
+            # The cleaner looks for dirty compacted logs every second, not every 15 s
+            # (the default): tests/compaction.py waits for it, and it is cheap when idle.
+            "log.cleaner.backoff.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "background.threads": "2",

@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from inference.samples import samples
 from schemas import codec
 from schemas.deadletter import decode_headers
+from schemas.sales import utc_rfc3339
 from streams.tools.bench.pipeline import unique_images
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess
@@ -202,15 +203,16 @@ def test_orders_are_enriched_with_their_products_categories(
 
     # The windowed aggregate counts both orders per category x region.
     sales = consume(topics.bootstrap, topics.category_sales, expect=3, timeout_s=30)
-    latest: dict[str, Any] = {}
+    latest: dict[tuple[str, str], Any] = {}
     for r in sales:
         v = codec.decode_category_sales(r.value)
-        latest[r.key.decode()] = v
+        assert r.key.decode() == f"{v.category}|{v.region}|{utc_rfc3339(v.window_start)}"
+        latest[(v.category, v.region)] = v
     banana_cat = labels["banana"].category
-    north = latest[f"{banana_cat}|eu-north"]
+    north = latest[(banana_cat, "eu-north")]
     assert north.units >= 2
     assert north.orders >= 1
-    assert latest["unknown|eu-north"].revenue == pytest.approx(9.99)
+    assert latest[("unknown", "eu-north")].revenue == pytest.approx(9.99)
 
 
 def test_an_order_that_arrives_before_its_label_waits_for_it(
