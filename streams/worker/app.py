@@ -413,6 +413,7 @@ def _view_builder(topics: Topics, runtime: Runtime, s: Settings) -> ViewBuilder:
         recommender=runtime.recommender,
         client_config=aiokafka_config(s),
         group_id=s.views_consumer_group,
+        membership=group_membership(s),
     )
     runtime.coverage = views
     return views

@@ -99,6 +99,7 @@ class ViewBuilder(mode.Service):
         recommender: Recommender,
         client_config: Mapping[str, Any],
         group_id: str,
+        membership: Mapping[str, Any] | None = None,
         max_records: int = 5000,
         **kwargs: Any,
     ) -> None:
@@ -110,6 +111,8 @@ class ViewBuilder(mode.Service):
         self.group_id = group_id
         self.max_records = max_records
         self._config = dict(client_config)
+        #: Session timeout, heartbeat and static instance id of the group member.
+        self._membership = dict(membership or {})
         self._consumer: AIOKafkaConsumer | None = None
         #: Assigned partitions -> the next offset to apply (None: from the beginning).
         self.positions: dict[TopicPartition, int | None] = {}
@@ -144,6 +147,7 @@ class ViewBuilder(mode.Service):
     async def _build(self) -> None:
         consumer = self._consumer = AIOKafkaConsumer(
             **{**self._config, "client_id": f"vitrine-views-{uuid.uuid4().hex[:8]}"},
+            **self._membership,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
