@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test check lint stack-up stack-down bench train-grocery
+.PHONY: setup demo test stack-up stack-down bench train-grocery
 
 VENV := .venv/bin
 

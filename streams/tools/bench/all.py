@@ -5,7 +5,8 @@
    (``inference.json``, ``inference_throughput.png``);
 2. **pipeline**: engine alone, the worker (misses, cache hits, half rate),
    orders live and from a backlog, the naive baseline, and 1, 2, ... worker
-   processes (``pipeline.json``, ``latency_cdf.png``, ``scaling.png``);
+   processes (``pipeline.json``, ``latency_cdf.png``; the scaling rows are in
+   ``pipeline.json`` and ``summary.md``);
 3. **search**: the visual-search index, when this build has one
    (``search.json``).
 
