@@ -2,14 +2,21 @@
 
 Keys:
 
-- ``<prefix>:img:<sha256>`` -> the inference result JSON, with a TTL; the model's
+- ``<prefix>:img:{<sha256>}`` -> the inference result JSON, with a TTL; the model's
   name and version are in the value, and a result from another model is a miss.
 - ``<prefix>:product:<product_id>`` -> latest category, score and model version.
-- ``<prefix>:claim:<model_version>:<sha256>`` -> the id of the worker inferring
+- ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker inferring
   that image with that model, for ``image_claim_ttl_ms`` (``SET NX PX``); deleted
   with the result's write, or when the image fails to decode.
 
-One MGET and one pipelined write per batch. When Redis is down or slow the
+The ``{<sha256>}`` hash tag keeps an image's claim and result in one slot of a
+Redis Cluster, hence on one master, whose commands run in the order they were
+sent: the result is written before the claim is deleted, and read after the
+claim, as on one server. Other keys spread over the slots; multi-key calls are
+split per slot (:mod:`streams.worker.redisclient`).
+
+One MGET and one pipelined write per batch (on a Redis Cluster: one round trip
+to each master, in parallel). When Redis is down or slow the
 cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
 product lookups, so that enrichment can say why), writes are skipped, both are
 counted, and the outage is logged once when it starts and once when it ends.
@@ -28,15 +35,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, ResponseError
 
 from streams.settings import Settings
 from streams.worker import metrics
+from streams.worker.redisclient import REDIS_ERRORS, build_client, is_cluster, pipeline
+from streams.worker.redisclient import mget as slot_safe_mget
 
 __all__ = ["CacheUnavailable", "LabelCache"]
 
@@ -87,21 +95,19 @@ class LabelCache:
         password: str | None = None,
         ssl_cafile: str | None = None,
         retry_after_s: float = 1.0,
+        cluster: bool = False,
+        cluster_failover_ms: int = 20_000,
     ) -> None:
         self.ttl_s = ttl_s
         self.prefix = prefix
         self.retry_after_s = retry_after_s
-        timeout = timeout_ms / 1000
-        # Only TLS connections take a CA (a plain connection refuses the keyword).
-        tls = {"ssl_ca_certs": ssl_cafile} if ssl_cafile and url.startswith("rediss:") else {}
-        self._redis = aioredis.from_url(
+        self._redis = build_client(
             url,
-            password=password or None,
-            **tls,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
+            cluster=cluster,
+            timeout_ms=timeout_ms,
+            password=password,
+            ssl_cafile=ssl_cafile,
+            failover_ms=cluster_failover_ms,
         )
         self._down_since: float | None = None
         self._next_try = 0.0
@@ -116,12 +122,19 @@ class LabelCache:
             prefix=s.redis_key_prefix,
             password=s.redis_password.get_secret_value(),
             ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
+            cluster=s.redis_cluster,
+            cluster_failover_ms=s.redis_cluster_failover_ms,
         )
+
+    @property
+    def cluster(self) -> bool:
+        """True when this is a Redis Cluster: multi-key calls must stay within one slot."""
+        return is_cluster(self._redis)
 
     # --- keys ------------------------------------------------------------------
     def image_key(self, sha256: str) -> str:
         """Redis key of an image result."""
-        return f"{self.prefix}:img:{sha256}"
+        return f"{self.prefix}:img:{{{sha256}}}"
 
     def product_key(self, product_id: str) -> str:
         """Redis key of a product label."""
@@ -129,7 +142,7 @@ class LabelCache:
 
     def claim_key(self, sha256: str, model_version: str) -> str:
         """Redis key of a worker's claim to infer an image with one model version."""
-        return f"{self.prefix}:claim:{model_version}:{sha256}"
+        return f"{self.prefix}:claim:{model_version}:{{{sha256}}}"
 
     # --- outage bookkeeping ------------------------------------------------------
     @property
@@ -174,8 +187,8 @@ class LabelCache:
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
         try:
-            values: list[bytes | None] = await self._redis.mget(keys)  # type: ignore[assignment]
-        except (RedisError, OSError) as exc:
+            values = await slot_safe_mget(self._redis, keys)
+        except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -291,11 +304,12 @@ class LabelCache:
         if not self.available:
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
-        pipe = self._redis.pipeline(transaction=False)
-        fill(pipe)
+        pipe = pipeline(self._redis)
+        # A SlotSafePipeline takes Pipeline's commands (an MGET split per slot on a cluster).
+        fill(cast(Pipeline, pipe))
         try:
             replies: list[Any] = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -306,7 +320,7 @@ class LabelCache:
         """True when Redis answers."""
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
 
     async def close(self) -> None:
