@@ -64,6 +64,8 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterExcepti
 #: Backoff between a cluster command's tries: 50, 100, 200, 400 ms, then 500 ms.
 _BACKOFF_BASE_S = 0.025
 _BACKOFF_CAP_S = 0.5
+#: Shortest time between two slot-map refreshes that errors ask for.
+_TOPOLOGY_REFRESH_MIN_S = 0.1
 
 
 def _failover_retry(failover_ms: int) -> Retry:
@@ -98,7 +100,14 @@ def build_client(
         "health_check_interval": 0,
     }
     if cluster:
-        return RedisCluster.from_url(url, retry=_failover_retry(failover_ms), **common)
+        return RedisCluster.from_url(
+            url,
+            retry=_failover_retry(failover_ms),
+            # redis-py's default (1 s) makes every try on a cluster none of whose
+            # nodes answers wait that long before it gives up; a slot map read is cheap.
+            topology_refresh_min_interval=_TOPOLOGY_REFRESH_MIN_S,
+            **common,
+        )
     return aioredis.from_url(url, retry_on_timeout=False, **common)
 
 

@@ -5,11 +5,13 @@ The cluster is this module's own (3 masters, 3 replicas, ``cluster-node-timeout`
 labelling listings and enriching orders; more of both are published while its
 replica is being promoted. Every listing and every order must come out, the
 failover must cost retries only (no cache outage, no order enriched with
-``cache_unavailable``), and what was cached before the kill must still be there.
+``cache_unavailable``). A cluster none of whose nodes answers, though, is an
+outage like one Redis down: bypassed at once, not retried for the failover time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from streams.tools.bench.pipeline import unique_images
 from streams.tools.redis_cluster import RedisClusterStack
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess
+from streams.worker.cache import CacheUnavailable, LabelCache
 from tests.conftest import LocalStack, consume, make_topics
 from tests.events import listing, order, photo_bytes
 
@@ -127,3 +130,34 @@ def test_a_master_killed_mid_stream_costs_retries_only(
         assert worker.running
     finally:
         worker.stop()
+
+
+def test_a_cluster_none_of_whose_nodes_answers_is_an_outage_not_a_long_retry(
+    own_cluster: RedisClusterStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs last here: it kills every node. The cache steps aside as for one Redis."""
+
+    async def run() -> None:
+        cache = LabelCache(
+            own_cluster.url, ttl_s=60, timeout_ms=250, prefix="dead", cluster=True,
+            cluster_failover_ms=20_000,
+        )  # fmt: skip
+        try:
+            assert await cache.put({}, {"a": {"category": "x"}})
+            for node in own_cluster.nodes:
+                if node.proc is not None and node.alive:
+                    node.proc.kill()
+                    node.proc.wait()
+            t0 = time.monotonic()
+            assert await cache.get_images(["ab" * 32], "m", "v") == [None]
+            # Far less than the 20 s a failover may take: no node answers at all.
+            assert time.monotonic() - t0 < 5
+            assert not cache.available
+            with pytest.raises(CacheUnavailable):
+                await cache.get_products(["a"])
+        finally:
+            await cache.close()
+
+    asyncio.run(run())
+    outages = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(outages) == 1
