@@ -71,7 +71,7 @@ Timestamp = Annotated[
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Score = Annotated[float, Meta(ge=0.0, le=1.0)]
 Millis = Annotated[float, Meta(ge=0.0)]
-# Region and category form the category-sales key ``category|region``.
+# Category and region are parts of the category-sales key ``category|region|window_start``.
 KeyPart = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[^|]+$")]
 Currency = Annotated[
     str,
@@ -375,8 +375,9 @@ class EnrichedOrder(msgspec.Struct, frozen=True, kw_only=True):
 class CategorySales(msgspec.Struct, frozen=True, kw_only=True):
     """Sales of one category in one region over one tumbling window.
 
-    Topic category-sales, key category|region. Every update of a window has the same
-    event_id and replaces the earlier one.
+    Topic category-sales (compacted), key category|region|window_start
+    (schemas.sales.category_sales_key). Every update of a window has the same key and
+    event_id and replaces the earlier one; different windows never share a key.
     """
 
     schema_version: SchemaVersion

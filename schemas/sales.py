@@ -2,10 +2,20 @@
 
 Other languages reproduce these from the rules written here:
 
-- key: ``f"{category}|{region}"`` (neither part may contain ``|``);
-- event_id: the first 32 hex digits of SHA-256 over the UTF-8 of
-  ``f"{category}|{region}|{window_start}"``, where ``window_start`` is written in UTC as
-  ``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds), so every update of a window has the same id;
+- key: ``f"{category}|{region}|{window_start}"`` (neither category nor region may
+  contain ``|``), where ``window_start`` is written in UTC as ``YYYY-MM-DDTHH:MM:SSZ``
+  (whole seconds), e.g. ``footwear|eu-north|2026-11-24T09:00:00Z``. The topic is
+  compacted: every update of a window has the same key and replaces the earlier ones,
+  and different windows never share a key, so the log cleaner keeps every window.
+  The window start is written as the contract writes every time (RFC 3339, UTC, ``Z``)
+  rather than as epoch seconds: a person reading keys with a console consumer sees
+  the window, the text sorts by time, and it is the very string the event_id hashes.
+  Earlier workers keyed by ``f"{category}|{region}"`` alone; records they wrote
+  stay on the topic (the cleaner keeps the last window of each pair), so a reader
+  identifies a window by the value's ``category``, ``region`` and ``window_start``,
+  never by the key (schemas/README.md, "Compatibility notes");
+- event_id: the first 32 hex digits of SHA-256 over the UTF-8 of the key
+  ``f"{category}|{region}|{window_start}"``, so every update of a window has the same id;
 - season: the meteorological season of ``window_start`` in UTC, northern hemisphere:
   winter is December to February, spring March to May, summer June to August and
   autumn September to November. A winter window in December 2026 and one in January
@@ -73,14 +83,18 @@ def utc_rfc3339(moment: datetime) -> str:
     return _require_aware(moment, "moment").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def category_sales_key(category: str, region: str) -> str:
-    """Return the Kafka key ``category|region`` of a category-sales event."""
+def category_sales_key(category: str, region: str, window_start: datetime) -> str:
+    """Return the Kafka key ``category|region|window_start`` of a category-sales event.
+
+    ``window_start`` must be timezone-aware; it is written in UTC as
+    ``YYYY-MM-DDTHH:MM:SSZ``, so one instant always gives one key.
+    """
     if "|" in category or "|" in region:
         raise ValueError(f"category {category!r} and region {region!r} must not contain '|'")
-    return f"{category}|{region}"
+    return f"{category}|{region}|{utc_rfc3339(window_start)}"
 
 
 def category_sales_event_id(category: str, region: str, window_start: datetime) -> str:
     """Return the deterministic event_id of the window ``(category, region, window_start)``."""
-    name = f"{category_sales_key(category, region)}|{utc_rfc3339(window_start)}"
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    key = category_sales_key(category, region, window_start)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

@@ -9,10 +9,12 @@ from these settings, so they never read the environment themselves.
 from __future__ import annotations
 
 import functools
+import re
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.serving.defaults import DEFAULT_MAX_BATCH_SIZE
@@ -55,6 +57,12 @@ class Settings(BaseSettings):
     # record; lz4 here is larger and slower, gzip 15-35x the CPU. Consumers of
     # every codec are supported whatever this is.
     kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    # Liveness in the worker's consumer groups (Faust's and the order consumer's):
+    # a member silent for the session timeout is dropped and its partitions move
+    # to the others. Shorter moves them sooner after a crash, longer rides out
+    # longer pauses (README, "Restarts and consumer groups").
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=90_000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     app_id: str = "vitrine"
     topic_partitions: int = 4
     topic_replication_factor: int = 1
@@ -162,6 +170,11 @@ class Settings(BaseSettings):
     order_max_batch_latency_ms: int = Field(default=50, ge=1)
     order_label_wait_ms: int = Field(default=2000, ge=0)
     order_label_retry_interval_ms: int = Field(default=200, ge=10)
+    # While Redis is down or the product view is behind its record (a rebuild),
+    # an order batch is held rather than enriched "unknown" for products the
+    # record knows; after this long it goes out with unknown_reason
+    # cache_unavailable. Below the consumer's max.poll.interval.ms (300 s).
+    order_hold_max_ms: int = Field(default=120_000, ge=0, le=280_000)
     sales_window_s: int = Field(default=3600, ge=1)
     # A window is kept this long behind the order time of the slowest sales
     # partition the worker reads; a later order for an older window is late (not
@@ -186,9 +199,10 @@ class Settings(BaseSettings):
     # An order with more distinct products than this adds no pairs (their
     # number grows with the square of the basket); it still adds popularity.
     recommend_max_basket_lines: int = Field(default=50, ge=2)
-    # Lifetime of a key after its last update: over a year, so that a season's
-    # popularity is still there when the season comes round again.
-    recommend_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
+    # How long orders-enriched keeps its records (its retention.ms): the
+    # recommendations' record, which a rebuild of the sorted sets counts. Over a
+    # year, so that a season's popularity is still there when it comes round.
+    recommend_history_days: int = Field(default=400, ge=1)
 
     # --- Visual search (streams/worker/search.py) ------------------------------
     # HNSW query breadth: more finds more of the true nearest neighbours, slower
@@ -203,6 +217,12 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     shutdown_timeout_s: float = 30.0
+    # Static group membership (Kafka's group.instance.id): a worker started again
+    # with the same id takes its partitions back at once, without a rebalance.
+    # Sent as "<id>-<web_port>"; unset: the host name; empty: off.
+    worker_instance_id: str | None = Field(
+        default=None, max_length=249, pattern=r"^[A-Za-z0-9._-]*$"
+    )
     log_level: str = "INFO"
 
     # --- Local stack ---------------------------------------------------------
@@ -223,9 +243,43 @@ class Settings(BaseSettings):
         return tuple(h.strip() for h in self.kafka_bootstrap_servers.split(",") if h.strip())
 
     @property
+    def group_instance_id(self) -> str | None:
+        """The worker's ``group.instance.id`` in both its groups; None: static membership off.
+
+        ``worker_instance_id`` (unset: the host name) and the web port: stable
+        across restarts of a container or StatefulSet pod, and never shared by
+        two workers on one host, which cannot bind one port (two live members
+        with one id would take each other's place in the group over and over).
+        The port is part of it because Faust hands a returning member the
+        assignment made for the web URL it had, and refuses one made for
+        another (``assert metadata.url == str(self._url)`` in
+        faust/assignor/partition_assignor.py): such a worker hangs unready.
+        """
+        base = self.worker_instance_id
+        if base is None:
+            base = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "worker"
+        return f"{base[:240]}-{self.web_port}" if base else None
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Self:
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"kafka_heartbeat_interval_ms={self.kafka_heartbeat_interval_ms} "
+                "(VITRINE_KAFKA_HEARTBEAT_INTERVAL_MS) must be below "
+                f"kafka_session_timeout_ms={self.kafka_session_timeout_ms} "
+                "(VITRINE_KAFKA_SESSION_TIMEOUT_MS); a third of it is usual"
+            )
+        return self
+
+    @property
     def order_consumer_group(self) -> str:
         """The order agent's consumer group (its own: see :mod:`streams.worker.batchconsumer`)."""
         return f"{self.app_id}-orders"
+
+    @property
+    def views_consumer_group(self) -> str:
+        """The view builders' consumer group (:mod:`streams.worker.views`)."""
+        return f"{self.app_id}-views"
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,12 +160,25 @@ class Topics:
 
 
 def make_topics(
-    stack: LocalStack, partitions: int = 2, cluster: RedisClusterStack | None = None
+    stack: LocalStack,
+    partitions: int = 2,
+    *,
+    compacted: Iterable[str] = (),
+    cluster: RedisClusterStack | None = None,
 ) -> Topics:
-    """Fresh uuid topics on ``stack``, created with ``partitions`` each; Redis: ``cluster``'s."""
+    """Fresh uuid topics on ``stack``, created with ``partitions`` each.
+
+    ``compacted``: topic settings (``"category_sales"``, ...) whose topics are
+    created with ``cleanup.policy=compact``, as the stack creates them.
+    ``cluster``: the workers' Redis is that Redis Cluster, not the stack's Redis.
+    """
     url = cluster.url if cluster is not None else stack.redis_url
     t = Topics(uuid.uuid4().hex[:10], stack.bootstrap, url, partitions, cluster is not None)
-    create_topics(t.bootstrap, dict.fromkeys(t.names.values(), t.partitions))
+    create_topics(
+        t.bootstrap,
+        dict.fromkeys(t.names.values(), t.partitions),
+        compacted=[t.names[name] for name in compacted],
+    )
     return t
 
 

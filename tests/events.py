@@ -22,9 +22,10 @@ def listing(
     *,
     uri: str | None = None,
     event_id: str | None = None,
+    seller_id: str | None = None,
 ) -> tuple[bytes, bytes]:
     """(key, value) of a ProductImageEvent with an inline image or a URI."""
-    ev = make_listing(product_id, image=image, uri=uri, event_id=event_id)
+    ev = make_listing(product_id, image=image, uri=uri, event_id=event_id, seller_id=seller_id)
     return product_id.encode(), codec.encode(ev)
 
 

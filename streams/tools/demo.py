@@ -47,6 +47,7 @@ def make_listing(
     uri: str | None = None,
     event_id: str | None = None,
     title: str | None = None,
+    seller_id: str | None = None,
 ) -> ProductImageEvent:
     """A ProductImageEvent carrying ``image`` inline (base64) or pointing at ``uri``."""
     return ProductImageEvent(
@@ -55,6 +56,7 @@ def make_listing(
         occurred_at=datetime.now(UTC),
         product_id=product_id,
         title=title,
+        seller_id=seller_id,
         image_b64=base64.b64encode(image).decode() if image is not None else None,
         image_uri=uri,
     )

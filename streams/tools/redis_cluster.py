@@ -142,7 +142,7 @@ class RedisClusterStack:
                 # A replica may be promoted however long ago it last heard its master.
                 "--cluster-replica-validity-factor", "0",
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
+                "--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru",
             ],
             cwd=node.directory, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,

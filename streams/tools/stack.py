@@ -151,8 +151,32 @@ def topic_specs(settings: Settings) -> dict[str, int]:
 
 
 def compacted_topics(settings: Settings) -> frozenset[str]:
-    """Topics whose records replace earlier ones of their key (``cleanup.policy=compact``)."""
-    return frozenset({settings.topic_category_sales, settings.topic_product_embeddings})
+    """Topics whose records replace earlier ones of their key (``cleanup.policy=compact``).
+
+    product-labels and orders-enriched are the records the Redis views are rebuilt
+    from (:mod:`streams.worker.views`): compaction keeps each product's latest label
+    and each order once.
+    """
+    return frozenset(
+        {
+            settings.topic_category_sales,
+            settings.topic_product_embeddings,
+            settings.topic_product_labels,
+            settings.topic_orders_enriched,
+        }
+    )
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic's configuration beyond the broker's defaults (cleanup policy, retention)."""
+    configs = {name: {"cleanup.policy": "compact"} for name in compacted_topics(settings)}
+    # Compacted (one record per order) and deleted after the history the
+    # recommendations count (settings.recommend_history_days).
+    configs[settings.topic_orders_enriched] = {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(settings.recommend_history_days * 86_400_000),
+    }
+    return configs
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -381,7 +405,12 @@ class Stack:
 
     # --- redis ---------------------------------------------------------------
     def start_redis(self) -> None:
-        """Start ``redis-server`` on the configured port (no persistence: it is a cache)."""
+        """Start ``redis-server`` on the configured port.
+
+        No persistence: everything in it is a view the worker rebuilds from the
+        record topics. ``volatile-lru`` evicts only keys with a TTL (the image
+        cache and claims), never state.
+        """
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError(
@@ -405,7 +434,7 @@ class Stack:
             "--maxmemory",
             "512mb",
             "--maxmemory-policy",
-            "allkeys-lru",
+            "volatile-lru",
             *(self._redis_secure_args() if self.secure else []),
         ]
         self._spawn("redis", cmd, self.redis_dir, self.settings.redis_port)
@@ -507,6 +536,9 @@ class Stack:
             "message.max.bytes": str(self.settings.kafka_max_message_bytes + 64 * 1024),
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 1024 * 1024),
+            # The cleaner looks for dirty compacted logs every second, not every 15 s
+            # (the default): tests/compaction.py waits for it, and it is cheap when idle.
+            "log.cleaner.backoff.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "background.threads": "2",
@@ -671,7 +703,7 @@ class Stack:
     def create_topics(self, specs: dict[str, int], replication: int = 1) -> list[str]:
         """Create the missing topics; return the names created."""
         return create_topics(
-            self.bootstrap_servers, specs, replication, compacted=compacted_topics(self.settings)
+            self.bootstrap_servers, specs, replication, configs=topic_configs(self.settings)
         )
 
 
@@ -682,10 +714,12 @@ def create_topics(
     *,
     security: Mapping[str, Any] | None = None,
     compacted: Iterable[str] = (),
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create those of ``specs`` (name -> partitions) that do not exist yet.
 
-    ``compacted``: names created with ``cleanup.policy=compact``.
+    ``compacted``: names created with ``cleanup.policy=compact``; ``configs``:
+    topic configurations by name (:func:`topic_configs`), over ``compacted``.
 
     ``security``: kafka-python's security keywords (``security_protocol``,
     ``sasl_*``, ``ssl_*``), for a secured listener.
@@ -697,7 +731,9 @@ def create_topics(
     admin = KafkaAdminClient(
         **{"bootstrap_servers": bootstrap, **(security or {})}, client_id="vitrine-topics"
     )
-    compact = set(compacted)
+    per_topic: dict[str, dict[str, str]] = {n: {"cleanup.policy": "compact"} for n in compacted}
+    for name, conf in (configs or {}).items():
+        per_topic[name] = dict(conf)
     try:
         existing = set(admin.list_topics())
         missing = [
@@ -705,7 +741,7 @@ def create_topics(
                 name,
                 num_partitions=n,
                 replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                topic_configs=per_topic.get(name, {}),
             )
             for name, n in specs.items()
             if name not in existing

@@ -9,14 +9,15 @@ Agents:
   in the model while the next is parsed and looked up and the previous one is
   cached and produced; the cache writes and outputs stay in input order.
 - ``enrich_orders``: orders -> orders-enriched (+ orders.dlq), and per-order
-  sales deltas to an internal topic keyed ``category|region``; once a batch is
-  delivered, its orders count into the recommendations in Redis
-  (:mod:`streams.worker.recommend`). It consumes
+  sales deltas to an internal topic keyed ``category|region``. It consumes
   through :class:`~streams.worker.batchconsumer.BatchConsumer`, a service of this app
   with its own consumer group, because Faust's per-event stream path alone
   costs more CPU than an order's budget (measurements in that module).
 - ``aggregate_sales`` (Faust agent): the internal topic -> a tumbling-window
   table -> category-sales (changed windows emitted by a timer).
+- the view builder (:mod:`streams.worker.views`, a service with its own
+  consumer group): product-labels and orders-enriched, the record topics, into
+  the Redis views that enrichment and recommendations read.
 
 Delivery is at-least-once: a batch's events are acked (or, for orders,
 committed) only after every output of the batch (labels, enriched orders, dead
@@ -41,6 +42,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -53,11 +55,12 @@ from streams.worker.batches import BatchStep, handle_batch, run_batches
 from streams.worker.consumed import ConsumedRecord, Rejected
 from streams.worker.delivery import Delivery, Send
 from streams.worker.enrich import Enriched
-from streams.worker.kafka_config import aiokafka_config, faust_credentials
+from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.labelling import Labelled
 from streams.worker.runtime import Runtime
 from streams.worker.search import EmbeddingFollower, SearchIndex
 from streams.worker.transport import VitrineApp
+from streams.worker.views import ViewBuilder
 from streams.worker.web import add_pages
 from streams.worker.windows import (
     EventTimeWindow,
@@ -97,6 +100,12 @@ def _faust_app(s: Settings) -> VitrineApp:
             None if s.kafka_compression_type == "none" else s.kafka_compression_type
         ),
         consumer_auto_offset_reset="earliest",
+        # Static membership and a session timeout shorter than Faust's 60 s: a
+        # worker killed and started again resumes at once (README, "Restarts
+        # and consumer groups").
+        consumer_group_instance_id=s.group_instance_id,
+        broker_session_timeout=s.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
         stream_wait_empty=True,
         agent_supervisor=mode.CrashingSupervisor,
         web_host=s.web_host,
@@ -109,6 +118,10 @@ def _faust_app(s: Settings) -> VitrineApp:
     app.shutdown_timeout_s = s.shutdown_timeout_s
     app.settings = s
     app.fetch_max_wait_ms = s.kafka_fetch_max_wait_ms
+    logger.info(
+        "consumer groups: instance id %s, session timeout %d ms",
+        s.group_instance_id or "none (dynamic membership)", s.kafka_session_timeout_ms,
+    )  # fmt: skip
     return app
 
 
@@ -142,8 +155,14 @@ class Topics:
         return cls(
             images=topic(s.topic_product_images),
             orders=topic(s.topic_orders),
-            labels=topic(s.topic_product_labels),
-            enriched=topic(s.topic_orders_enriched),
+            # The records the Redis views are rebuilt from (streams.worker.views).
+            labels=topic(s.topic_product_labels, compacting=True),
+            enriched=topic(
+                s.topic_orders_enriched,
+                compacting=True,
+                deleting=True,
+                retention=timedelta(days=s.recommend_history_days),
+            ),
             sales=topic(s.topic_category_sales, compacting=True),
             images_dlq=topic(s.topic_product_images_dlq),
             orders_dlq=topic(s.topic_orders_dlq),
@@ -209,15 +228,6 @@ def _sales_deltas(delivery: Delivery, deltas: faust.TopicT, window_s: int) -> An
     return outputs
 
 
-def _count_recommendations(runtime: Runtime) -> Any:
-    """The delivered batch's enriched orders into the "bought together" sets (after delivery)."""
-
-    async def after_delivery(results: list[Enriched | Rejected]) -> None:
-        await runtime.recommender.observe([r.order for r in results if isinstance(r, Enriched)])
-
-    return after_delivery
-
-
 def _add_label_images(
     app: faust.App, topics: Topics, runtime: Runtime, delivery: Delivery, s: Settings
 ) -> Any:
@@ -272,7 +282,6 @@ def _order_consumer(
                     process=runtime.enricher.process,
                     route=_routes(delivery, topics.enriched, topics.orders_dlq),
                     batch_outputs=_sales_deltas(delivery, topics.deltas, s.sales_window_s),
-                    after_delivery=_count_recommendations(runtime),
                 )
             )
         await handle_batch(step_[0], records, delivery)
@@ -287,6 +296,7 @@ def _order_consumer(
         before_start=runtime.ready,
         # Orders were consumed in the Faust group before: start where it stopped.
         inherit_offsets_from=s.app_id,
+        membership=group_membership(s),
     )
 
 
@@ -394,6 +404,21 @@ def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> Embedding
     )
 
 
+def _view_builder(topics: Topics, runtime: Runtime, s: Settings) -> ViewBuilder:
+    """The Redis views of product-labels and orders-enriched, kept by every worker's share."""
+    views = ViewBuilder(
+        labels_topic=topics.labels.get_topic_name(),
+        orders_topic=topics.enriched.get_topic_name(),
+        cache=runtime.cache,
+        recommender=runtime.recommender,
+        client_config=aiokafka_config(s),
+        group_id=s.views_consumer_group,
+        membership=group_membership(s),
+    )
+    runtime.coverage = views
+    return views
+
+
 def create_app(settings: Settings | None = None) -> VitrineApp:
     """Build the worker's Faust app for ``settings`` (default: from the environment)."""
     s = settings or get_settings()
@@ -408,5 +433,7 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     _add_lag_timer(app, topics, order_consumer)
     app.search = search = _search_follower(topics, runtime, s)
     app.service(search)  # type: ignore[arg-type]
-    add_pages(app, runtime, order_consumer, app.unreadable, search)
+    app.views = views = _view_builder(topics, runtime, s)
+    app.service(views)  # type: ignore[arg-type]
+    add_pages(app, runtime, order_consumer, app.unreadable, search, views)
     return app

@@ -103,6 +103,7 @@ class BatchConsumer(mode.Service):
         max_latency_ms: int,
         before_start: Callable[[], Awaitable[Any]] | None = None,
         inherit_offsets_from: str | None = None,
+        membership: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,6 +111,9 @@ class BatchConsumer(mode.Service):
         self.group_id = group_id
         self._handle = handle
         self._config = dict(client_config)
+        # Only for the consumer that joins the group (session timeout, heartbeat,
+        # static instance id); the one that seeds inherited offsets never joins.
+        self._membership = dict(membership or {})
         self.max_records = max_records
         self.max_latency_ms = max_latency_ms
         self._before_start = before_start
@@ -138,6 +142,7 @@ class BatchConsumer(mode.Service):
                 await self._inherit_offsets()
             consumer = AIOKafkaConsumer(
                 **self._config,
+                **self._membership,
                 group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

@@ -1,13 +1,17 @@
-"""The Redis label cache: image results by content hash, product categories by id.
+"""Vitrine's Redis: the image-result cache, and the connection the views share.
 
-Keys:
+Keys (``<prefix>`` is ``redis_key_prefix``), cache and state apart:
 
-- ``<prefix>:img:{<sha256>}`` -> the inference result JSON, with a TTL; the model's
-  name and version are in the value, and a result from another model is a miss.
-- ``<prefix>:product:<product_id>`` -> latest category, score and model version.
-- ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker inferring
-  that image with that model, for ``image_claim_ttl_ms`` (``SET NX PX``); deleted
-  with the result's write, or when the image fails to decode.
+- cache, may be evicted (every key has a TTL, and Redis runs ``volatile-lru``):
+  ``<prefix>:img:{<sha256>}`` -> the inference result JSON (``redis_ttl_s``; the
+  model's name and version are in the value, and a result from another model is
+  a miss); ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker
+  inferring that image with that model, for ``image_claim_ttl_ms`` (``SET NX
+  PX``), deleted with the result's write or when the image fails to decode;
+- state, never evicted (no TTL), views of the record topics kept by
+  :mod:`streams.worker.views`: ``<prefix>:product:<product_id>`` ->
+  :class:`~streams.worker.state.ProductState`, the recommendation sorted sets
+  (:mod:`streams.worker.recommend`), and ``<prefix>:views:offsets``.
 
 The ``{<sha256>}`` hash tag keeps an image's claim and result in one slot of a
 Redis Cluster, hence on one master, whose commands run in the order they were
@@ -18,13 +22,19 @@ split per slot (:mod:`streams.worker.redisclient`).
 One MGET and one pipelined write per batch (on a Redis Cluster: one round trip
 to each master, in parallel). When Redis is down or slow the
 cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
-product lookups, so that enrichment can say why), writes are skipped, both are
-counted, and the outage is logged once when it starts and once when it ends.
-After a failure, Redis is not tried again for ``retry_after_s``, so a dead
-server costs one timeout per interval, not one per batch.
+product lookups, so that enrichment can hold its orders), writes are skipped,
+both are counted, and the outage is logged once when it starts and once when it
+ends. After a failure, Redis is not tried again for ``retry_after_s``, so a
+dead server costs one timeout per interval, not one per batch.
+
+A Redis at ``maxmemory`` with nothing left to evict (only state keys) refuses
+writes with OOM: that is not an outage (reads go on), but every refused write is
+counted in ``vitrine_redis_full_total`` and logged at most once a minute, and the
+alert ``VitrineRedisFull`` fires. Labelling goes on; the views stop advancing
+until there is room, and nothing is lost, since the record topics hold it all.
 
 Refused credentials (a wrong ``VITRINE_REDIS_PASSWORD``, or a user the ACL does
-not know) are handled the same way, since labelling must not stop for the
+not know) are handled like an outage, since labelling must not stop for the
 cache; the warning then names the settings to fix. ``rediss://`` URLs verify
 the server's certificate against the system CAs or ``ssl_cafile``.
 """
@@ -33,18 +43,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
 from redis.asyncio.client import Pipeline
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ResponseError
 
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.redisclient import REDIS_ERRORS, build_client, is_cluster, pipeline
 from streams.worker.redisclient import mget as slot_safe_mget
+from streams.worker.state import ProductState, decode_product_state
 
 __all__ = ["CacheUnavailable", "LabelCache"]
 
@@ -111,6 +123,7 @@ class LabelCache:
         )
         self._down_since: float | None = None
         self._next_try = 0.0
+        self._full_logged = -math.inf
 
     @classmethod
     def from_settings(cls, s: Settings) -> LabelCache:
@@ -150,6 +163,21 @@ class LabelCache:
         """False while an outage is in progress and the retry interval has not passed."""
         return self._down_since is None or time.monotonic() >= self._next_try
 
+    def _full(self, op: str, exc: OutOfMemoryError) -> None:
+        """Redis refused a write at maxmemory: count it, log it once a minute; not an outage."""
+        metrics.REDIS_ERRORS.labels(op).inc()
+        metrics.REDIS_FULL.labels(op).inc()
+        now = time.monotonic()
+        if now >= self._full_logged + 60:
+            self._full_logged = now
+            logger.error(
+                "Redis is full (%s refused: %s): it is at maxmemory with no cache entry left "
+                "to evict; raise its maxmemory or add shards. Labelling goes on; the views "
+                "wait for room and catch up from the record topics",
+                op,
+                exc,
+            )
+
     def _failed(self, op: str, exc: BaseException) -> None:
         metrics.REDIS_ERRORS.labels(op).inc()
         metrics.REDIS_UP.set(0)
@@ -188,6 +216,9 @@ class LabelCache:
             raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
         try:
             values = await slot_safe_mget(self._redis, keys)
+        except OutOfMemoryError as exc:
+            self._full(op, exc)
+            raise CacheUnavailable(str(exc)) from exc
         except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()
@@ -257,26 +288,16 @@ class LabelCache:
         with contextlib.suppress(CacheUnavailable):
             await self.pipelined("release_claims", fill)
 
-    # --- products ----------------------------------------------------------------
-    async def get_products(self, product_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Latest labels of products (None = not labelled); raises CacheUnavailable."""
+    # --- products (the view :mod:`streams.worker.views` keeps) ----------------------
+    async def get_products(self, product_ids: Sequence[str]) -> list[ProductState | None]:
+        """States of products (None = not in the view); raises CacheUnavailable."""
         raw = await self._mget("get_products", [self.product_key(p) for p in product_ids])
-        out: list[dict[str, Any] | None] = []
-        for value in raw:
-            try:
-                out.append(None if value is None else _json_decode(value))
-            except msgspec.DecodeError:
-                out.append(None)
-        return out
+        return [None if value is None else decode_product_state(value) for value in raw]
 
     # --- writes ----------------------------------------------------------------
-    async def put(
-        self,
-        images: Mapping[str, Mapping[str, Any]],
-        products: Mapping[str, Mapping[str, Any]],
-    ) -> bool:
-        """Write image results and product labels in one pipelined round trip."""
-        if not images and not products:
+    async def put(self, images: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Write image results (with their TTL) in one pipelined round trip."""
+        if not images:
             return True
 
         def fill(pipe: Pipeline) -> None:
@@ -284,14 +305,22 @@ class LabelCache:
                 pipe.set(self.image_key(sha), _json_encode(result), ex=self.ttl_s)
                 # After the result: a waiter that sees the claim gone finds it.
                 pipe.delete(self.claim_key(sha, str(result.get("model_version"))))
-            for product_id, label in products.items():
-                pipe.set(self.product_key(product_id), _json_encode(label), ex=self.ttl_s)
 
         try:
             await self.pipelined("put", fill)
         except CacheUnavailable:
             return False
         return True
+
+    @staticmethod
+    def queue_set_many(pipe: Pipeline, values: Mapping[str, bytes]) -> None:
+        """Queue writes of state keys (no TTL) on ``pipe``."""
+        pipe.mset(dict(values))
+
+    @staticmethod
+    def queue_delete_many(pipe: Pipeline, keys: Sequence[str]) -> None:
+        """Queue deletes of ``keys`` on ``pipe``."""
+        pipe.delete(*keys)
 
     async def pipelined(self, op: str, fill: Callable[[Pipeline], None]) -> list[Any]:
         """Run the commands ``fill`` queues in one round trip; their replies in order.
@@ -309,6 +338,9 @@ class LabelCache:
         fill(cast(Pipeline, pipe))
         try:
             replies: list[Any] = await pipe.execute()
+        except OutOfMemoryError as exc:
+            self._full(op, exc)
+            raise CacheUnavailable(str(exc)) from exc
         except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()

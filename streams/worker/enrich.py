@@ -1,15 +1,22 @@
 """Enrich a micro-batch of orders with the categories of their products.
 
-One Redis MGET per batch for every distinct product in it. An order can arrive
-before its product's label (both topics are produced at about the same time
-upstream). Policy: an order may wait for missing labels until
-``label_wait_ms`` after it was published (its record timestamp), re-reading
-only the missing products every ``retry_interval_ms``; then it is emitted with
-``category_status: unknown`` and ``unknown_reason: not_labelled``. An old order
-(a replay, a product whose label expired) therefore never waits, and a burst
-of fresh orders waits at most ``label_wait_ms`` once per batch. When Redis is
-unreachable, items are ``unknown`` with ``unknown_reason: cache_unavailable``
-and nothing waits.
+One Redis MGET per batch for every distinct product in it, from the product
+view (:mod:`streams.worker.views`). An order can arrive before its product's
+label (both topics are produced at about the same time upstream). Policy: an
+order may wait for missing labels until ``label_wait_ms`` after it was
+published (its record timestamp), re-reading only the missing products every
+``retry_interval_ms``. An old order (a replay) therefore never waits for that
+reason, and a burst of fresh orders waits at most ``label_wait_ms`` once per
+batch.
+
+A product missing from the view is called ``unknown`` / ``not_labelled`` only
+once the view has applied every ``product-labels`` record written before the
+lookup (:class:`ProductCoverage`): while Redis is down, or the view is behind
+(a Redis that came back empty and is being rebuilt, a builder catching up),
+the batch is held and looked up again every ``retry_interval_ms``. Only after
+``hold_max_ms`` of that are its missing items emitted ``unknown`` with
+``unknown_reason: cache_unavailable``, so that an outage that outlasts the
+hold cannot stop the orders partition for good.
 
 Each enriched order also yields per (category, region) sales deltas, which the
 order agent forwards, keyed by ``category|region``, to the windowed
@@ -24,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 import msgspec
 
@@ -33,8 +40,16 @@ from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder, OrderEv
 from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
+from streams.worker.state import ProductState
 
-__all__ = ["Enriched", "OrderEnricher", "SalesDelta", "SalesPart", "enriched_order"]
+__all__ = [
+    "Enriched",
+    "OrderEnricher",
+    "ProductCoverage",
+    "SalesDelta",
+    "SalesPart",
+    "enriched_order",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +126,18 @@ class Enriched:
     order: EnrichedOrder
 
 
+class ProductCoverage(Protocol):
+    """Whether the product view has applied the label records up to a moment."""
+
+    async def mark(self) -> dict[int, int]:
+        """The record's end offsets now."""
+        ...
+
+    async def covers(self, mark: dict[int, int]) -> bool:
+        """True once the view has applied everything before ``mark``."""
+        ...
+
+
 class OrderEnricher:
     """Turns batches of order records into enriched orders and dead letters."""
 
@@ -120,44 +147,91 @@ class OrderEnricher:
         *,
         label_wait_ms: int,
         retry_interval_ms: int,
+        hold_max_ms: int = 120_000,
+        coverage: ProductCoverage | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
         self.label_wait_s = label_wait_ms / 1000
         self.retry_interval_s = retry_interval_ms / 1000
+        self.hold_max_s = hold_max_ms / 1000
+        #: None: a product missing from the view is taken as not labelled (no record to ask).
+        self.coverage = coverage
         self.clock = clock
+
+    def _wait_left(
+        self, orders: dict[int, OrderEvent], records: Sequence[ConsumedRecord], missing: list[str]
+    ) -> float:
+        """How long the youngest order that lacks a label may still wait for it."""
+        if self.label_wait_s <= 0:
+            return 0.0
+        still = set(missing)
+        deadline = max(
+            (
+                records[i].timestamp_ms / 1000 + self.label_wait_s
+                for i, o in orders.items()
+                if any(it.product_id in still for it in o.items)
+            ),
+            default=0.0,
+        )
+        return deadline - self.clock()
+
+    async def _covered(self, mark: dict[int, int] | None) -> tuple[bool, dict[int, int] | None]:
+        """Whether the view covers the label records up to ``mark`` (taken now if None)."""
+        assert self.coverage is not None
+        try:
+            if mark is None:
+                mark = await self.coverage.mark()
+            return await self.coverage.covers(mark), mark
+        except CacheUnavailable:
+            return False, mark
 
     async def _labels(
         self, orders: dict[int, OrderEvent], records: Sequence[ConsumedRecord]
-    ) -> tuple[dict[str, dict[str, Any]], UnknownReason | None]:
-        """Labels of every product in ``orders``; the reason when Redis is down."""
+    ) -> tuple[dict[str, ProductState], UnknownReason | None]:
+        """States of every product in ``orders``; the reason when the hold ran out."""
         wanted = list(dict.fromkeys(it.product_id for o in orders.values() for it in o.items))
-        labels: dict[str, dict[str, Any]] = {}
+        labels: dict[str, ProductState] = {}
         missing = wanted
+        started = self.clock()
+        mark: dict[int, int] | None = None
+        confirmed = False
+        reason: UnknownReason | None = None
         while missing:
             try:
                 got = await self.cache.get_products(missing)
             except CacheUnavailable:
-                return labels, "cache_unavailable"
-            labels.update({p: v for p, v in zip(missing, got, strict=True) if v is not None})
-            missing = [p for p in missing if p not in labels]
-            if not missing or self.label_wait_s <= 0:
+                got = None
+            if got is not None:
+                labels.update({p: v for p, v in zip(missing, got, strict=True) if v is not None})
+                missing = [p for p in missing if p not in labels]
+                if not missing:
+                    break
+                if (left := self._wait_left(orders, records, missing)) > 0:
+                    await asyncio.sleep(min(self.retry_interval_s, left))
+                    continue
+                if self.coverage is None or confirmed:
+                    break
+                covered, mark = await self._covered(mark)
+                if covered:
+                    # Read once more: labels applied since the lookup count.
+                    confirmed = True
+                    continue
+            if self.clock() - started >= self.hold_max_s:
+                reason = "cache_unavailable"
+                logger.warning(
+                    "%d products of an order batch still unknown after holding it %.0f s "
+                    "(order_hold_max_ms): Redis %s; emitting them as unknown",
+                    len(missing),
+                    self.hold_max_s,
+                    "is down" if got is None else "has not caught up with product-labels",
+                )
                 break
-            # Wait only as long as the youngest order that lacks a label allows.
-            still = set(missing)
-            deadline = max(
-                (
-                    records[i].timestamp_ms / 1000 + self.label_wait_s
-                    for i, o in orders.items()
-                    if any(it.product_id in still for it in o.items)
-                ),
-                default=0.0,
-            )
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(self.retry_interval_s, remaining))
-        return labels, None
+            await asyncio.sleep(self.retry_interval_s)
+        held = self.clock() - started
+        if held > self.label_wait_s + self.retry_interval_s:
+            metrics.ORDERS_HELD_SECONDS.observe(held)
+        return labels, reason
 
     async def process(self, records: Sequence[ConsumedRecord]) -> list[Enriched | Rejected]:
         """Enrich ``records``; one entry per record, in order."""
@@ -188,11 +262,11 @@ class OrderEnricher:
                 else:
                     item = msgspec.structs.replace(
                         item,
-                        category=str(lab["category"]),
+                        category=lab.category,
                         category_status="labelled",
                         unknown_reason=None,
-                        category_score=float(lab.get("score", 0.0)),
-                        model_version=lab.get("model_version"),
+                        category_score=lab.score,
+                        model_version=lab.model_version,
                     )
                 category = item.category
                 items.append(item)

@@ -3,7 +3,9 @@
 :func:`faust_credentials` for Faust's own clients, :func:`aiokafka_config` for
 the order consumer (:mod:`streams.worker.batchconsumer`), both with the same
 TLS context (:func:`ssl_context`) and SASL keywords (:func:`sasl_config`, which
-the kafka-python clients of the tools use too).
+the kafka-python clients of the tools use too). :func:`group_membership` adds
+the group settings (session timeout, heartbeat, static instance id) for a
+consumer that joins a group, the same as Faust's consumer gets.
 
 :func:`check_kafka_access` is run before any client starts, by the worker and
 by the tools, on a secured cluster. Without it a wrong SASL password or an
@@ -32,6 +34,7 @@ __all__ = [
     "check_kafka_access",
     "check_kafka_access_sync",
     "faust_credentials",
+    "group_membership",
     "sasl_config",
     "ssl_context",
 ]
@@ -80,6 +83,20 @@ def aiokafka_config(settings: Settings) -> dict[str, Any]:
     }
     conf.update(sasl_config(settings))
     return conf
+
+
+def group_membership(settings: Settings) -> dict[str, Any]:
+    """Keywords of an aiokafka consumer in a group: session, heartbeat, static instance id.
+
+    aiokafka 0.14 sends ``group_instance_id`` in JoinGroup (v5) and SyncGroup
+    (v3), so a member started again with the same id is handed its partitions
+    back without a rebalance; with an id it also sends no LeaveGroup on stop.
+    """
+    return {
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "group_instance_id": settings.group_instance_id,
+    }
 
 
 def faust_credentials(settings: Settings) -> Any:

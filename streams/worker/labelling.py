@@ -7,10 +7,11 @@ raises for one bad record; the batch always goes on.
 
 Per batch: one Redis MGET for every image hash, one executor call that decodes,
 preprocesses and infers the misses (identical images in one batch are inferred
-once), and one pipelined Redis write. The write is a separate step,
-:meth:`ImageLabeller.remember`, which the agent runs in input order after
-``process``: batches may be processed concurrently, but a product's entry is
-never overwritten by an older batch. An image that misses the cache in two
+once), and one pipelined Redis write of the new image results. The write is a
+separate step, :meth:`ImageLabeller.remember`, which the agent runs in input
+order after ``process``. Products' categories are not written here: the
+product-labels records this agent produces are the record, and the view builder
+(:mod:`streams.worker.views`) applies them to Redis. An image that misses the cache in two
 concurrent batches is inferred once: from the start of its inference until its
 result is in Redis, it is held in :attr:`ImageLabeller._inflight`, and the
 other batch awaits it there (single flight).
@@ -83,10 +84,10 @@ class Labelled:
     value: bytes
     cached: bool
     image_sha256: str
-    # What :meth:`ImageLabeller.remember` writes: the image's result (None when it
-    # came from the cache) and the product's entry for order enrichment.
+    # What :meth:`ImageLabeller.remember` caches: the image's result (None when it
+    # came from the cache). The product's state is not written here: the view
+    # builder takes it from the product-labels record (streams.worker.views).
     image_result: dict[str, Any] | None
-    product: dict[str, Any]
     #: The model could not place the image (``low_confidence``/``unknown_product``):
     #: the event also goes to the product-review topic.
     review: bool = False
@@ -450,17 +451,15 @@ class ImageLabeller:
         return batch, prints, _vectors(self.projection, batch.items)
 
     async def remember(self, results: Sequence[Labelled | Rejected]) -> None:
-        """Cache the batch's new image results and its products' labels (one pipeline)."""
-        images: dict[str, dict[str, Any]] = {}
-        products: dict[str, dict[str, Any]] = {}
-        for res in results:
-            if isinstance(res, Labelled):
-                if res.image_result is not None:
-                    images[res.image_sha256] = res.image_result
-                products[res.key.decode()] = res.product
+        """Cache the batch's new image results (one pipeline)."""
+        images = {
+            res.image_sha256: res.image_result
+            for res in results
+            if isinstance(res, Labelled) and res.image_result is not None
+        }
         try:
-            if images or products:
-                await self.cache.put(images, products)
+            if images:
+                await self.cache.put(images)
         finally:
             # Redis has them now (or is down, and then a repeat is inferred again).
             self._forget_inferred(images)
@@ -549,13 +548,6 @@ def _labelled(
         seller_id=ev.seller_id,
         declared_category=ev.declared_category,
     )
-    product = {
-        "category": res["category"],
-        "score": res["score"],
-        "model_name": res["model_name"],
-        "model_version": res["model_version"],
-        "labelled_at": labelled_at.isoformat(),
-    }
     return Labelled(
         record=record,
         key=ev.product_id.encode(),
@@ -563,7 +555,6 @@ def _labelled(
         cached=image.cached,
         image_sha256=image.sha,
         image_result=None if image.cached else res,
-        product=product,
         review=any(flag in REVIEW_FLAGS for flag in value.flags),
         output=value,
         fingerprint=image.fingerprint,

@@ -31,9 +31,11 @@ __all__ = [
     "INTEGRITY_FLAGS",
     "INTEGRITY_SKIPPED",
     "KAFKA_ERRORS",
+    "ORDERS_HELD_SECONDS",
     "ORDER_ITEMS_UNKNOWN",
     "PREPROCESS_SECONDS",
     "REDIS_ERRORS",
+    "REDIS_FULL",
     "REDIS_UP",
     "SALES_DUPLICATES",
     "SALES_LATE",
@@ -42,6 +44,12 @@ __all__ = [
     "SEARCH_SECONDS",
     "SEARCH_UPDATES",
     "UNREADABLE_PARTITIONS",
+    "VIEW_CAUGHT_UP",
+    "VIEW_REBUILDS",
+    "VIEW_REBUILD_BEHIND",
+    "VIEW_REBUILD_SECONDS",
+    "VIEW_RECORDS_APPLIED",
+    "VIEW_RECORDS_SKIPPED",
     "render",
 ]
 
@@ -105,6 +113,40 @@ INTEGRITY_SKIPPED = Counter(
     ["reason"],
 )
 REDIS_UP = Gauge("vitrine_redis_up", "1 when the last Redis command succeeded")
+REDIS_FULL = Counter(
+    "vitrine_redis_full",
+    "Redis commands refused with OOM: Redis at maxmemory with no cache entry left to evict",
+    ["op"],
+)
+VIEW_RECORDS_APPLIED = Counter(
+    "vitrine_view_records_applied", "Record-topic records applied to the Redis views", ["topic"]
+)
+VIEW_RECORDS_SKIPPED = Counter(
+    "vitrine_view_records_skipped",
+    "Record-topic records the views could not read (no key, not the contract)",
+    ["topic"],
+)
+VIEW_REBUILDS = Counter(
+    "vitrine_view_rebuilds",
+    "Partitions of a record topic read again because Redis lost the view's state",
+    ["topic"],
+)
+VIEW_CAUGHT_UP = Gauge(
+    "vitrine_view_caught_up",
+    "1 once this worker's view partitions have reached the end offsets of their (re)build",
+)
+VIEW_REBUILD_BEHIND = Gauge(
+    "vitrine_view_rebuild_behind_records",
+    "Records this worker's views still have to apply to finish a (re)build",
+)
+VIEW_REBUILD_SECONDS = Gauge(
+    "vitrine_view_rebuild_seconds", "How long the last (re)build of this worker's views took"
+)
+ORDERS_HELD_SECONDS = Histogram(
+    "vitrine_orders_held_seconds",
+    "How long an order batch waited for Redis or for the product view to cover its products",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 KAFKA_ERRORS = Counter("vitrine_kafka_errors", "Produce failures", ["topic"])
 SALES_DUPLICATES = Counter(
     "vitrine_sales_duplicates",

@@ -1,7 +1,10 @@
 """Item-to-item "bought together" recommendations, kept in Redis sorted sets.
 
-Every enriched order batch, once its outputs are delivered, adds to two families
-of sorted sets (``<prefix>`` is ``redis_key_prefix``):
+The sorted sets are a view of the ``orders-enriched`` topic (its record:
+compacted by order id, kept for ``recommend_history_days``): the view builder
+(:mod:`streams.worker.views`) applies each batch of enriched orders it reads,
+and a Redis that comes back empty is refilled from the topic. Each batch adds
+to two families of sorted sets (``<prefix>`` is ``redis_key_prefix``):
 
 - ``<prefix>:rec:<product_id>``: the other products bought in the same orders,
   scored by decayed co-purchases (one per order, whatever the quantities);
@@ -26,7 +29,7 @@ would otherwise outweigh all real history, or overflow.
 
 Round trips: the whole batch's increments are summed in memory, then written by
 a small Lua script (per key: ZINCRBY each member, a ZREMRANGEBYRANK that keeps
-the ``recommend_max_members`` best, an EXPIRE of ``recommend_ttl_s``), its calls
+the ``recommend_max_members`` best; no TTL, since they are state), its calls
 in **one** pipeline: one round trip per batch, never one per order. On a Redis
 Cluster each call's KEYS lie in one hash slot (a call per slot the batch
 touches, about 45 small ones for the batch below, rather than one), still in one
@@ -46,17 +49,16 @@ weighs as recent: a newly popular pair climbs back in. An order with more than
 with the square of its size (a wholesale basket of 1,000 lines would be a
 million increments) and say little about which two products go together.
 
-Redis down: the update is skipped (the outage is logged once by
+Redis down: the view builder does not advance (the outage is logged once by
 :class:`~streams.worker.cache.LabelCache`, whose connection and outage state this
-shares, and the skipped batch counted in
-``vitrine_cache_bypassed_total{op="recommend_update"}``);
-the order batch is neither failed nor delayed beyond one Redis timeout.
+shares) and applies the batch when Redis is back; order enrichment itself does
+not wait for recommendations.
 
-Counting is at-least-once, like delivery: the update runs after the batch's
-outputs are confirmed and before its offsets are committed, so a worker killed
-in between counts the batch's orders again when they are redelivered. A
-duplicated order adds one co-purchase to its pairs; unlike the category-sales
-windows, this is accepted, since it shifts scores by a few recent orders at most.
+Counting is at-least-once: an order that reached orders-enriched twice (a
+worker killed between producing and committing), or a view batch applied again
+after a crash, adds one co-purchase to its pairs; unlike the category-sales
+windows, this is accepted, since it shifts scores by a few recent orders at
+most. A rebuild counts each order once: compaction keeps one record per order.
 
 The update (:func:`increments`, :func:`merge_increments`) and the query
 (:func:`recommend`) are plain functions over (key, member, increment) triples and
@@ -75,13 +77,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-import msgspec
-
 from schemas.records import EnrichedOrder, Season
 from schemas.sales import SEASONS, season_of
 from streams.settings import Settings
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.redisclient import group_by_slot
+from streams.worker.state import decode_product_state
 
 __all__ = [
     "DECAY_EPOCH",
@@ -91,6 +92,7 @@ __all__ = [
     "Recommendations",
     "Recommender",
     "Scored",
+    "ScriptCall",
     "SortedSetReader",
     "Source",
     "increments",
@@ -108,9 +110,9 @@ DECAY_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 Increment = tuple[str, str, float]
 #: (member, score), highest first.
 Scored = tuple[str, float]
+#: One call of the update script: its KEYS and ARGV.
+ScriptCall = tuple[list[str], list[str | int | float]]
 Source = Literal["bought_together", "popular_in_category"]
-
-_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,6 @@ class RecommendConfig:
     southern_regions: frozenset[str] = frozenset()
     max_members: int = 100
     max_basket_lines: int = 50
-    ttl_s: int = 400 * 24 * 3600
 
     @classmethod
     def from_settings(cls, s: Settings) -> RecommendConfig:
@@ -133,7 +134,6 @@ class RecommendConfig:
             southern_regions=s.southern_regions,
             max_members=s.recommend_max_members,
             max_basket_lines=s.recommend_max_basket_lines,
-            ttl_s=s.recommend_ttl_s,
         )
 
     @property
@@ -302,11 +302,13 @@ async def recommend(
     return Recommendations(product_id, region, category, season, at, items)
 
 
-#: KEYS: sorted sets; ARGV: max_members, ttl_s, then for each key its member
-#: count and its (member, increment) pairs. Ranks ascend by score: removing ranks
-#: 0 to -(keep + 1) keeps the best ``keep``.
+#: KEYS: sorted sets; ARGV: max_members, then for each key its member count and
+#: its (member, increment) pairs. Ranks ascend by score: removing ranks 0 to
+#: -(keep + 1) keeps the best ``keep``. No EXPIRE: the sets are state (a view of
+#: orders-enriched), never evicted; the topic's retention bounds what a rebuild
+#: counts.
 _UPDATE_SCRIPT = """
-local keep, ttl, a = tonumber(ARGV[1]), tonumber(ARGV[2]), 3
+local keep, a = tonumber(ARGV[1]), 2
 for _, key in ipairs(KEYS) do
   local n = tonumber(ARGV[a])
   a = a + 1
@@ -315,7 +317,6 @@ for _, key in ipairs(KEYS) do
     a = a + 2
   end
   redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
-  redis.call('EXPIRE', key, ttl)
 end
 return #KEYS
 """
@@ -328,14 +329,14 @@ _SCRIPT_CHUNK = 2048
 
 def _script_chunks(
     merged: dict[str, dict[str, float]], cfg: RecommendConfig, *, by_slot: bool = False
-) -> Iterator[tuple[list[str], list[str | int | float]]]:
+) -> Iterator[ScriptCall]:
     """(KEYS, ARGV) of the :data:`_UPDATE_SCRIPT` calls that write ``merged``.
 
     ``by_slot`` (a Redis Cluster): the KEYS of each call lie in one hash slot.
     """
     for group in group_by_slot(merged) if by_slot else [list(merged)]:
         keys: list[str] = []
-        args: list[str | int | float] = [cfg.max_members, cfg.ttl_s]
+        args: list[str | int | float] = [cfg.max_members]
         for key in group:
             members = merged[key]
             keys.append(key)
@@ -344,7 +345,7 @@ def _script_chunks(
                 args += (member, amount)
             if len(args) >= 2 * _SCRIPT_CHUNK:
                 yield keys, args
-                keys, args = [], [cfg.max_members, cfg.ttl_s]
+                keys, args = [], [cfg.max_members]
         if keys:
             yield keys, args
 
@@ -360,8 +361,8 @@ class Recommender:
         self.cache = cache
         self.cfg = cfg
 
-    async def observe(self, orders: Sequence[EnrichedOrder]) -> None:
-        """Count a delivered batch of enriched orders; never raises for Redis."""
+    def updates(self, orders: Sequence[EnrichedOrder]) -> list[ScriptCall]:
+        """The script calls that count ``orders`` (summed per key and member first)."""
         horizon = datetime.now(UTC) + _FUTURE_SLACK
         counted = [o for o in orders if o.created_at <= horizon]
         if len(counted) < len(orders):
@@ -371,17 +372,22 @@ class Recommender:
                 _FUTURE_SLACK,
             )
         merged = merge_increments(counted, self.cfg)
-        if not merged:
+        return list(_script_chunks(merged, self.cfg, by_slot=self.cache.cluster))
+
+    @staticmethod
+    def queue(pipe: Any, calls: Sequence[ScriptCall]) -> None:
+        """Queue ``calls`` on ``pipe`` (the view builder's, with the batch's other writes)."""
+        for keys, args in calls:
+            pipe.eval(_UPDATE_SCRIPT, len(keys), *keys, *args)
+
+    async def observe(self, orders: Sequence[EnrichedOrder]) -> None:
+        """Count ``orders`` now, in one round trip; never raises for Redis."""
+        calls = self.updates(orders)
+        if not calls:
             return
-        chunks = list(_script_chunks(merged, self.cfg, by_slot=self.cache.cluster))
-
-        def fill(pipe: Any) -> None:
-            for keys, args in chunks:
-                pipe.eval(_UPDATE_SCRIPT, len(keys), *keys, *args)
-
         # Down: counted in vitrine_cache_bypassed_total{op="recommend_update"}, one per batch.
         with contextlib.suppress(CacheUnavailable):
-            await self.cache.pipelined("recommend_update", fill)
+            await self.cache.pipelined("recommend_update", lambda pipe: self.queue(pipe, calls))
 
     async def tops(
         self, keys: Sequence[str], n: int, category_of: str | None = None
@@ -399,13 +405,10 @@ class Recommender:
             [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in reply]
             for reply in replies[: len(keys)]
         ]
-        category = None
+        state = None
         if category_of is not None and replies[-1] is not None:
-            try:
-                category = _json_decode(replies[-1]).get("category")
-            except msgspec.DecodeError:
-                category = None
-        return lists, None if category is None else str(category)
+            state = decode_product_state(replies[-1])
+        return lists, None if state is None else state.category
 
     async def recommend(
         self, product_id: str, *, region: str | None = None, k: int = 10, at: datetime | None = None

@@ -10,8 +10,9 @@ A cluster serves each key from the master of its hash slot, so a command whose
 keys lie in several slots is refused (``CROSSSLOT``). This module makes the
 label cache's multi-key calls slot-safe without changing their shape:
 
-- :func:`mget` and :class:`SlotSafePipeline` split an MGET into one MGET per
-  slot, queued in one pipeline, and give back one list in the caller's order.
+- :func:`mget` and :class:`SlotSafePipeline` split an MGET (or MSET) into one
+  per slot, queued in one pipeline, and give back one reply in the caller's
+  order.
   redis-py sends a cluster pipeline's commands to each master in one round trip,
   the masters in parallel: one round trip per batch, as on one server.
 - :func:`group_by_slot` groups keys for calls that must stay within one slot
@@ -31,7 +32,7 @@ label cache as an outage (bypassed, retried after its interval).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -130,21 +131,21 @@ def group_by_slot(keys: Iterable[str]) -> list[list[str]]:
 
 
 class SlotSafePipeline:
-    """A non-transactional pipeline in which an MGET may name keys of any slots.
+    """A non-transactional pipeline in which an MGET or MSET may name keys of any slots.
 
-    On a cluster each MGET is queued as one MGET per slot (redis-py refuses a
-    cross-slot MGET in a cluster pipeline), and :meth:`execute` folds their
-    replies back into one list, so the caller reads one reply per command it
-    queued, as on one server. Every other command goes to redis-py's pipeline
-    as it is; a cluster pipeline splits ``DEL``, ``EXISTS`` and ``TOUCH`` of
-    keys in several slots into one command, and one reply, per slot.
+    On a cluster each MGET or MSET is queued as one command per slot (redis-py
+    refuses them in a cluster pipeline), and :meth:`execute` folds their replies
+    back into one, so the caller reads one reply per command it queued, as on
+    one server. Every other command goes to redis-py's pipeline as it is; a
+    cluster pipeline splits ``DEL``, ``EXISTS`` and ``TOUCH`` of keys in several
+    slots into one command, and one reply, per slot.
     """
 
     def __init__(self, pipe: Pipeline | ClusterPipeline) -> None:
         self._pipe = pipe
         self._cluster = isinstance(pipe, ClusterPipeline)
-        #: (index of the first per-slot reply, key positions of each per-slot MGET, keys)
-        self._folds: list[tuple[int, list[list[int]], int]] = []
+        #: (index of the first per-slot reply, their number, what makes them one reply)
+        self._folds: list[tuple[int, int, Callable[[list[Any]], Any]]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipe, name)
@@ -160,22 +161,38 @@ class SlotSafePipeline:
         by_slot: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_slot.setdefault(slot_of(key), []).append(i)
-        self._folds.append((len(self._pipe), list(by_slot.values()), len(keys)))
-        for positions in by_slot.values():
+        groups = list(by_slot.values())
+
+        def values(replies: list[Any]) -> list[Any]:
+            out: list[Any] = [None] * len(keys)
+            for positions, reply in zip(groups, replies, strict=True):
+                for i, value in zip(positions, reply, strict=True):
+                    out[i] = value
+            return out
+
+        self._folds.append((len(self._pipe), len(groups), values))
+        for positions in groups:
             # redis-py blocks ClusterPipeline.mget (it cannot split it); one slot is safe.
             self._pipe.execute_command("MGET", *(keys[i] for i in positions))
+        return self
+
+    def mset(self, mapping: Mapping[str, Any]) -> SlotSafePipeline:
+        """Queue writes of ``mapping``'s keys: one reply, True."""
+        if not self._cluster:
+            self._pipe.mset(dict(mapping))
+            return self
+        groups = group_by_slot(mapping)
+        self._folds.append((len(self._pipe), len(groups), all))
+        for group in groups:
+            self._pipe.execute_command("MSET", *(x for k in group for x in (k, mapping[k])))
         return self
 
     async def execute(self) -> list[Any]:
         """Run the queued commands; one reply per command queued here."""
         replies: list[Any] = await self._pipe.execute()
         # Last first, so that folding one does not move the start of an earlier one.
-        for start, groups, n in reversed(self._folds):
-            values: list[Any] = [None] * n
-            for positions, reply in zip(groups, replies[start : start + len(groups)], strict=True):
-                for i, value in zip(positions, reply, strict=True):
-                    values[i] = value
-            replies[start : start + len(groups)] = [values]
+        for start, n, fold in reversed(self._folds):
+            replies[start : start + n] = [fold(replies[start : start + n])]
         self._folds.clear()
         return replies
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from streams.settings import Settings
 from streams.worker import metrics
+from streams.worker.cache import LabelCache
+from streams.worker.enrich import ProductCoverage
+from streams.worker.recommend import RecommendConfig, Recommender
 
 __all__ = ["Runtime"]
 
@@ -31,6 +34,11 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=settings.inference_workers, thread_name_prefix="vitrine-infer"
         )
+        # Redis needs no model: the view builder starts with these at once.
+        self.cache = LabelCache.from_settings(settings)
+        self.recommender = Recommender(self.cache, RecommendConfig.from_settings(settings))
+        #: What tells order enrichment whether the product view covers the record.
+        self.coverage: ProductCoverage | None = None
 
     @property
     def built(self) -> bool:
@@ -54,13 +62,11 @@ class Runtime:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
         from inference.serving.search import EmbeddingProjection  # noqa: PLC0415
-        from streams.worker.cache import LabelCache  # noqa: PLC0415
         from streams.worker.enrich import OrderEnricher  # noqa: PLC0415
         from streams.worker.fetch import FetchPolicy  # noqa: PLC0415
         from streams.worker.integrity import IntegrityConfig  # noqa: PLC0415
         from streams.worker.labelling import ImageLabeller  # noqa: PLC0415
         from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
-        from streams.worker.recommend import RecommendConfig, Recommender  # noqa: PLC0415
 
         s = self.settings
         # numpy's BLAS would start a thread per core for each small product (the
@@ -77,7 +83,6 @@ class Runtime:
         await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
         self._log_engine()
         self.projection = EmbeddingProjection.for_model(self.engine.manifest)
-        self.cache = LabelCache.from_settings(s)
         self.labeller = ImageLabeller(
             self.engine,
             self.cache,
@@ -93,8 +98,9 @@ class Runtime:
             self.cache,
             label_wait_ms=s.order_label_wait_ms,
             retry_interval_ms=s.order_label_retry_interval_ms,
+            hold_max_ms=s.order_hold_max_ms,
+            coverage=self.coverage,
         )
-        self.recommender = Recommender(self.cache, RecommendConfig.from_settings(s))
         return self
 
     def _log_engine(self) -> None:
@@ -120,5 +126,5 @@ class Runtime:
         """Release connections and threads (after the agents have stopped)."""
         if self.built:
             await self.labeller.close()
-            await self.cache.close()
+        await self.cache.close()
         self.executor.shutdown(wait=False)

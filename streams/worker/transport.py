@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from streams.worker.batchconsumer import BatchConsumer
     from streams.worker.runtime import Runtime
     from streams.worker.search import EmbeddingFollower
+    from streams.worker.views import ViewBuilder
 
 __all__ = ["VitrineApp"]
 
@@ -110,6 +111,8 @@ class VitrineApp(faust.App):
     order_consumer: BatchConsumer | None = None
     #: Reads product-embeddings into this worker's visual-search index.
     search: EmbeddingFollower | None = None
+    #: Keeps this worker's share of the Redis views of the record topics.
+    views: ViewBuilder | None = None
     settings: Settings | None = None
     #: Partitions of Faust's consumer paused on a batch it cannot read.
     unreadable: list[UnreadablePartition]

@@ -9,8 +9,9 @@ look most alike, from this worker's search index (:mod:`streams.worker.search`;
 503 until it has read the product-embeddings topic to the end once). The posted
 image is decoded and embedded in the inference executor, like a listing's.
 
-``/ready`` answers 200 once the engine is loaded and the order consumer runs
-(and has paused no unreadable partition), 503 otherwise; :func:`worker_ready`
+``/ready`` answers 200 once the engine is loaded, the order consumer runs
+(and has paused no unreadable partition) and this worker's share of the Redis
+views has caught up with its record topics, 503 otherwise; :func:`worker_ready`
 is what health checks (docker-compose, the images' HEALTHCHECK, the tools'
 worker processes) call.
 """
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from streams.worker.batchconsumer import BatchConsumer
     from streams.worker.runtime import Runtime
     from streams.worker.unreadable import UnreadablePartition
+    from streams.worker.views import ViewBuilder
 
 __all__ = ["MAX_RECOMMENDATIONS", "add_pages", "worker_ready"]
 
@@ -125,6 +127,7 @@ def add_pages(
     order_consumer: BatchConsumer,
     unreadable: Sequence[UnreadablePartition],
     search: EmbeddingFollower | None = None,
+    views: ViewBuilder | None = None,
 ) -> None:
     """Serve ``/metrics``, ``/ready``, ``/recommend`` and ``/similar`` on the app's web port.
 
@@ -141,8 +144,11 @@ def add_pages(
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         paused = order_consumer.unreadable or unreadable
-        ready = runtime.built and order_consumer.running.is_set() and not paused
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        views_ready = views is None or views.caught_up.is_set()
+        ready = runtime.built and order_consumer.running.is_set() and not paused and views_ready
+        return web.json(
+            {"ready": ready, "views_caught_up": views_ready}, status=200 if ready else 503
+        )
 
     @app.page("/recommend/{product_id}")
     async def recommend_page(web: Any, request: Any, product_id: str) -> Any:
@@ -154,6 +160,9 @@ def add_pages(
             return web.json({"error": f"k must be 1..{MAX_RECOMMENDATIONS}, got {k!r}"}, status=400)
         if not runtime.built:
             return web.json({"error": "worker starting"}, status=503)
+        if views is not None and not views.caught_up.is_set():
+            # The sorted sets are being rebuilt from orders-enriched: not the truth yet.
+            return web.json({"error": "recommendations rebuilding"}, status=503)
         try:
             recs = await runtime.recommender.recommend(
                 product_id, region=request.query.get("region") or None, k=int(k)

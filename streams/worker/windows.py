@@ -6,8 +6,11 @@ owned by one partition, hence one worker, however many workers run. The sales
 agent folds the deltas into a Faust tumbling-window table (changelog-backed, so
 it survives a worker restart) relative to the order's ``created_at``, and a
 timer emits the changed windows to ``category-sales`` at most once per
-interval: one CategorySales per window per key, each update replacing the last
-(same key, same deterministic ``event_id``).
+interval: one CategorySales per window, keyed ``category|region|window_start``
+(:func:`schemas.sales.category_sales_key`), each update replacing the last (same
+key, same deterministic ``event_id``). The window is in the key because the topic
+is compacted: keyed by ``category|region`` alone, the log cleaner kept only the
+newest window of each pair and a report read from the beginning lost the rest.
 
 A redelivered order is counted once: each window keeps, per orders partition,
 the highest offset it has counted (:class:`SalesAggregate`).
@@ -256,7 +259,7 @@ class SalesWindows:
                 currency=agg.currency or "XXX",
                 updated_at=now,
             )
-            out.append((category_sales_key(category, region), codec.encode(value)))
+            out.append((category_sales_key(category, region, ws), codec.encode(value)))
         return out
 
     @property

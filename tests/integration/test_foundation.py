@@ -83,23 +83,25 @@ def test_faust_agent_consumes_and_produces(kafka_stack: LocalStack, tmp_path: Pa
     )
 
 
-def test_stack_creates_the_compacted_topics_compacted(kafka_stack: LocalStack) -> None:
+def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
     from streams.settings import Settings
-    from streams.tools.stack import compacted_topics, topic_specs
+    from streams.tools.stack import topic_configs, topic_specs
 
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
         topic_product_embeddings=f"product-embeddings-{suffix}",
         topic_category_sales=f"category-sales-{suffix}",
         topic_product_labels=f"product-labels-{suffix}",
+        topic_orders_enriched=f"orders-enriched-{suffix}",
+        topic_product_review=f"product-review-{suffix}",
     )
     assert settings.topic_product_embeddings in topic_specs(settings)
-    compacted = compacted_topics(settings)
-    specs = dict.fromkeys((*compacted, settings.topic_product_labels), 1)
-    create_topics(kafka_stack.bootstrap, specs, compacted=compacted)
+    configs = topic_configs(settings)
+    specs = dict.fromkeys((*configs, settings.topic_product_review), 1)
+    create_topics(kafka_stack.bootstrap, specs, configs=configs)
     admin = KafkaAdminClient(bootstrap_servers=kafka_stack.bootstrap)
     try:
         resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in specs]
@@ -109,6 +111,14 @@ def test_stack_creates_the_compacted_topics_compacted(kafka_stack: LocalStack) -
     policy = {
         name: configs["cleanup.policy"]["value"] for name, configs in described["topic"].items()
     }
+    assert policy[settings.topic_product_embeddings] == "compact"
+    assert policy[settings.topic_category_sales] == "compact"
+    # The records the Redis views are rebuilt from.
+    assert policy[settings.topic_product_labels] == "compact"
+    assert policy[settings.topic_orders_enriched] == "compact,delete"
+    assert policy[settings.topic_product_review] == "delete"
+    retention = described["topic"][settings.topic_orders_enriched]["retention.ms"]["value"]
+    assert int(retention) == settings.recommend_history_days * 86_400_000
     assert policy == {
         settings.topic_product_embeddings: "compact",
         settings.topic_category_sales: "compact",

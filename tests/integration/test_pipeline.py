@@ -16,12 +16,15 @@ from kafka import KafkaAdminClient, KafkaProducer
 from inference.samples import samples
 from schemas import codec
 from schemas.deadletter import decode_headers
+from schemas.sales import utc_rfc3339
 from streams.tools.bench.pipeline import unique_images
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess
+from streams.worker.state import ProductState, decode_product_state
 from tests.conftest import ON_BOTH_REDIS, LocalStack, Topics, consume
 from tests.events import SAMPLES_DIR, file_uri, listing, order, photo_bytes
 from tests.not_products import not_products
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +74,16 @@ def test_every_listing_labelled_once_and_bad_ones_dead_lettered(
     # category (produce, dairy, beverages), read from the worker's output.
     assert labels["p-0-Banana"].labels[0].label == "Banana"
     expected = {s.class_name: s.category for s in samples()}
-    got = {pid.split("-", 2)[2]: lab.category for pid, lab in labels.items()}
-    assert got == expected, Counter(lab.category for lab in labels.values())
+    got = {pid.split("-", 2)[2]: lab for pid, lab in labels.items()}
+    # Right, or sent to review (the vanilla yoghurt carton tips between dairy and
+    # juice by CPU; see tests/unit/inference/test_engine.py).
+    wrong = {
+        name: lab.category
+        for name, lab in got.items()
+        if lab.category != expected[name] and "low_confidence" not in lab.flags
+    }
+    assert set(got) == set(expected)
+    assert wrong == {}, Counter(lab.category for lab in labels.values())
 
     dlq = consume(topics.bootstrap, topics.product_images_dlq, expect=len(bad), timeout_s=60)
     codes = {r.key.decode(): decode_headers(r.headers).error_code for r in dlq}
@@ -136,11 +147,21 @@ def test_overlapping_image_batches_keep_input_order(
     expected = [f"{kind}-{i}" for i in range(6) for kind in ("miss", "hit")]
     assert [lab.event_id for lab in ordered] == expected
     assert [lab.cached for lab in ordered] == [False, True] * 6
-    entry = json.loads(
-        redis.Redis.from_url(topics.redis_url).get(f"test-{topics.suffix}:product:p-order") or b"{}"
-    )
     assert ordered[-1].category_score != ordered[-2].category_score  # the check can tell
-    assert entry["score"] == pytest.approx(ordered[-1].category_score)
+
+    def state() -> ProductState | None:
+        with redis.Redis.from_url(topics.redis_url) as client:
+            raw = client.get(f"test-{topics.suffix}:product:p-order")
+        return None if raw is None else decode_product_state(raw)
+
+    # The product view takes the latest record, in offset order.
+    wait_until(
+        lambda: (
+            (st := state()) is not None
+            and st.score == pytest.approx(ordered[-1].category_score, abs=1e-5)
+        ),
+        "the product view to hold the last label",
+    )
 
 
 @ON_BOTH_REDIS
@@ -184,15 +205,16 @@ def test_orders_are_enriched_with_their_products_categories(
 
     # The windowed aggregate counts both orders per category x region.
     sales = consume(topics.bootstrap, topics.category_sales, expect=3, timeout_s=30)
-    latest: dict[str, Any] = {}
+    latest: dict[tuple[str, str], Any] = {}
     for r in sales:
         v = codec.decode_category_sales(r.value)
-        latest[r.key.decode()] = v
+        assert r.key.decode() == f"{v.category}|{v.region}|{utc_rfc3339(v.window_start)}"
+        latest[(v.category, v.region)] = v
     banana_cat = labels["banana"].category
-    north = latest[f"{banana_cat}|eu-north"]
+    north = latest[(banana_cat, "eu-north")]
     assert north.units >= 2
     assert north.orders >= 1
-    assert latest["unknown|eu-north"].revenue == pytest.approx(9.99)
+    assert latest[("unknown", "eu-north")].revenue == pytest.approx(9.99)
 
 
 def test_an_order_that_arrives_before_its_label_waits_for_it(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -18,6 +17,7 @@ from streams.worker.cache import LabelCache
 from streams.worker.recommend import Recommendations, RecommendConfig, Recommender
 from tests.conftest import ON_BOTH_REDIS, Topics, consume
 from tests.events import listing, order, photo_bytes
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +64,6 @@ def http_recommend(port: int, product_id: str, **query: str) -> Any:
         return json.load(resp)
 
 
-def wait_for(check: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 async def python_recommend(s: Settings, product_id: str, **kw: Any) -> Recommendations:
     cache = LabelCache.from_settings(s)
     try:
@@ -101,9 +94,11 @@ def test_planted_pairs_come_first_and_a_new_product_gets_its_category(
     assert len(category) == len(PRODUCTS), worker.tail()
     msgs = orders(pid)
     send_all(producer, topics.orders, msgs)
-    # Counted once this shows: a batch is counted out after its recommendations.
-    out = f'vitrine_events_out_total{{topic="{topics.orders_enriched}"}} {len(msgs)}.0'
-    wait_for(lambda: out in worker.metrics(), "every order enriched and counted")
+    # Counted once the view builder has applied every enriched order to the sets.
+    applied = (
+        f'vitrine_view_records_applied_total{{topic="{topics.orders_enriched}"}} {len(msgs)}.0'
+    )
+    wait_until(lambda: applied in worker.metrics(), "every enriched order counted")
 
     # Through the worker's web port: the planted partner first.
     port = worker.web_port
@@ -128,11 +123,12 @@ def test_planted_pairs_come_first_and_a_new_product_gets_its_category(
         for r in apple.items
     ]
 
-    # Bounded and expiring: the big basket gave the lemon 12 partners, 10 kept.
+    # Bounded, and state (no TTL, never evicted): the big basket gave the lemon 12
+    # partners, 10 kept.
     key = f"{s.redis_key_prefix}:rec:{pid['lemon']}"
     with topics.redis_client() as client:
         assert client.zcard(key) == 10
-        assert 0 < client.ttl(key) <= s.recommend_ttl_s
+        assert client.ttl(key) == -1
     with pytest.raises(urllib.error.HTTPError) as bad:
         http_recommend(port, pid["lemon"], k="0")
     assert bad.value.code == 400

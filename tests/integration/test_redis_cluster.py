@@ -18,6 +18,7 @@ from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder
 from streams.tools.redis_cluster import RedisClusterStack
 from streams.worker.cache import LabelCache
 from streams.worker.recommend import RecommendConfig, Recommender
+from streams.worker.state import ProductState, encode_product_state
 from tests.conftest import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -46,11 +47,14 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
                 h: {"model_name": MODEL[0], "model_version": MODEL[1], "n": i}
                 for i, h in enumerate(written)
             }
-            labels = {p: {"category": f"c{i}", "score": i / 200} for i, p in enumerate(products)}
-            assert await cache.put(results, labels)
+            states = {p: ProductState(f"c{i}", i / 200, "v1", i) for i, p in enumerate(products)}
+            assert await cache.put(results)
             got = await cache.get_images(hashes, *MODEL)
             assert got == [results.get(h) for h in hashes]
-            assert await cache.get_products(products[::-1]) == [labels[p] for p in products[::-1]]
+            # The view builder's writes: one MSET over every slot, in one pipeline.
+            encoded = {cache.product_key(p): encode_product_state(v) for p, v in states.items()}
+            await cache.pipelined("t", lambda pipe: cache.queue_set_many(pipe, encoded))
+            assert await cache.get_products(products[::-1]) == [states[p] for p in products[::-1]]
             assert await cache.get_images(hashes[:3], "grocery", "v2") == [None] * 3
 
             # Claims: SET NX per image, a second claim loses, a result ends the claim.
@@ -60,7 +64,7 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
             seen, held = await cache.peek_claimed(fresh, *MODEL)
             assert (seen, held) == ([None] * 40, [True] * 40)
             done = {fresh[0]: {"model_name": MODEL[0], "model_version": MODEL[1]}}
-            assert await cache.put(done, {})
+            assert await cache.put(done)
             await cache.release_claims(fresh[1:20], "v1")
             seen, held = await cache.peek_claimed(fresh, *MODEL)
             assert seen == [done[fresh[0]]] + [None] * 39

@@ -32,6 +32,7 @@ from streams.tools.stack import Stack, create_topics, free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics
 from tests.conftest import ROOT
 from tests.events import SAMPLES_DIR, listing, order, photo_bytes
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +201,10 @@ def test_a_worker_labels_and_enriches_over_sasl_ssl_and_caches_in_tls_redis(
     # The labels are in the ACL + TLS Redis, readable with the same credentials.
     client = secured.redis()
     try:
-        assert client.exists(f"vitrine-{secured.tag}:product:banana") == 1
+        wait_until(
+            lambda: client.exists(f"vitrine-{secured.tag}:product:banana") == 1,
+            "the product view to hold the banana",
+        )
         assert client.exists(f"vitrine-{secured.tag}:img:{{{labels['banana'].image_sha256}}}") == 1
     finally:
         client.close()

@@ -36,10 +36,12 @@ def rworkers(rtopics: Topics, tmp_path: Any) -> Any:
 
     started: list[WorkerProcess] = []
 
-    def make(**env: str) -> WorkerProcess:
+    def make(web_port: int | None = None, **env: str) -> WorkerProcess:
+        # A worker started again in place keeps its port (and so its instance id).
         w = WorkerProcess(
-            rtopics.env(**env), tmp_path / f"w{len(started)}.log", web_port=free_ports(1)[0]
-        )
+            rtopics.env(**env), tmp_path / f"w{len(started)}.log",
+            web_port=web_port or free_ports(1)[0],
+        )  # fmt: skip
         started.append(w)
         return w
 

@@ -228,13 +228,23 @@ def test_redis_outage_keeps_labelling_and_enriching_then_recovers(
         publish(rproducer, rtopics.orders, [order("r-o1", [("r-banana", 1, 0.5)])])
         labels = wait_for_labels(rtopics, 2, timeout_s=60)
         assert set(labels) == {"down-1", "down-2"}
-        enriched = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=1, timeout_s=60)
-        item = codec.decode_enriched_order(enriched[0].value).items[0]
-        assert (item.category, item.unknown_reason) == ("unknown", "cache_unavailable")
+        # The order is held, not enriched "unknown": its product is on the record.
+        held = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=1, timeout_s=5)
+        assert held == []
         assert "vitrine_redis_up 0.0" in worker.metrics()
     finally:
         stack.start_redis()
         stack.wait_redis(time.monotonic() + 30)
+    # Redis came back empty: the view is rebuilt from product-labels, and the held
+    # order goes out with the category its product got while Redis was down.
+    enriched = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=1, timeout_s=60)
+    item = codec.decode_enriched_order(enriched[0].value).items[0]
+    assert item.category_status == "labelled", item
+    banana = [
+        codec.decode_product_labelled(r.value)
+        for r in consume(rtopics.bootstrap, rtopics.product_labels, expect=2, timeout_s=30)
+    ]
+    assert item.category == next(b.category for b in banana if b.product_id == "r-banana")
     # Back: the first listing after recovery is inferred and cached, the next one hits.
     time.sleep(1.5)  # past the cache's retry interval
     publish(
@@ -252,6 +262,7 @@ def test_redis_outage_keeps_labelling_and_enriching_then_recovers(
     assert by_id["up-2"].cached is True
     publish(rproducer, rtopics.orders, [order("r-o2", [("r-up-2", 1, 0.5)])])
     enriched = consume(rtopics.bootstrap, rtopics.orders_enriched, expect=2, timeout_s=60)
+    assert len(enriched) == 2
     items = {
         codec.decode_enriched_order(r.value).order_id: codec.decode_enriched_order(r.value).items[0]
         for r in enriched

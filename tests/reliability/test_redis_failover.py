@@ -143,7 +143,7 @@ def test_a_cluster_none_of_whose_nodes_answers_is_an_outage_not_a_long_retry(
             cluster_failover_ms=20_000,
         )  # fmt: skip
         try:
-            assert await cache.put({}, {"a": {"category": "x"}})
+            assert await cache.put({"cd" * 32: {"model_name": "m", "model_version": "v"}})
             for node in own_cluster.nodes:
                 if node.proc is not None and node.alive:
                     node.proc.kill()

@@ -10,6 +10,8 @@ One module per step, so the numbers are checked without Kafka or matplotlib:
   Holt-Winters on a held-out week, sMAPE, the next 7 days;
 - :mod:`.charts` (PNG), :mod:`.tables` (CSV), :mod:`.summary` (``report.md`` and the
   terminal text): the same rows, drawn and written;
+- :mod:`.history`: the latest update of every window from the topic's records, the
+  same before and after Kafka's log cleaner has run;
 - :mod:`.command`: reads the topic and writes the output folder.
 """
 

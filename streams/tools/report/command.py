@@ -12,12 +12,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from schemas import codec
 from schemas.records import CategorySales
 from streams.settings import get_settings
 from streams.tools.report import charts
-from streams.tools.report.analysis import Analysis, analyse, latest_windows
+from streams.tools.report.analysis import Analysis, analyse
 from streams.tools.report.forecast import Forecast, forecast
+from streams.tools.report.history import windows_from_records
 from streams.tools.report.periods import Period
 from streams.tools.report.summary import CHARTS, markdown, terminal
 from streams.tools.report.tables import write_tables
@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 
 def read_windows(timeout_s: float) -> tuple[list[CategorySales], int]:
-    """The latest update of every window on the topic, and how many updates were read."""
+    """The latest update of every window on the topic, and how many records were read.
+
+    Every record from the beginning, old key form and new
+    (:mod:`~streams.tools.report.history`), so no window the topic keeps is missed.
+    """
     from kafka import TopicPartition  # noqa: PLC0415
 
     from streams.tools.kafka_clients import make_consumer, read_from  # noqa: PLC0415
@@ -39,11 +43,16 @@ def read_windows(timeout_s: float) -> tuple[list[CategorySales], int]:
         parts = consumer.partitions_for_topic(settings.topic_category_sales) or set()
         start = {TopicPartition(settings.topic_category_sales, p): 0 for p in parts}
         ends = consumer.end_offsets(list(start)) if start else {}
-        total = sum(ends.values())
-        records = read_from(consumer, start, done=lambda rs: len(rs) >= total, timeout_s=timeout_s)
+
+        # Done by position, not by count: compaction leaves gaps in the offsets, so a
+        # compacted topic holds fewer records than its end offsets add up to.
+        def read_to_end(_: object) -> bool:
+            return all(consumer.position(tp) >= end for tp, end in ends.items())
+
+        records = read_from(consumer, start, done=read_to_end, timeout_s=timeout_s)
     finally:
         consumer.close()
-    return latest_windows(codec.decode_category_sales(r.value) for r in records), len(records)
+    return windows_from_records(records), len(records)
 
 
 def write_report(analysis: Analysis, result: Forecast, out_dir: Path) -> list[Path]:

@@ -20,7 +20,8 @@ from .yaml_text import (
 )
 
 CONFIG = dict(vitrine_assignments((K8S / "configmap.yaml").read_text()))
-DEPLOYMENTS = manifests("Deployment")
+# The CPU workers are a StatefulSet (stable pod names: static group instance ids).
+DEPLOYMENTS = manifests("Deployment") + manifests("StatefulSet")
 WORKERS = [(p, d) for p, d in DEPLOYMENTS if "vitrine-worker" in (name(d) or "")]
 
 
@@ -102,12 +103,15 @@ def test_gpu_worker_takes_one_gpu() -> None:
 def test_keda_scales_on_the_group_lag_within_the_partitions() -> None:
     scaled = manifests("ScaledObject")
     assert scaled
-    deployments = {name(d) for _, d in DEPLOYMENTS}
+    deployments = {name(d): kind(d) for _, d in DEPLOYMENTS}
     total_max = 0
     orders_scaled = 0
     for _, doc in scaled:
         (target,) = block(doc, "scaleTargetRef")
-        assert scalars(target, "name")[0] in deployments
+        target_name = scalars(target, "name")[0]
+        assert target_name in deployments
+        # KEDA assumes a Deployment unless told the kind.
+        assert (scalars(target, "kind") or ["Deployment"])[0] == deployments[target_name]
         (lo,) = scalars(doc, "minReplicaCount")
         (hi,) = scalars(doc, "maxReplicaCount")
         assert 1 <= int(lo) <= int(hi)
@@ -167,3 +171,12 @@ def test_kustomization_lists_existing_files_and_no_secrets() -> None:
     readme = (K8S / "README.md").read_text()
     for path in K8S.glob("*.yaml"):
         assert path.name in listed or path.name in readme, path.name
+
+
+def test_cpu_workers_keep_their_names_across_restarts() -> None:
+    # The pod name is the worker's static group instance id (VITRINE_WORKER_INSTANCE_ID unset).
+    (cpu,) = [d for _, d in WORKERS if name(d) == "vitrine-worker"]
+    assert kind(cpu) == "StatefulSet"
+    assert scalars(cpu, "serviceName") == ["vitrine-worker-metrics"]
+    assert "VITRINE_WORKER_INSTANCE_ID" not in CONFIG
+    assert int(setting("kafka_session_timeout_ms")) < 60_000

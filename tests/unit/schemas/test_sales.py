@@ -56,9 +56,41 @@ def test_example_follows_the_rules() -> None:
         sales.category, sales.region, sales.window_start
     )
     assert sales.season == season_of(sales.window_start)
-    assert category_sales_key(sales.category, sales.region) == "footwear|eu-north"
+    key = category_sales_key(sales.category, sales.region, sales.window_start)
+    assert key == "footwear|eu-north|2026-11-24T09:00:00Z"
+
+
+def test_key_names_the_window_in_utc_and_the_event_id_hashes_it() -> None:
+    start = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    key = category_sales_key("footwear", "eu-north", start)
+    assert key == "footwear|eu-north|2026-11-24T09:00:00Z"
+    # One instant, one key, whatever the offset it is written with.
+    same_instant = start.astimezone(timezone(timedelta(hours=-5)))
+    assert category_sales_key("footwear", "eu-north", same_instant) == key
+    assert category_sales_key("footwear", "eu-north", start.replace(microsecond=500)) == key
+    import hashlib
+
+    assert (
+        category_sales_event_id("footwear", "eu-north", start)
+        == (hashlib.sha256(key.encode()).hexdigest()[:32])
+    )
+
+
+def test_windows_of_one_pair_never_share_a_key() -> None:
+    start = datetime(2026, 11, 24, tzinfo=UTC)
+    keys = {
+        category_sales_key("footwear", "eu-north", start + timedelta(hours=h))
+        for h in range(24 * 366)
+    }
+    assert len(keys) == 24 * 366
+    assert category_sales_key("footwear", "eu-north", start) != category_sales_key(
+        "footwear", "eu-south", start
+    )
 
 
 def test_key_parts_must_not_contain_the_separator() -> None:
+    start = datetime(2026, 11, 24, 9, tzinfo=UTC)
     with pytest.raises(ValueError, match="must not contain"):
-        category_sales_key("a|b", "eu")
+        category_sales_key("a|b", "eu", start)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        category_sales_key("footwear", "eu-north", datetime(2026, 11, 24, 9))

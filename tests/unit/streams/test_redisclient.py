@@ -39,8 +39,8 @@ def test_script_calls_on_a_cluster_stay_within_one_slot_and_write_everything() -
     written: dict[str, dict[str, float]] = {}
     for keys, args in per_slot:
         assert len({slot_of(k) for k in keys}) == 1
-        assert args[:2] == [CFG.max_members, CFG.ttl_s]
-        a = 2
+        assert args[:1] == [CFG.max_members]
+        a = 1
         for key in keys:
             n = int(args[a])
             pairs = args[a + 1 : a + 1 + 2 * n]

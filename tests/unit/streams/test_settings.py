@@ -44,3 +44,21 @@ def test_defaults_match_the_local_stack() -> None:
     s = Settings()
     assert s.kafka_bootstrap_servers == f"127.0.0.1:{s.kafka_port}"
     assert s.redis_url == f"redis://127.0.0.1:{s.redis_port}/0"
+
+
+def test_group_instance_id_is_the_id_and_web_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITRINE_WEB_PORT", "6070")
+    monkeypatch.setenv("VITRINE_WORKER_INSTANCE_ID", "vitrine-worker-0")
+    assert Settings().group_instance_id == "vitrine-worker-0-6070"
+    monkeypatch.setenv("VITRINE_WORKER_INSTANCE_ID", "")
+    assert Settings().group_instance_id is None
+    monkeypatch.delenv("VITRINE_WORKER_INSTANCE_ID")
+    monkeypatch.setattr("socket.gethostname", lambda: "pod 7.example")
+    assert Settings().group_instance_id == "pod-7.example-6070"
+
+
+def test_rejects_an_instance_id_kafka_would_refuse_and_a_slow_heartbeat() -> None:
+    with pytest.raises(ValidationError, match="worker_instance_id"):
+        Settings(worker_instance_id="a worker")
+    with pytest.raises(ValidationError, match="VITRINE_KAFKA_HEARTBEAT_INTERVAL_MS"):
+        Settings(kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=6000)

@@ -66,8 +66,11 @@ def test_drain_emits_one_category_sales_per_changed_window() -> None:
     assert w.pending == 0
     assert w.drain() == []
     by_key = {k: codec.decode_category_sales(v) for k, v in out}
-    assert set(by_key) == {"produce|eu-north", "dairy|eu-north"}
-    produce = by_key["produce|eu-north"]
+    assert set(by_key) == {
+        "produce|eu-north|2026-12-24T10:00:00Z",
+        "dairy|eu-north|2026-12-24T11:00:00Z",
+    }
+    produce = by_key["produce|eu-north|2026-12-24T10:00:00Z"]
     assert produce.window_start == datetime(2026, 12, 24, 10, 0, tzinfo=UTC)
     assert produce.window_end == datetime(2026, 12, 24, 11, 0, tzinfo=UTC)
     assert (produce.orders, produce.units, produce.revenue) == (2, 4, 10.0)
@@ -198,3 +201,24 @@ def test_an_idle_partition_stops_holding_the_watermark_back() -> None:
     w.observe(0, 11 * day)  # it speaks again: late, and the watermark does not move back
     assert w.watermark_s == 40 * day
     assert w.late(11 * day)
+
+
+def test_windows_of_one_category_and_region_have_keys_of_their_own() -> None:
+    """The topic is compacted: a key per window, or the cleaner keeps only the newest."""
+    w = SalesWindows(3600)
+    ts = datetime(2026, 12, 24, 10, 15, tzinfo=UTC).timestamp()
+    for hour in range(3):
+        agg = SalesAggregate()
+        agg.add(delta(ts + hour * 3600))
+        w.changed("produce|eu-north", ts + hour * 3600, agg)
+    keys = [k for k, _ in w.drain()]
+    assert sorted(keys) == [
+        "produce|eu-north|2026-12-24T10:00:00Z",
+        "produce|eu-north|2026-12-24T11:00:00Z",
+        "produce|eu-north|2026-12-24T12:00:00Z",
+    ]
+    # A later update of a window has the key of the first.
+    agg = SalesAggregate()
+    agg.add(delta(ts + 600))
+    w.changed("produce|eu-north", ts + 600, agg)
+    assert [k for k, _ in w.drain()] == ["produce|eu-north|2026-12-24T10:00:00Z"]

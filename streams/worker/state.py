@@ -1,0 +1,54 @@
+"""What the product view in Redis holds for one product: :class:`ProductState`.
+
+Written only by the view builder (:mod:`streams.worker.views`), from the
+product's latest record on the compacted ``product-labels`` topic, and read by
+order enrichment (:mod:`streams.worker.enrich`) and recommendations (a product's
+category for the popularity top-up). Read by vitrine alone, so it is MessagePack
+rather than JSON: about 70 bytes a product instead of about 190.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.records import ProductLabelled
+
+__all__ = ["ProductState", "decode_product_state", "encode_product_state"]
+
+
+class ProductState(msgspec.Struct, frozen=True, array_like=True):
+    """A product's category as its latest label gave it."""
+
+    category: str
+    #: The category's score (calibrated probability mass of the category).
+    score: float
+    model_version: str
+    #: When the label was made (the label record's ``labelled_at``), epoch ms.
+    labelled_at_ms: int
+
+    @classmethod
+    def of(cls, label: ProductLabelled) -> ProductState:
+        """The state a ``product-labels`` record gives its product."""
+        return cls(
+            category=label.category,
+            score=round(label.category_score, 6),
+            model_version=label.model_version,
+            labelled_at_ms=int(label.labelled_at.timestamp() * 1000),
+        )
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ProductState)
+
+
+def encode_product_state(state: ProductState) -> bytes:
+    """The Redis value of ``state``."""
+    return _encoder.encode(state)
+
+
+def decode_product_state(raw: bytes) -> ProductState | None:
+    """A Redis value back as a state; None when it is not one (a stray or older value)."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
