@@ -2,7 +2,7 @@
 
 ``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
 ``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
-``report``, ``recommend``, ``evaluate-recs``, ``evaluate-duplicates``, ``quantize`` and
+``report``, ``rebuild``, ``recommend``, ``evaluate-recs``, ``evaluate-duplicates``, ``quantize`` and
 the visual-search commands (``fit-search``, ``evaluate-search``, ``similar``:
 :mod:`streams.tools.search`) are added to the same click group.
 Heavy modules are imported inside each command, so ``vitrine stack status`` does
@@ -172,7 +172,17 @@ def predict_command(
 @click.argument(
     "target",
     type=click.Choice(
-        ["inference", "pipeline", "consume", "codecs", "soak", "search", "cluster", "all"]
+        [
+            "inference",
+            "pipeline",
+            "consume",
+            "codecs",
+            "soak",
+            "search",
+            "rebuild",
+            "cluster",
+            "all",
+        ]
     ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -207,6 +217,13 @@ def predict_command(
     default=None,
     help="Worker processes to compare, e.g. 1,2 (pipeline, all).",
 )
+@click.option(
+    "--products",
+    "n_products",
+    default=1_000_000,
+    show_default=True,
+    help="Product labels to rebuild the view from (rebuild).",
+)
 @click.option("--minutes", default=10.0, show_default=True, help="Soak duration (soak).")
 @click.option(
     "--vectors", "n_vectors", default=100_000, show_default=True, help="Index size (search)."
@@ -230,6 +247,7 @@ def bench_command(
     trials: int,
     n_events: int,
     worker_counts: str | None,
+    n_products: int,
     minutes: float,
     n_vectors: int,
     interval_s: float,
@@ -262,6 +280,20 @@ def bench_command(
 
         sys.exit(bench_codecs_command(as_json=as_json))
     _quiet_client_logs()
+    if target == "rebuild":
+        import json  # noqa: PLC0415
+
+        from streams.settings import get_settings  # noqa: PLC0415
+        from streams.tools.rebuild import bench_rebuild, print_bench  # noqa: PLC0415
+
+        say = (lambda _m: None) if as_json else click.echo
+        with _refused_access():
+            result = bench_rebuild(get_settings(), n_products=n_products, say=say)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            print_bench(result)
+        sys.exit(0)
     if target == "soak":
         from streams.tools.bench.soak import bench_soak_command  # noqa: PLC0415
 
@@ -300,6 +332,31 @@ def bench_command(
             as_json=as_json, n_images=n_images, trials=trials, workers=workers
         )
     sys.exit(code)
+
+
+@click.command("rebuild")
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="First drop the views' keys and offsets, so every builder reads the topics again.",
+)
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True)
+def rebuild_command(reset: bool, timeout_s: float) -> None:
+    """Rebuild the Redis views (product categories, recommendations) from the record topics."""
+    import asyncio  # noqa: PLC0415
+
+    from streams.settings import get_settings  # noqa: PLC0415
+    from streams.tools.rebuild import rebuild_views  # noqa: PLC0415
+
+    _quiet_client_logs()
+    with _refused_access():
+        result = asyncio.run(
+            rebuild_views(get_settings(), reset=reset, timeout_s=timeout_s, say=click.echo)
+        )
+    click.echo(
+        f"views cover product-labels and orders-enriched: {result.records} records applied "
+        f"here in {result.seconds:.1f} s"
+    )
 
 
 @click.command("report")
@@ -497,6 +554,7 @@ def main() -> None:
         predict_command,
         bench_command,
         report_command,
+        rebuild_command,
         recommend_command,
         evaluate_recs_command,
         evaluate_duplicates_command,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 RedisClient = aioredis.Redis | RedisCluster
+_Key = TypeVar("_Key", str, bytes)
 
 #: What a Redis call may raise when Redis (or the cluster) is down, refusing or
 #: failing over. RedisClusterException is not a RedisError: it is what an
@@ -117,24 +118,24 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def slot_of(key: str) -> int:
+def slot_of(key: str | bytes) -> int:
     """The hash slot of ``key`` (its ``{tag}``'s, where it has one)."""
-    return int(key_slot(key.encode()))
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
 
 
-def group_by_slot(keys: Iterable[str]) -> list[list[str]]:
+def group_by_slot(keys: Iterable[_Key]) -> list[list[_Key]]:
     """``keys`` grouped by hash slot, groups and keys in first-seen order."""
-    groups: dict[int, list[str]] = {}
+    groups: dict[int, list[_Key]] = {}
     for key in keys:
         groups.setdefault(slot_of(key), []).append(key)
     return list(groups.values())
 
 
 class SlotSafePipeline:
-    """A non-transactional pipeline in which an MGET or MSET may name keys of any slots.
+    """A non-transactional pipeline in which MGET, MSET or UNLINK may name keys of any slots.
 
-    On a cluster each MGET or MSET is queued as one command per slot (redis-py
-    refuses them in a cluster pipeline), and :meth:`execute` folds their replies
+    On a cluster each is queued as one command per slot (redis-py refuses them
+    in a cluster pipeline, or runs them apart), and :meth:`execute` folds their replies
     back into one, so the caller reads one reply per command it queued, as on
     one server. Every other command goes to redis-py's pipeline as it is; a
     cluster pipeline splits ``DEL``, ``EXISTS`` and ``TOUCH`` of keys in several
@@ -185,6 +186,21 @@ class SlotSafePipeline:
         self._folds.append((len(self._pipe), len(groups), all))
         for group in groups:
             self._pipe.execute_command("MSET", *(x for k in group for x in (k, mapping[k])))
+        return self
+
+    def unlink(self, *keys: str) -> SlotSafePipeline:
+        """Queue an UNLINK of ``keys``: one reply, the number unlinked.
+
+        redis-py's cluster pipeline runs ``unlink`` as a coroutine of its own
+        (one key, awaited); this queues it like any other command.
+        """
+        if not self._cluster:
+            self._pipe.unlink(*keys)
+            return self
+        groups = group_by_slot(keys)
+        self._folds.append((len(self._pipe), len(groups), sum))
+        for group in groups:
+            self._pipe.execute_command("UNLINK", *group)
         return self
 
     async def execute(self) -> list[Any]:

@@ -9,11 +9,18 @@ rather than JSON: about 70 bytes a product instead of about 190.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from schemas.records import ProductLabelled
 
-__all__ = ["ProductState", "decode_product_state", "encode_product_state"]
+__all__ = [
+    "ProductState",
+    "decode_product_state",
+    "encode_product_state",
+    "product_state_of_record",
+]
 
 
 class ProductState(msgspec.Struct, frozen=True, array_like=True):
@@ -37,8 +44,38 @@ class ProductState(msgspec.Struct, frozen=True, array_like=True):
         )
 
 
+class _LabelFacts(msgspec.Struct, frozen=True):
+    """The fields of a product-labels value the product view keeps (the rest is skipped)."""
+
+    product_id: str
+    category: str
+    category_score: float
+    model_version: str
+    labelled_at: datetime
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ProductState)
+_label_decoder = msgspec.json.Decoder(_LabelFacts)
+
+
+def product_state_of_record(value: bytes) -> tuple[str, ProductState] | None:
+    """(product_id, state) of a product-labels value; None when it is not one.
+
+    Decodes only the fields the view keeps: about twice as fast as the whole
+    contract, which matters when a view of millions of products is rebuilt.
+    """
+    try:
+        facts = _label_decoder.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    state = ProductState(
+        category=facts.category,
+        score=round(facts.category_score, 6),
+        model_version=facts.model_version,
+        labelled_at_ms=int(facts.labelled_at.timestamp() * 1000),
+    )
+    return facts.product_id, state
 
 
 def encode_product_state(state: ProductState) -> bytes:

@@ -54,7 +54,7 @@ from schemas.records import EnrichedOrder
 from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.recommend import Recommender
-from streams.worker.state import ProductState, encode_product_state
+from streams.worker.state import encode_product_state, product_state_of_record
 
 __all__ = ["Mark", "ViewBuilder"]
 
@@ -304,12 +304,11 @@ class ViewBuilder(mode.Service):
         if rec.value is None:  # a tombstone: the product is gone
             products[product_id] = None
             return
-        try:
-            label = codec.decode_product_labelled(rec.value)
-        except SchemaError:
+        got = product_state_of_record(rec.value)
+        if got is None:
             metrics.VIEW_RECORDS_SKIPPED.labels(rec.topic).inc()
             return
-        products[label.product_id] = encode_product_state(ProductState.of(label))
+        products[got[0]] = encode_product_state(got[1])
 
     # --- progress -----------------------------------------------------------------
     def _progress_started(self) -> None:
@@ -327,8 +326,7 @@ class ViewBuilder(mode.Service):
             pos = self.positions.get(tp)
             if tp not in self.positions or (pos is not None and pos >= end):
                 del self.targets[tp]
-        behind = sum(end - (self.positions.get(tp) or 0) for tp, end in self.targets.items())
-        metrics.VIEW_REBUILD_BEHIND.set(behind)
+        metrics.VIEW_REBUILD_BEHIND.set(self.behind)
         if self.targets or self.pending or self.caught_up.is_set() or not self.assigned:
             return
         took = time.monotonic() - (self._rebuild_started or time.monotonic())
@@ -341,26 +339,38 @@ class ViewBuilder(mode.Service):
         self.caught_up.set()
 
     # --- coverage, for order enrichment ------------------------------------------------
-    async def mark(self) -> Mark:
-        """The end offsets of ``product-labels`` now (what the record holds so far)."""
+    async def mark(self, topic: str | None = None) -> Mark:
+        """The end offsets of a record topic now (``product-labels`` by default)."""
+        topic = topic or self.labels_topic
         consumer = self._consumer
         if consumer is None:
             raise CacheUnavailable("the view builder has not started")
-        parts = consumer.partitions_for_topic(self.labels_topic)
+        parts = consumer.partitions_for_topic(topic)
         if not parts:
-            raise CacheUnavailable(f"no metadata for {self.labels_topic} yet")
-        tps = [TopicPartition(self.labels_topic, p) for p in sorted(parts)]
+            raise CacheUnavailable(f"no metadata for {topic} yet")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}
 
-    async def covers(self, mark: Mark) -> bool:
-        """True once the product view has applied every label record before ``mark``.
+    async def covers(self, mark: Mark, topic: str | None = None) -> bool:
+        """True once the view has applied every record of ``topic`` before ``mark``.
 
-        Raises :class:`~streams.worker.cache.CacheUnavailable` when Redis is down.
+        Whichever builder of the group applied them. Raises
+        :class:`~streams.worker.cache.CacheUnavailable` when Redis is down.
         """
-        tps = [TopicPartition(self.labels_topic, p) for p in mark]
+        tps = [TopicPartition(topic or self.labels_topic, p) for p in mark]
         stored = await self._stored(tps)
         return all((stored[tp] or 0) >= mark[tp.partition] for tp in tps)
+
+    @property
+    def applied(self) -> int:
+        """Records applied since the last (re)build started."""
+        return self._applied_since_start
+
+    @property
+    def behind(self) -> int:
+        """Records still to apply in the partitions being (re)built here."""
+        return sum(end - (self.positions.get(tp) or 0) for tp, end in self.targets.items())
 
     async def on_stop(self) -> None:
         """Leave the group (the views' offsets are in Redis: nothing to commit)."""

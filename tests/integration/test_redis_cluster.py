@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder
+from streams.tools.rebuild import drop_views
 from streams.tools.redis_cluster import RedisClusterStack
 from streams.worker.cache import LabelCache
 from streams.worker.recommend import RecommendConfig, Recommender
@@ -55,6 +56,9 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
             encoded = {cache.product_key(p): encode_product_state(v) for p, v in states.items()}
             await cache.pipelined("t", lambda pipe: cache.queue_set_many(pipe, encoded))
             assert await cache.get_products(products[::-1]) == [states[p] for p in products[::-1]]
+            # `vitrine rebuild --reset`: every view key found on every master, and unlinked.
+            assert await drop_views(cache) == len(products)
+            assert await cache.get_products(products) == [None] * len(products)
             assert await cache.get_images(hashes[:3], "grocery", "v2") == [None] * 3
 
             # Claims: SET NX per image, a second claim loses, a result ends the claim.
