@@ -99,8 +99,9 @@ class RedisClusterStack:
 
     @property
     def url(self) -> str:
-        """A ``redis://`` URL of one node: a cluster client finds the others from it."""
-        return f"redis://{self.nodes[0].address}/0"
+        """A ``redis://`` URL of a live node: a cluster client finds the others from it."""
+        node = next((n for n in self.nodes if n.alive), self.nodes[0])
+        return f"redis://{node.address}/0"
 
     # --- lifecycle -------------------------------------------------------------
     def up(self, timeout_s: float = 60.0) -> None:

@@ -140,7 +140,8 @@ def test_a_cluster_none_of_whose_nodes_answers_is_an_outage_not_a_long_retry(
     async def run() -> None:
         cache = LabelCache(
             own_cluster.url, ttl_s=60, timeout_ms=250, prefix="dead", cluster=True,
-            cluster_failover_ms=20_000,
+            # A retry for the failover time would outlast the test's timeout.
+            cluster_failover_ms=600_000,
         )  # fmt: skip
         try:
             assert await cache.put({"cd" * 32: {"model_name": "m", "model_version": "v"}})
@@ -148,10 +149,7 @@ def test_a_cluster_none_of_whose_nodes_answers_is_an_outage_not_a_long_retry(
                 if node.proc is not None and node.alive:
                     node.proc.kill()
                     node.proc.wait()
-            t0 = time.monotonic()
             assert await cache.get_images(["ab" * 32], "m", "v") == [None]
-            # Far less than the 20 s a failover may take: no node answers at all.
-            assert time.monotonic() - t0 < 5
             assert not cache.available
             with pytest.raises(CacheUnavailable):
                 await cache.get_products(["a"])
