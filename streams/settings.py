@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     redis_ttl_s: int = 7 * 24 * 3600
     redis_timeout_ms: int = 250
     redis_key_prefix: str = "vitrine"
+    # A Redis Cluster (redis-py's RedisCluster): redis_url names any one of its
+    # nodes, redis:// or rediss://, and the client finds the others. Multi-key
+    # calls are split per hash slot (streams/worker/redisclient.py).
+    redis_cluster: bool = False
+    # How long a cluster command keeps retrying while a master is unreachable or
+    # its slots move (CLUSTERDOWN, TRYAGAIN): longer than a failover (the
+    # cluster's cluster-node-timeout, 15 s by default, plus about a second), so
+    # that a replica's promotion costs retries, not a cache outage.
+    redis_cluster_failover_ms: int = Field(default=20_000, ge=0, le=600_000)
 
     # --- Batching and inference -------------------------------------------
     max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)

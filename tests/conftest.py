@@ -7,6 +7,10 @@ started by hand. To use an existing stack instead, set
 
 Every test gets fresh uuid-suffixed topic names and its own Faust app id
 (hence its own consumer group), so tests never see each other's data.
+
+A Redis Cluster (3 masters, 3 replicas: :mod:`streams.tools.redis_cluster`) is
+started for the session the first time a test asks for it: a test marked
+:data:`ON_BOTH_REDIS` runs once on the plain Redis and once on the cluster.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.settings import Settings, get_settings
+from streams.tools.redis_cluster import RedisClusterStack
 from streams.tools.stack import Stack, create_topics, free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Run a test that uses ``topics`` (and the workers built on it) once against
+#: the plain Redis and once against the session's Redis Cluster.
+ON_BOTH_REDIS = pytest.mark.parametrize("topics", ["redis", "cluster"], indirect=True)
 
 
 @dataclass
@@ -84,6 +94,17 @@ def _start_stack(name: str) -> Iterator[LocalStack]:
         shutil.rmtree(stack.root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterStack]:
+    """A Redis Cluster of 3 masters and 3 replicas for the session (started on first use)."""
+    cluster = RedisClusterStack(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+
+
 @dataclass
 class Topics:
     """One test's topic names, app id and worker environment."""
@@ -92,6 +113,8 @@ class Topics:
     bootstrap: str
     redis_url: str
     partitions: int = 2
+    #: ``redis_url`` is a node of a Redis Cluster (``VITRINE_REDIS_CLUSTER``).
+    redis_cluster: bool = False
     names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,7 +126,29 @@ class Topics:
         except KeyError:
             raise AttributeError(item) from None
 
+    @property
+    def key_prefix(self) -> str:
+        """The workers' ``redis_key_prefix``."""
+        return f"test-{self.suffix}"
+
+    def settings(self, **values: object) -> Settings:
+        """The workers' Redis settings, for the Python API in a test."""
+        return Settings(
+            redis_url=self.redis_url,
+            redis_cluster=self.redis_cluster,
+            redis_key_prefix=self.key_prefix,
+            **values,  # type: ignore[arg-type]
+        )
+
+    def redis_client(self) -> redis.Redis | redis.RedisCluster:
+        """A synchronous client of the workers' Redis, for checks in a test."""
+        if self.redis_cluster:
+            return redis.RedisCluster.from_url(self.redis_url)
+        return redis.Redis.from_url(self.redis_url)
+
     def env(self, **extra: str) -> dict[str, str]:
+        if self.redis_cluster:
+            extra = {"VITRINE_REDIS_CLUSTER": "true", **extra}
         return isolated_env(
             bootstrap=self.bootstrap,
             redis_url=self.redis_url,
@@ -114,13 +159,21 @@ class Topics:
         )
 
 
-def make_topics(stack: LocalStack, partitions: int = 2, *, compacted: Iterable[str] = ()) -> Topics:
+def make_topics(
+    stack: LocalStack,
+    partitions: int = 2,
+    *,
+    compacted: Iterable[str] = (),
+    cluster: RedisClusterStack | None = None,
+) -> Topics:
     """Fresh uuid topics on ``stack``, created with ``partitions`` each.
 
     ``compacted``: topic settings (``"category_sales"``, ...) whose topics are
     created with ``cleanup.policy=compact``, as the stack creates them.
+    ``cluster``: the workers' Redis is that Redis Cluster, not the stack's Redis.
     """
-    t = Topics(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, partitions)
+    url = cluster.url if cluster is not None else stack.redis_url
+    t = Topics(uuid.uuid4().hex[:10], stack.bootstrap, url, partitions, cluster is not None)
     create_topics(
         t.bootstrap,
         dict.fromkeys(t.names.values(), t.partitions),
@@ -130,8 +183,11 @@ def make_topics(stack: LocalStack, partitions: int = 2, *, compacted: Iterable[s
 
 
 @pytest.fixture
-def topics(kafka_stack: LocalStack) -> Topics:
-    return make_topics(kafka_stack)
+def topics(kafka_stack: LocalStack, request: pytest.FixtureRequest) -> Topics:
+    """Fresh topics; on the Redis Cluster where parametrised so (:data:`ON_BOTH_REDIS`)."""
+    kind = getattr(request, "param", "redis")
+    cluster = request.getfixturevalue("redis_cluster") if kind == "cluster" else None
+    return make_topics(kafka_stack, cluster=cluster)
 
 
 @pytest.fixture(scope="module")

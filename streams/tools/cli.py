@@ -172,7 +172,17 @@ def predict_command(
 @click.argument(
     "target",
     type=click.Choice(
-        ["inference", "pipeline", "consume", "codecs", "soak", "search", "rebuild", "all"]
+        [
+            "inference",
+            "pipeline",
+            "consume",
+            "codecs",
+            "soak",
+            "search",
+            "rebuild",
+            "cluster",
+            "all",
+        ]
     ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -199,7 +209,7 @@ def predict_command(
     "n_events",
     default=20_000,
     show_default=True,
-    help="Orders to publish and consume (consume).",
+    help="Orders to publish and consume (consume; cluster: per trial, default 20,000).",
 )
 @click.option(
     "--workers",
@@ -244,6 +254,9 @@ def bench_command(
     out_dir: Path | None,
 ) -> None:
     """Measure inference, the pipeline against its baselines, consuming, codecs, or search.
+
+    ``cluster`` measures orders enriched per second on one Redis and on a Redis
+    Cluster (a local one it starts), side by side.
 
     ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
     naive baseline, worker scaling) and the search index into one folder.
@@ -297,6 +310,14 @@ def bench_command(
                 out_dir or Path("out/bench"), n_images=n_images, trials=trials,
                 workers=workers or [1, 2], batch_sizes=sizes, search_vectors=n_vectors,
             )  # fmt: skip
+        sys.exit(code)
+    if target == "cluster":
+        from streams.tools.bench.cluster import bench_cluster_command  # noqa: PLC0415
+
+        with _refused_access():
+            code = bench_cluster_command(
+                as_json=as_json, n_products=min(n_images, 64), n_orders=n_events, trials=trials
+            )
         sys.exit(code)
     if target == "consume":
         from streams.tools.bench.consume import bench_consume_command  # noqa: PLC0415

@@ -3,9 +3,9 @@
 Keys (``<prefix>`` is ``redis_key_prefix``), cache and state apart:
 
 - cache, may be evicted (every key has a TTL, and Redis runs ``volatile-lru``):
-  ``<prefix>:img:<sha256>`` -> the inference result JSON (``redis_ttl_s``; the
+  ``<prefix>:img:{<sha256>}`` -> the inference result JSON (``redis_ttl_s``; the
   model's name and version are in the value, and a result from another model is
-  a miss); ``<prefix>:claim:<model_version>:<sha256>`` -> the id of the worker
+  a miss); ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker
   inferring that image with that model, for ``image_claim_ttl_ms`` (``SET NX
   PX``), deleted with the result's write or when the image fails to decode;
 - state, never evicted (no TTL), views of the record topics kept by
@@ -13,7 +13,14 @@ Keys (``<prefix>`` is ``redis_key_prefix``), cache and state apart:
   :class:`~streams.worker.state.ProductState`, the recommendation sorted sets
   (:mod:`streams.worker.recommend`), and ``<prefix>:views:offsets``.
 
-One MGET and one pipelined write per batch. When Redis is down or slow the
+The ``{<sha256>}`` hash tag keeps an image's claim and result in one slot of a
+Redis Cluster, hence on one master, whose commands run in the order they were
+sent: the result is written before the claim is deleted, and read after the
+claim, as on one server. Other keys spread over the slots; multi-key calls are
+split per slot (:mod:`streams.worker.redisclient`).
+
+One MGET and one pipelined write per batch (on a Redis Cluster: one round trip
+to each master, in parallel). When Redis is down or slow the
 cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
 product lookups, so that enrichment can hold its orders), writes are skipped,
 both are counted, and the outage is logged once when it starts and once when it
@@ -39,15 +46,16 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ResponseError
 
 from streams.settings import Settings
 from streams.worker import metrics
+from streams.worker.redisclient import REDIS_ERRORS, build_client, is_cluster, pipeline
+from streams.worker.redisclient import mget as slot_safe_mget
 from streams.worker.state import ProductState, decode_product_state
 
 __all__ = ["CacheUnavailable", "LabelCache"]
@@ -99,21 +107,19 @@ class LabelCache:
         password: str | None = None,
         ssl_cafile: str | None = None,
         retry_after_s: float = 1.0,
+        cluster: bool = False,
+        cluster_failover_ms: int = 20_000,
     ) -> None:
         self.ttl_s = ttl_s
         self.prefix = prefix
         self.retry_after_s = retry_after_s
-        timeout = timeout_ms / 1000
-        # Only TLS connections take a CA (a plain connection refuses the keyword).
-        tls = {"ssl_ca_certs": ssl_cafile} if ssl_cafile and url.startswith("rediss:") else {}
-        self._redis = aioredis.from_url(
+        self._redis = build_client(
             url,
-            password=password or None,
-            **tls,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
+            cluster=cluster,
+            timeout_ms=timeout_ms,
+            password=password,
+            ssl_cafile=ssl_cafile,
+            failover_ms=cluster_failover_ms,
         )
         self._down_since: float | None = None
         self._next_try = 0.0
@@ -129,12 +135,19 @@ class LabelCache:
             prefix=s.redis_key_prefix,
             password=s.redis_password.get_secret_value(),
             ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
+            cluster=s.redis_cluster,
+            cluster_failover_ms=s.redis_cluster_failover_ms,
         )
+
+    @property
+    def cluster(self) -> bool:
+        """True when this is a Redis Cluster: multi-key calls must stay within one slot."""
+        return is_cluster(self._redis)
 
     # --- keys ------------------------------------------------------------------
     def image_key(self, sha256: str) -> str:
         """Redis key of an image result."""
-        return f"{self.prefix}:img:{sha256}"
+        return f"{self.prefix}:img:{{{sha256}}}"
 
     def product_key(self, product_id: str) -> str:
         """Redis key of a product label."""
@@ -142,7 +155,7 @@ class LabelCache:
 
     def claim_key(self, sha256: str, model_version: str) -> str:
         """Redis key of a worker's claim to infer an image with one model version."""
-        return f"{self.prefix}:claim:{model_version}:{sha256}"
+        return f"{self.prefix}:claim:{model_version}:{{{sha256}}}"
 
     # --- outage bookkeeping ------------------------------------------------------
     @property
@@ -202,11 +215,11 @@ class LabelCache:
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
         try:
-            values: list[bytes | None] = await self._redis.mget(keys)  # type: ignore[assignment]
+            values = await slot_safe_mget(self._redis, keys)
         except OutOfMemoryError as exc:
             self._full(op, exc)
             raise CacheUnavailable(str(exc)) from exc
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -320,14 +333,15 @@ class LabelCache:
         if not self.available:
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(f"Redis is down (since {self._down_since:.0f})")
-        pipe = self._redis.pipeline(transaction=False)
-        fill(pipe)
+        pipe = pipeline(self._redis)
+        # A SlotSafePipeline takes Pipeline's commands (an MGET split per slot on a cluster).
+        fill(cast(Pipeline, pipe))
         try:
             replies: list[Any] = await pipe.execute()
         except OutOfMemoryError as exc:
             self._full(op, exc)
             raise CacheUnavailable(str(exc)) from exc
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(op, exc)
             metrics.CACHE_BYPASSED.labels(op).inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -338,7 +352,7 @@ class LabelCache:
         """True when Redis answers."""
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
 
     async def close(self) -> None:

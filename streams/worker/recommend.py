@@ -30,15 +30,18 @@ would otherwise outweigh all real history, or overflow.
 Round trips: the whole batch's increments are summed in memory, then written by
 a small Lua script (per key: ZINCRBY each member, a ZREMRANGEBYRANK that keeps
 the ``recommend_max_members`` best; no TTL, since they are state), its calls
-in **one** pipeline: one round trip per batch, never one per order. Summing first
+in **one** pipeline: one round trip per batch, never one per order. On a Redis
+Cluster each call's KEYS lie in one hash slot (a call per slot the batch
+touches, about 45 small ones for the batch below, rather than one), still in one
+pipeline: one round trip to each master, in parallel. Summing first
 matters: a batch of 512 simulated orders makes about 5,800 increments but only
 about 700 distinct (key, member) pairs in 45 keys. The script, rather than one
 pipelined command per pair, because redis-py spends about 12 us of CPU on each
 pipelined command and its reply: measured on the 2-core VM with those batches,
 the script costs the worker 3 us of CPU per order (on top of 5 us for summing)
 and a batch 7-9 ms, where pipelined ZINCRBYs cost 24 us and 16 ms; on a catalogue
-so large that no two orders of a batch share a product, 38 us and 40 ms. Like
-the cache's MGET, it needs one Redis (not a cluster's slots) and EVAL in the ACL.
+so large that no two orders of a batch share a product, 38 us and 40 ms. It needs
+EVAL in the ACL.
 
 A member trimmed away starts again from its next increment, which forward decay
 weighs as recent: a newly popular pair climbs back in. An order with more than
@@ -78,6 +81,7 @@ from schemas.records import EnrichedOrder, Season
 from schemas.sales import SEASONS, season_of
 from streams.settings import Settings
 from streams.worker.cache import CacheUnavailable, LabelCache
+from streams.worker.redisclient import group_by_slot
 from streams.worker.state import decode_product_state
 
 __all__ = [
@@ -324,21 +328,26 @@ _SCRIPT_CHUNK = 2048
 
 
 def _script_chunks(
-    merged: dict[str, dict[str, float]], cfg: RecommendConfig
+    merged: dict[str, dict[str, float]], cfg: RecommendConfig, *, by_slot: bool = False
 ) -> Iterator[ScriptCall]:
-    """(KEYS, ARGV) of the :data:`_UPDATE_SCRIPT` calls that write ``merged``."""
-    keys: list[str] = []
-    args: list[str | int | float] = [cfg.max_members]
-    for key, members in merged.items():
-        keys.append(key)
-        args.append(len(members))
-        for member, amount in members.items():
-            args += (member, amount)
-        if len(args) >= 2 * _SCRIPT_CHUNK:
+    """(KEYS, ARGV) of the :data:`_UPDATE_SCRIPT` calls that write ``merged``.
+
+    ``by_slot`` (a Redis Cluster): the KEYS of each call lie in one hash slot.
+    """
+    for group in group_by_slot(merged) if by_slot else [list(merged)]:
+        keys: list[str] = []
+        args: list[str | int | float] = [cfg.max_members]
+        for key in group:
+            members = merged[key]
+            keys.append(key)
+            args.append(len(members))
+            for member, amount in members.items():
+                args += (member, amount)
+            if len(args) >= 2 * _SCRIPT_CHUNK:
+                yield keys, args
+                keys, args = [], [cfg.max_members]
+        if keys:
             yield keys, args
-            keys, args = [], [cfg.max_members]
-    if keys:
-        yield keys, args
 
 
 class Recommender:
@@ -362,7 +371,8 @@ class Recommender:
                 len(orders) - len(counted),
                 _FUTURE_SLACK,
             )
-        return list(_script_chunks(merge_increments(counted, self.cfg), self.cfg))
+        merged = merge_increments(counted, self.cfg)
+        return list(_script_chunks(merged, self.cfg, by_slot=self.cache.cluster))
 
     @staticmethod
     def queue(pipe: Any, calls: Sequence[ScriptCall]) -> None:

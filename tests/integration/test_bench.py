@@ -1,4 +1,4 @@
-"""``vitrine bench all`` (inference, pipeline, scaling) and ``bench consume`` at a small size."""
+"""``vitrine bench all``, ``bench consume`` and ``bench cluster`` at a small size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.tools.bench.all import bench_all_command
+from streams.tools.bench.cluster import bench_cluster_command
 from streams.tools.bench.consume import bench_consume_command
 from tests.conftest import LocalStack
 
@@ -123,3 +124,20 @@ def test_bench_soak_samples_memory_latency_and_lag(
     assert sum(s["labels"] for s in samples) > 0
     assert any(s["p99_ms"] is not None for s in samples)
     assert (out / "soak.png").stat().st_size > 10_000
+
+
+def test_bench_cluster_measures_orders_on_one_redis_and_on_a_cluster(
+    kafka_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
+    monkeypatch.setenv("VITRINE_REDIS_URL", kafka_stack.redis_url)
+    monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    assert bench_cluster_command(as_json=True, n_products=8, n_orders=1500, trials=1) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["orders_per_s"]) == {"one redis", "redis cluster"}
+    assert all(v > 0 for v in out["orders_per_s"].values())
+    assert out["cluster_vs_one"] > 0

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 
 from schemas import codec
 from streams.tools.bench.pipeline import unique_images
-from tests.conftest import Topics, consume
+from tests.conftest import ON_BOTH_REDIS, Topics, consume
 from tests.events import listing, photo_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,6 +39,7 @@ def labels_out(worker: Any, topic: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+@ON_BOTH_REDIS
 def test_two_workers_infer_each_new_image_once(
     topics: Topics, worker_factory: Any, producer: KafkaProducer
 ) -> None:

@@ -21,7 +21,7 @@ from streams.tools.bench.pipeline import unique_images
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess
 from streams.worker.state import ProductState, decode_product_state
-from tests.conftest import LocalStack, Topics, consume
+from tests.conftest import ON_BOTH_REDIS, LocalStack, Topics, consume
 from tests.events import SAMPLES_DIR, file_uri, listing, order, photo_bytes
 from tests.not_products import not_products
 from tests.polling import wait_until
@@ -105,6 +105,7 @@ def test_every_listing_labelled_once_and_bad_ones_dead_lettered(
     )
 
 
+@ON_BOTH_REDIS
 def test_same_image_twice_is_inferred_once(
     topics: Topics, worker_factory: Any, producer: KafkaProducer
 ) -> None:
@@ -163,6 +164,7 @@ def test_overlapping_image_batches_keep_input_order(
     )
 
 
+@ON_BOTH_REDIS
 def test_orders_are_enriched_with_their_products_categories(
     topics: Topics, worker_factory: Any, producer: KafkaProducer
 ) -> None:

@@ -9,14 +9,13 @@ import urllib.request
 from typing import Any
 
 import pytest
-import redis
 from kafka import KafkaProducer
 
 from schemas import codec
 from streams.settings import Settings
 from streams.worker.cache import LabelCache
 from streams.worker.recommend import Recommendations, RecommendConfig, Recommender
-from tests.conftest import Topics, consume
+from tests.conftest import ON_BOTH_REDIS, Topics, consume
 from tests.events import listing, order, photo_bytes
 from tests.polling import wait_until
 
@@ -75,12 +74,13 @@ async def python_recommend(s: Settings, product_id: str, **kw: Any) -> Recommend
         await cache.close()
 
 
+@ON_BOTH_REDIS
 def test_planted_pairs_come_first_and_a_new_product_gets_its_category(
     topics: Topics, worker_factory: Any, producer: KafkaProducer
 ) -> None:
     worker = worker_factory(VITRINE_RECOMMEND_MAX_MEMBERS="10").start()
     # The worker's Redis and keys, for the Python API and the checks below.
-    s = Settings(redis_url=topics.redis_url, redis_key_prefix=f"test-{topics.suffix}")
+    s = topics.settings()
     photos = dict(photo_bytes())
     pid = {name: f"rec-{topics.suffix}-{name}" for name in PRODUCTS}
     send_all(
@@ -126,7 +126,7 @@ def test_planted_pairs_come_first_and_a_new_product_gets_its_category(
     # Bounded, and state (no TTL, never evicted): the big basket gave the lemon 12
     # partners, 10 kept.
     key = f"{s.redis_key_prefix}:rec:{pid['lemon']}"
-    with redis.Redis.from_url(topics.redis_url) as client:
+    with topics.redis_client() as client:
         assert client.zcard(key) == 10
         assert client.ttl(key) == -1
     with pytest.raises(urllib.error.HTTPError) as bad:

@@ -205,7 +205,7 @@ def test_a_worker_labels_and_enriches_over_sasl_ssl_and_caches_in_tls_redis(
             lambda: client.exists(f"vitrine-{secured.tag}:product:banana") == 1,
             "the product view to hold the banana",
         )
-        assert client.exists(f"vitrine-{secured.tag}:img:{labels['banana'].image_sha256}") == 1
+        assert client.exists(f"vitrine-{secured.tag}:img:{{{labels['banana'].image_sha256}}}") == 1
     finally:
         client.close()
     metrics = worker.metrics()

@@ -133,6 +133,7 @@ class BenchRun:
             VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
             # The worker serves the graph the engine-alone phase measures.
             VITRINE_PRECISION=self.settings.precision,
+            VITRINE_REDIS_CLUSTER=str(self.settings.redis_cluster).lower(),
             **security_env(self.settings),
         )
 
