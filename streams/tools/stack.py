@@ -147,12 +147,19 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_product_review: settings.topic_partitions,
         settings.topic_listing_review: settings.topic_partitions,
         settings.topic_product_embeddings: settings.topic_partitions,
+        settings.topic_listing_fingerprints: settings.topic_partitions,
     }
 
 
 def compacted_topics(settings: Settings) -> frozenset[str]:
     """Topics whose records replace earlier ones of their key (``cleanup.policy=compact``)."""
-    return frozenset({settings.topic_category_sales, settings.topic_product_embeddings})
+    return frozenset(
+        {
+            settings.topic_category_sales,
+            settings.topic_product_embeddings,
+            settings.topic_listing_fingerprints,
+        }
+    )
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
