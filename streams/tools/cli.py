@@ -171,7 +171,9 @@ def predict_command(
 @click.command("bench")
 @click.argument(
     "target",
-    type=click.Choice(["inference", "pipeline", "consume", "codecs", "soak", "search", "all"]),
+    type=click.Choice(
+        ["inference", "pipeline", "consume", "codecs", "soak", "search", "integrity", "all"]
+    ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-sizes", default=None, help="Comma-separated, e.g. 1,8,32 (inference).")
@@ -209,6 +211,13 @@ def predict_command(
 @click.option(
     "--vectors", "n_vectors", default=100_000, show_default=True, help="Index size (search)."
 )
+@click.option(
+    "--listings",
+    "n_listings",
+    default=1_000_000,
+    show_default=True,
+    help="Index size for lookups (integrity; rebuild and bytes at up to 100k).",
+)
 @click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
 @click.option(
     "--out",
@@ -230,10 +239,11 @@ def bench_command(
     worker_counts: str | None,
     minutes: float,
     n_vectors: int,
+    n_listings: int,
     interval_s: float,
     out_dir: Path | None,
 ) -> None:
-    """Measure inference, the pipeline against its baselines, consuming, codecs, or search.
+    """Measure inference, the pipeline against its baselines, consuming, codecs, search, integrity.
 
     ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
     naive baseline, worker scaling) and the search index into one folder.
@@ -244,6 +254,10 @@ def bench_command(
         from streams.tools.search import bench_search_command  # noqa: PLC0415
 
         sys.exit(bench_search_command(as_json=as_json, n_vectors=n_vectors, model_dir=model_dir))
+    if target == "integrity":
+        from streams.tools.bench.integrity import bench_integrity_command  # noqa: PLC0415
+
+        sys.exit(bench_integrity_command(as_json=as_json, n_listings=n_listings))
     if target == "inference":
         from streams.tools.predict import run_bench_inference  # noqa: PLC0415
 
