@@ -116,7 +116,9 @@ class TopicFollower(mode.Service, Generic[V]):
             )
             view = self._snapshot_view()
             positions = (
-                view.load(self.snapshot, topic=self.topic) if view and self.snapshot else None
+                view.load(self.snapshot, topic=self.topic)
+                if view is not None and self.snapshot
+                else None
             )
             await consumer.start()
             started = time.monotonic()
