@@ -154,15 +154,14 @@ class _SortedMultiMap:
     def get(self, key: int) -> npt.NDArray[np.int32]:
         """Every value added under ``key``."""
         parts = []
+        # Of the keys' own dtype: a Python int makes searchsorted cast the whole run.
+        k = self.dtype.type(key)
         for keys, vals in (self._big, self._small):
-            lo, hi = (
-                int(np.searchsorted(keys, key, "left")),
-                int(np.searchsorted(keys, key, "right")),
-            )
+            lo, hi = int(np.searchsorted(keys, k, "left")), int(np.searchsorted(keys, k, "right"))
             if hi > lo:
                 parts.append(vals[lo:hi])
         if self._buf_keys.n:
-            hit = self._buf_keys.view == key
+            hit = self._buf_keys.view == k
             if hit.any():
                 parts.append(self._buf_vals.view[hit])
         if not parts:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import json
 import time
 import tracemalloc
@@ -157,7 +158,8 @@ def lookup_time(n: int, *, queries: int = 2000, seed: int = 0) -> dict[str, Any]
     async def run() -> tuple[list[float], int]:
         times, flagged = [], 0
         for j, fp in enumerate(probes):
-            listing = Listing(f"q-{j}", "seller-q", f"{j:064x}", "bench-v1", fp)
+            sha = hashlib.sha256(f"q-{j}".encode()).hexdigest()
+            listing = Listing(f"q-{j}", "seller-q", sha, "bench-v1", fp)
             started = time.perf_counter()
             [got] = await checker.check([listing])
             times.append(time.perf_counter() - started)
