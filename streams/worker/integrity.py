@@ -16,7 +16,7 @@ record per (photo, seller), so the topic holds every photo's first listing by
 each seller for as long as the topic keeps it; Redis holds nothing of it.
 
 The view is an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
-(numpy arrays, about 3.6 KB a listing, most of it the 1280-d float16 embedding;
+(numpy arrays, about 4 KB a listing, most of it the 1280-d float16 embedding;
 ``vitrine bench integrity``), which every worker fills by reading the whole
 topic, all partitions, from the beginning at start and then as it grows
 (:class:`IntegrityView` under a :class:`~streams.worker.follower.TopicFollower`).
