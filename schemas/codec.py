@@ -38,6 +38,7 @@ from schemas.records import (
     SCHEMA_VERSION,
     CategorySales,
     EnrichedOrder,
+    ListingFingerprint,
     OrderEvent,
     ProductEmbedding,
     ProductImageEvent,
@@ -51,6 +52,7 @@ __all__ = [
     "decode_category_sales",
     "decode_enriched_order",
     "decode_inline_image",
+    "decode_listing_fingerprint",
     "decode_order",
     "decode_product_embedding",
     "decode_product_image",
@@ -66,6 +68,7 @@ RecordT = TypeVar(
     EnrichedOrder,
     CategorySales,
     ProductEmbedding,
+    ListingFingerprint,
 )
 
 DEFAULT_MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
@@ -125,6 +128,11 @@ def decode_category_sales(data: bytes | bytearray | memoryview) -> CategorySales
 def decode_product_embedding(data: bytes | bytearray | memoryview) -> ProductEmbedding:
     """Decode a value of the product-embeddings topic."""
     return decode(data, ProductEmbedding)
+
+
+def decode_listing_fingerprint(data: bytes | bytearray | memoryview) -> ListingFingerprint:
+    """Decode a value of the listing-fingerprints topic."""
+    return decode(data, ListingFingerprint)
 
 
 def _run(

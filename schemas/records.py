@@ -28,8 +28,10 @@ __all__ = [
     "EnrichedItem",
     "EnrichedOrder",
     "Label",
+    "ListingFingerprint",
     "OrderEvent",
     "OrderItem",
+    "PhotoFingerprint",
     "ProductEmbedding",
     "ProductImageEvent",
     "ProductLabelled",
@@ -88,6 +90,12 @@ Money = Annotated[float, Meta(ge=0.0)]
 Sha256 = Annotated[
     str,
     Meta(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$", description="Lower-case hex."),
+]
+
+Hash64 = Annotated[
+    int,
+    # msgspec states no bound past int64 in a schema; its decoder refuses 2**64 and more.
+    Meta(ge=0, description="A 64-bit perceptual hash, as an unsigned integer (below 2**64)."),
 ]
 
 CategoryStatus = Literal["labelled", "unknown"]
@@ -304,6 +312,76 @@ class ProductEmbedding(msgspec.Struct, frozen=True, kw_only=True):
     ]
 
 
+class PhotoFingerprint(msgspec.Struct, frozen=True, kw_only=True):
+    """A photo's perceptual hashes and the model's embedding of it (near-duplicate checks)."""
+
+    phash: Annotated[Hash64, Meta(description="DCT hash of the whole photo.")]
+    mirror: Annotated[Hash64, Meta(description="DCT hash of its mirror image.")]
+    crops: Annotated[
+        tuple[Hash64, ...],
+        Meta(max_length=64, description="DCT hashes of its grid of 90% crops (5x5)."),
+    ] = ()
+    embedding_f16_b64: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=16384,
+                description=(
+                    "The model's unit-length embedding: little-endian IEEE float16 values, "
+                    "standard base64 with padding; null when the model has none."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ListingFingerprint(msgspec.Struct, frozen=True, kw_only=True):
+    """A seller's first listing of a photo, with the photo's fingerprint.
+
+    Topic listing-fingerprints (compacted), key ``<image_sha256>|<seller_id>``:
+    written when a worker first sees that seller list that photo, so compaction
+    keeps one record per (photo, seller). Every worker reads the whole topic
+    into the index its duplicate checks query.
+    """
+
+    schema_version: SchemaVersion
+    event_id: Annotated[
+        str,
+        Meta(
+            min_length=1, max_length=128, description="event_id of the listing's ProductImageEvent."
+        ),
+    ]
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="occurred_at of the listing's ProductImageEvent.")
+    ]
+    image_sha256: Sha256
+    seller_id: Id
+    product_id: Annotated[Id, Meta(description="The seller's first product with this photo.")]
+    listed_at_ms: Annotated[
+        int,
+        Meta(ge=0, description="When the worker first saw the seller list it, ms since the epoch."),
+    ]
+    model_version: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=64,
+            description="Model of the embedding: embeddings of different versions do not compare.",
+        ),
+    ]
+    fingerprint: (
+        Annotated[
+            PhotoFingerprint,
+            Meta(
+                description="null when the worker had none (a cached label of an unindexed photo)."
+            ),
+        ]
+        | None
+    ) = None
+
+
 class OrderItem(msgspec.Struct, frozen=True, kw_only=True):
     """One line of an order."""
 
@@ -423,6 +501,7 @@ Record = (
     | EnrichedOrder
     | CategorySales
     | ProductEmbedding
+    | ListingFingerprint
 )
 """Any top-level event record."""
 
@@ -433,5 +512,6 @@ RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (
     EnrichedOrder,
     CategorySales,
     ProductEmbedding,
+    ListingFingerprint,
 )
 """The top-level records, each with a JSON Schema file ``schemas/json/<Name>.schema.json``."""

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # Compacted, key product_id: each product's latest visual-search descriptor
     # (ProductEmbedding); every worker reads it whole into its search index.
     topic_product_embeddings: str = "product-embeddings"
+    # Compacted, key ``<image_sha256>|<seller_id>``: each seller's first listing of
+    # each photo with the photo's fingerprint (ListingFingerprint), read whole by
+    # every worker into its integrity index; its retention is the integrity state's.
+    topic_listing_fingerprints: str = "listing-fingerprints"
 
     # --- Redis -------------------------------------------------------------
     # rediss:// for TLS (redis-py verifies the server certificate by default).
@@ -140,9 +144,6 @@ class Settings(BaseSettings):
     # A declared category that differs from the predicted one is flagged
     # category_mismatch when the predicted category's score is at least this.
     category_mismatch_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
-    # How long a listed photo's fingerprint and sellers are remembered (renewed
-    # whenever the photo is listed again): 400 days.
-    integrity_ttl_s: int = Field(default=400 * 24 * 3600, ge=1)
     # Index entries read per photo looked up, at most (bounds a lookup's cost in
     # a catalogue where many photos share a hash band).
     near_duplicate_max_candidates: int = Field(default=2000, ge=1)

@@ -181,6 +181,7 @@ def predict_command(
             "search",
             "rebuild",
             "cluster",
+            "integrity",
             "all",
         ]
     ),
@@ -228,6 +229,13 @@ def predict_command(
 @click.option(
     "--vectors", "n_vectors", default=100_000, show_default=True, help="Index size (search)."
 )
+@click.option(
+    "--listings",
+    "n_listings",
+    default=1_000_000,
+    show_default=True,
+    help="Index size for lookups (integrity; rebuild and bytes at up to 100k).",
+)
 @click.option("--interval", "interval_s", default=5.0, show_default=True, help="Seconds (soak).")
 @click.option(
     "--out",
@@ -250,10 +258,11 @@ def bench_command(
     n_products: int,
     minutes: float,
     n_vectors: int,
+    n_listings: int,
     interval_s: float,
     out_dir: Path | None,
 ) -> None:
-    """Measure inference, the pipeline against its baselines, consuming, codecs, or search.
+    """Measure inference, the pipeline against its baselines, consuming, codecs, search, integrity.
 
     ``cluster`` measures orders enriched per second on one Redis and on a Redis
     Cluster (a local one it starts), side by side.
@@ -263,37 +272,18 @@ def bench_command(
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
-    if target == "search":
-        from streams.tools.search import bench_search_command  # noqa: PLC0415
-
-        sys.exit(bench_search_command(as_json=as_json, n_vectors=n_vectors, model_dir=model_dir))
-    if target == "inference":
-        from streams.tools.predict import run_bench_inference  # noqa: PLC0415
-
+    if target in ("search", "integrity", "inference", "codecs"):
         sys.exit(
-            run_bench_inference(
-                as_json=as_json, batch_sizes=sizes, model_dir=model_dir, images_dir=images_dir
+            _bench_without_stack(
+                target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings
             )
         )
-    if target == "codecs":
-        from streams.tools.bench.codecs import bench_codecs_command  # noqa: PLC0415
-
-        sys.exit(bench_codecs_command(as_json=as_json))
     _quiet_client_logs()
     if target == "rebuild":
-        import json  # noqa: PLC0415
+        from streams.tools.rebuild import bench_rebuild_command  # noqa: PLC0415
 
-        from streams.settings import get_settings  # noqa: PLC0415
-        from streams.tools.rebuild import bench_rebuild, print_bench  # noqa: PLC0415
-
-        say = (lambda _m: None) if as_json else click.echo
         with _refused_access():
-            result = bench_rebuild(get_settings(), n_products=n_products, say=say)
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        else:
-            print_bench(result)
-        sys.exit(0)
+            sys.exit(bench_rebuild_command(as_json=as_json, n_products=n_products))
     if target == "soak":
         from streams.tools.bench.soak import bench_soak_command  # noqa: PLC0415
 
@@ -332,6 +322,35 @@ def bench_command(
             as_json=as_json, n_images=n_images, trials=trials, workers=workers
         )
     sys.exit(code)
+
+
+def _bench_without_stack(
+    target: str,
+    as_json: bool,
+    sizes: list[int] | None,
+    model_dir: Path | None,
+    images_dir: Path | None,
+    n_vectors: int,
+    n_listings: int,
+) -> int:
+    """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs."""
+    if target == "search":
+        from streams.tools.search import bench_search_command  # noqa: PLC0415
+
+        return bench_search_command(as_json=as_json, n_vectors=n_vectors, model_dir=model_dir)
+    if target == "integrity":
+        from streams.tools.bench.integrity import bench_integrity_command  # noqa: PLC0415
+
+        return bench_integrity_command(as_json=as_json, n_listings=n_listings)
+    if target == "inference":
+        from streams.tools.predict import run_bench_inference  # noqa: PLC0415
+
+        return run_bench_inference(
+            as_json=as_json, batch_sizes=sizes, model_dir=model_dir, images_dir=images_dir
+        )
+    from streams.tools.bench.codecs import bench_codecs_command  # noqa: PLC0415
+
+    return bench_codecs_command(as_json=as_json)
 
 
 @click.command("rebuild")

@@ -38,7 +38,13 @@ from streams.worker.recommend import RecommendConfig, Recommender
 from streams.worker.state import ProductState, encode_product_state
 from streams.worker.views import ViewBuilder
 
-__all__ = ["RebuildResult", "bench_rebuild", "drop_views", "rebuild_views"]
+__all__ = [
+    "RebuildResult",
+    "bench_rebuild",
+    "bench_rebuild_command",
+    "drop_views",
+    "rebuild_views",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -294,3 +300,18 @@ def print_bench(result: dict[str, Any]) -> None:
         f"Redis bytes / product  {per['view']:>12} (plain SETs: {per['plain']})\n"
         f"10M products rebuilt in about {result['at_10m_products_s']} s"
     )
+
+
+def bench_rebuild_command(*, as_json: bool, n_products: int) -> int:
+    """``vitrine bench rebuild``: run :func:`bench_rebuild` and print a table or one JSON object."""
+    import json  # noqa: PLC0415
+
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    say: Callable[[str], None] = (lambda _m: None) if as_json else print
+    result = bench_rebuild(get_settings(), n_products=n_products, say=say)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_bench(result)
+    return 0

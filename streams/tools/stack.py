@@ -147,6 +147,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.topic_product_review: settings.topic_partitions,
         settings.topic_listing_review: settings.topic_partitions,
         settings.topic_product_embeddings: settings.topic_partitions,
+        settings.topic_listing_fingerprints: settings.topic_partitions,
     }
 
 
@@ -155,7 +156,7 @@ def compacted_topics(settings: Settings) -> frozenset[str]:
 
     product-labels and orders-enriched are the records the Redis views are rebuilt
     from (:mod:`streams.worker.views`): compaction keeps each product's latest label
-    and each order once.
+    and each order once; listing-fingerprints is the integrity index's record.
     """
     return frozenset(
         {
@@ -163,6 +164,7 @@ def compacted_topics(settings: Settings) -> frozenset[str]:
             settings.topic_product_embeddings,
             settings.topic_product_labels,
             settings.topic_orders_enriched,
+            settings.topic_listing_fingerprints,
         }
     )
 

@@ -55,6 +55,8 @@ from streams.worker.batches import BatchStep, handle_batch, run_batches
 from streams.worker.consumed import ConsumedRecord, Rejected
 from streams.worker.delivery import Delivery, Send
 from streams.worker.enrich import Enriched
+from streams.worker.follower import TopicFollower
+from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.labelling import Labelled
 from streams.worker.runtime import Runtime
@@ -144,6 +146,9 @@ class Topics:
     deltas: faust.TopicT
     #: Compacted: each product's search descriptor (read whole by every worker).
     embeddings: faust.TopicT
+    #: Compacted: each seller's first listing of each photo, with its fingerprint
+    #: (read whole by every worker into its integrity index).
+    fingerprints: faust.TopicT
 
     @classmethod
     def on(cls, app: faust.App, s: Settings) -> Topics:
@@ -170,6 +175,7 @@ class Topics:
             listing_review=topic(s.topic_listing_review),
             deltas=topic(f"{s.app_id}-sales-deltas"),
             embeddings=topic(s.topic_product_embeddings, compacting=True),
+            fingerprints=topic(s.topic_listing_fingerprints, compacting=True),
         )
 
     @property
@@ -178,7 +184,7 @@ class Topics:
         return [
             self.orders, self.labels, self.enriched, self.sales,
             self.images_dlq, self.orders_dlq, self.review, self.listing_review, self.deltas,
-            self.embeddings,
+            self.embeddings, self.fingerprints,
         ]  # fmt: skip
 
 
@@ -189,8 +195,11 @@ def _routes(
     review: faust.TopicT | None = None,
     listing_review: faust.TopicT | None = None,
     embeddings: faust.TopicT | None = None,
+    fingerprints: faust.TopicT | None = None,
 ) -> Any:
     """A route: a result to its output record, to the review topics when flagged, its descriptor.
+
+    A labelled listing new to the integrity index also goes to listing-fingerprints.
 
     A rejection goes to its dead letter.
     """
@@ -198,6 +207,7 @@ def _routes(
     review_name = review.get_topic_name() if review is not None else None
     listing_name = listing_review.get_topic_name() if listing_review is not None else None
     embeddings_name = embeddings.get_topic_name() if embeddings is not None else None
+    fingerprints_name = fingerprints.get_topic_name() if fingerprints is not None else None
 
     def route(res: Labelled | Enriched | Rejected) -> list[Send]:
         if isinstance(res, Rejected):
@@ -210,6 +220,8 @@ def _routes(
                 sends.append(delivery.record(listing_name, res.key, res.value))
             if embeddings_name is not None and res.embedding:
                 sends.append(delivery.record(embeddings_name, res.key, res.embedding))
+            if fingerprints_name is not None and res.integrity_record is not None:
+                sends.append(delivery.record(fingerprints_name, *res.integrity_record))
         return sends
 
     return route
@@ -247,6 +259,7 @@ def _add_label_images(
                 topics.review,
                 topics.listing_review,
                 topics.embeddings,
+                topics.fingerprints,
             ),
             check=rt.labeller.check_integrity,
             remember=rt.labeller.remember,
@@ -419,13 +432,31 @@ def _view_builder(topics: Topics, runtime: Runtime, s: Settings) -> ViewBuilder:
     return views
 
 
+def _integrity_follower(
+    topics: Topics, runtime: Runtime, s: Settings, view: IntegrityView
+) -> TopicFollower[IntegrityView]:
+    """Every worker's integrity index, read from the whole listing-fingerprints topic."""
+
+    async def build() -> IntegrityView:
+        await runtime.ready()  # the runtime declares the topic
+        return view
+
+    return TopicFollower(
+        name="integrity",
+        topic=topics.fingerprints.get_topic_name(),
+        client_config=aiokafka_config(s),
+        build=build,
+    )
+
+
 def create_app(settings: Settings | None = None) -> VitrineApp:
     """Build the worker's Faust app for ``settings`` (default: from the environment)."""
     s = settings or get_settings()
     app = _faust_app(s)
     topics = Topics.on(app, s)
     delivery = Delivery(app)
-    app.runtime = runtime = Runtime(s, declare=topics.outputs)
+    view = IntegrityView()
+    app.runtime = runtime = Runtime(s, declare=topics.outputs, integrity=view)
     _add_label_images(app, topics, runtime, delivery, s)
     app.order_consumer = order_consumer = _order_consumer(topics, runtime, delivery, s)
     app.service(order_consumer)  # type: ignore[arg-type]
@@ -433,7 +464,10 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     _add_lag_timer(app, topics, order_consumer)
     app.search = search = _search_follower(topics, runtime, s)
     app.service(search)  # type: ignore[arg-type]
+    app.integrity = integrity = _integrity_follower(topics, runtime, s, view)
+    runtime.integrity_loaded = integrity.caught_up
+    app.service(integrity)  # type: ignore[arg-type]
     app.views = views = _view_builder(topics, runtime, s)
     app.service(views)  # type: ignore[arg-type]
-    add_pages(app, runtime, order_consumer, app.unreadable, search, views)
+    add_pages(app, runtime, order_consumer, app.unreadable, search, integrity, views)
     return app

@@ -7,49 +7,66 @@ re-encoded, resized, cropped or mirrored, was (the rule and its measurements:
 goes in the event (:class:`~schemas.records.DuplicateOf`). Listings without a
 ``seller_id`` are neither checked nor remembered: whose photo it is is unknown.
 
-Redis keys (``<prefix>`` is ``redis_key_prefix``; all expire after
-``integrity_ttl_s``, renewed whenever the photo is listed again):
+The record is the compacted ``listing-fingerprints`` topic
+(:class:`~schemas.records.ListingFingerprint`, key ``<image_sha256>|<seller_id>``):
+when a worker first sees a seller list a photo, it writes that listing (product,
+time, model version) with the photo's fingerprint, produced and confirmed with
+the batch's other outputs before the batch is acked. Compaction keeps one
+record per (photo, seller), so the topic holds every photo's first listing by
+each seller for as long as the topic keeps it; Redis holds nothing of it.
 
-- ``<prefix>:fp:<sha256>``: the photo's fingerprint (hashes and float16 embedding,
-  JSON) and the model version of the embedding;
-- ``<prefix>:sellers:<sha256>``: hash, seller_id -> the first product (and time)
-  that seller listed the photo under;
-- ``<prefix>:phb:<band>:<value>``: set of ``<hash hex><sha256>``, every indexed
-  hash (whole photo and its 90% crops) of every photo whose band ``band`` (16 of
-  its 64 bits) has that value (multi-index hashing).
+The view is an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
+(numpy arrays, about 4 KB a listing, most of it the 1280-d float16 embedding;
+``vitrine bench integrity``), which every worker fills by reading the whole
+topic, all partitions, from the beginning at start and then as it grows
+(:class:`IntegrityView` under a :class:`~streams.worker.follower.TopicFollower`).
+A restarted worker, or one whose Redis was emptied, rebuilds it from Kafka.
+Until the follower has read up to the end offsets it found at start, the checks
+wait (``/ready`` answers 503 and ``vitrine_follower_caught_up{view="integrity"}``
+is 0), so a copy is never missed for a view still loading.
 
-A batch takes four pipelined round trips, whatever its size: the fingerprints
-of cache hits (whose photos were not decoded) and the batch's sellers; the
-band sets; the candidates' fingerprints and sellers; the writes. Checks run in
-input order (after the previous batch's), so a photo listed in one batch is
-found by every later one, and listings in the same batch are checked against
-the ones before them. While Redis is down the checks are skipped (counted).
+The checks run in input order, batch after batch, on the event loop, without
+I/O: each listing is checked against the index and then added to it at once,
+so later listings of the batch and later batches of this worker see it before
+its record comes back from Kafka (reading it back changes nothing: a record
+for a known (photo, seller) is idempotent). Listings that another worker
+labelled are found once their records are read, a few hundred milliseconds
+after that worker's batch is delivered (the follower polls every 200 ms): two
+copies listed within that window on two workers are not flagged against each
+other. A cache hit (a photo not decoded here) is checked with the photo's
+fingerprint from the index, by sha256.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
-import msgspec
-from redis.asyncio.client import Pipeline
+import numpy as np
 
-from inference.serving.duplicates import DuplicateRule, index_bands, lookup_bands
-from inference.serving.fingerprint import Fingerprint, hamming
-from schemas.records import DuplicateOf
+from inference.serving.duplicate_index import FingerprintIndex, Owner, StoredPrint
+from inference.serving.duplicates import DuplicateRule
+from inference.serving.fingerprint import Fingerprint
+from schemas import codec
+from schemas.errors import SchemaError
+from schemas.records import SCHEMA_VERSION, DuplicateOf, ListingFingerprint, PhotoFingerprint
 from streams.settings import Settings
 from streams.worker import metrics
-from streams.worker.cache import CacheUnavailable, LabelCache
 
 __all__ = [
     "INTEGRITY_FLAGS",
+    "Checked",
     "IntegrityChecker",
     "IntegrityConfig",
+    "IntegrityView",
     "Listing",
+    "fingerprint_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,10 +74,10 @@ logger = logging.getLogger(__name__)
 INTEGRITY_FLAGS = ("duplicate_image", "near_duplicate", "category_mismatch")
 """Flags that send a labelled listing to the listing-review topic."""
 
-_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
-_json_encode = msgspec.json.Encoder().encode
 # Candidates verified per photo at most, nearest hashes first.
 _MAX_VERIFIED = 16
+# Never listed by the seller: later than any listing.
+_NEVER = (math.inf, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +85,14 @@ class IntegrityConfig:
     """The integrity settings."""
 
     rule: DuplicateRule = field(default_factory=DuplicateRule)
-    ttl_s: int = 400 * 24 * 3600
     max_candidates: int = 2000
     category_min_score: float = 0.9
 
     @classmethod
     def from_settings(cls, s: Settings) -> IntegrityConfig:
-        """The ``near_duplicate_*``, ``category_mismatch_*`` and ``integrity_*`` settings."""
+        """The ``near_duplicate_*`` and ``category_mismatch_*`` settings."""
         return cls(
             rule=DuplicateRule(s.near_duplicate_max_hamming, s.near_duplicate_min_cosine),
-            ttl_s=s.integrity_ttl_s,
             max_candidates=s.near_duplicate_max_candidates,
             category_min_score=s.category_mismatch_min_score,
         )
@@ -93,113 +108,181 @@ class Listing:
     model_version: str
     #: None when the image came from the label cache (not decoded here).
     fingerprint: Fingerprint | None
+    #: The input event's, for the listing-fingerprints record.
+    event_id: str = ""
+    occurred_at: datetime | None = None
 
 
-@dataclass(slots=True)
-class _Owner:
-    seller_id: str
-    product_id: str
-    listed_at_ms: int
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One listing's outcome: the listing it copies, and its listing-fingerprints record."""
+
+    duplicate_of: DuplicateOf | None = None
+    #: (key, value) to produce; None when the index already had it.
+    record: tuple[bytes, bytes] | None = None
 
 
-def _owners(raw: dict[bytes, bytes] | None) -> list[_Owner]:
-    out = []
-    for seller, value in (raw or {}).items():
-        try:
-            data = _json_decode(value)
-            out.append(_Owner(seller.decode(), str(data["p"]), int(data["t"])))
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-            continue
-    return sorted(out, key=lambda o: o.listed_at_ms)
+# --- the record -----------------------------------------------------------------
+def fingerprint_record(
+    listing: Listing, owner: Owner, print_: StoredPrint | None
+) -> tuple[bytes, bytes]:
+    """The listing-fingerprints (key, value) of a seller's first listing of a photo."""
+    fp = None
+    if print_ is not None:
+        f = print_.fingerprint
+        emb = None if f.embedding is None else base64.b64encode(f.embedding.tobytes()).decode()
+        fp = PhotoFingerprint(phash=f.phash, mirror=f.mirror, crops=f.crops, embedding_f16_b64=emb)
+    record = ListingFingerprint(
+        schema_version=SCHEMA_VERSION,
+        event_id=listing.event_id or f"{listing.image_sha256}|{owner.seller_id}",
+        occurred_at=listing.occurred_at or datetime.fromtimestamp(owner.listed_at_ms / 1000, UTC),
+        image_sha256=listing.image_sha256,
+        seller_id=owner.seller_id,
+        product_id=owner.product_id,
+        listed_at_ms=owner.listed_at_ms,
+        model_version=listing.model_version if print_ is None else print_.model_version,
+        fingerprint=fp,
+    )
+    return f"{listing.image_sha256}|{owner.seller_id}".encode(), codec.encode(record)
 
 
-def _other(owners: Sequence[_Owner], listing: Listing, before_ms: float) -> _Owner | None:
-    """The earliest listing of a photo by another seller than ``listing``'s, before ``before_ms``.
+def _stored_print(rec: ListingFingerprint) -> StoredPrint | None:
+    """The record's fingerprint; raises ValueError if malformed."""
+    fp = rec.fingerprint
+    if fp is None:
+        return None
+    if any(h >= 1 << 64 for h in (fp.phash, fp.mirror, *fp.crops)):
+        raise ValueError("a hash over 64 bits")
+    emb = None
+    if fp.embedding_f16_b64 is not None:
+        raw = base64.b64decode(fp.embedding_f16_b64, validate=True)
+        if not raw or len(raw) % 2:
+            raise ValueError("an embedding of odd bytes")
+        emb = np.frombuffer(raw, dtype="<f2").astype(np.float16)
+    return StoredPrint(Fingerprint(fp.phash, fp.mirror, fp.crops, emb), rec.model_version)
+
+
+class IntegrityView:
+    """The view of listing-fingerprints that the checks query: a :class:`FingerprintIndex`."""
+
+    def __init__(self, index: FingerprintIndex | None = None) -> None:
+        self.index = index if index is not None else FingerprintIndex()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Index listing-fingerprints records; tombstones and malformed ones are skipped."""
+        counts = {"indexed": 0, "known": 0, "tombstone": 0, "invalid": 0}
+        for _key, value in records:
+            if value is None:
+                # Nothing to forget: the index only grows (a photo's first sellers stay).
+                counts["tombstone"] += 1
+                continue
+            try:
+                rec = codec.decode_listing_fingerprint(value)
+                stored = _stored_print(rec)
+                changed = self.index.add(
+                    rec.image_sha256, rec.seller_id, rec.product_id, rec.listed_at_ms, stored
+                )
+            except (SchemaError, ValueError):
+                counts["invalid"] += 1
+                continue
+            counts["indexed" if changed else "known"] += 1
+        for outcome, n in counts.items():
+            if n:
+                metrics.INTEGRITY_UPDATES.labels(outcome).inc(n)
+        metrics.INTEGRITY_INDEXED.set(len(self.index))
+
+
+# --- the checks -----------------------------------------------------------------
+def _other(owners: Sequence[Owner], listing: Listing, before: tuple[float, int]) -> Owner | None:
+    """The earliest listing of a photo by another seller than ``listing``'s, before ``before``.
 
     A seller who listed a photo first is not flagged for listing it again after
     others copied it.
     """
     return next(
-        (o for o in owners if o.seller_id != listing.seller_id and o.listed_at_ms < before_ms),
+        (o for o in owners if o.seller_id != listing.seller_id and o.order < before),
         None,
     )
 
 
-def _first_listed(owners: Sequence[_Owner], listing: Listing) -> float:
-    """When ``listing``'s seller first listed its photo (infinity: never before)."""
-    return next((o.listed_at_ms for o in owners if o.seller_id == listing.seller_id), math.inf)
+def _first_listed(owners: Sequence[Owner], listing: Listing) -> tuple[float, int]:
+    """When ``listing``'s seller first listed its photo (:data:`_NEVER`: never before)."""
+    return next((o.order for o in owners if o.seller_id == listing.seller_id), _NEVER)
 
 
 class IntegrityChecker:
     """Finds the other sellers' listings whose photos a batch of listings copies."""
 
-    def __init__(self, cache: LabelCache, config: IntegrityConfig) -> None:
-        self.cache = cache
-        self.config = config
-        self.prefix = cache.prefix
+    def __init__(
+        self,
+        config: IntegrityConfig | None = None,
+        view: IntegrityView | None = None,
+        *,
+        loaded: asyncio.Event | None = None,
+    ) -> None:
+        self.config = config or IntegrityConfig()
+        self.view = view if view is not None else IntegrityView()
+        #: Set once the view has read listing-fingerprints to its end (None: nothing to wait for).
+        self.loaded = loaded
 
-    def _fp_key(self, sha: str) -> str:
-        return f"{self.prefix}:fp:{sha}"
+    @property
+    def index(self) -> FingerprintIndex:
+        """The index the checks query."""
+        return self.view.index
 
-    def _sellers_key(self, sha: str) -> str:
-        return f"{self.prefix}:sellers:{sha}"
+    async def check(self, listings: Sequence[Listing]) -> list[Checked]:
+        """For each listing, in order: the earlier listing by another seller it copies, if any.
 
-    def _band_key(self, band: int, value: int) -> str:
-        return f"{self.prefix}:phb:{band}:{value:04x}"
-
-    async def check(self, listings: Sequence[Listing]) -> list[DuplicateOf | None]:
-        """For each listing, in order: the earlier listing by another seller it copies, or None."""
-        out: list[DuplicateOf | None] = [None] * len(listings)
+        Each listing is added to the index once checked; waits first until the
+        view has read the topic to the end it had at start.
+        """
+        out = [Checked()] * len(listings)
         todo = [i for i, item in enumerate(listings) if item.seller_id is not None]
         if not todo:
             return out
-        try:
-            prints, sellers = await self._read_batch([listings[i] for i in todo])
-            near = await self._candidates(prints)
-            found = await self._read_candidates(near)
-        except CacheUnavailable:
-            metrics.INTEGRITY_SKIPPED.labels("redis_unavailable").inc(len(todo))
-            return out
-        seen: list[tuple[Listing, Fingerprint | None]] = []  # earlier in this batch
+        if self.loaded is not None and not self.loaded.is_set():
+            logger.info("integrity checks wait for the integrity index to load")
+            await self.loaded.wait()
+        now_ms = int(time.time() * 1000)
         for i in todo:
-            item = listings[i]
-            fp = prints.get(item.image_sha256)
-            if fp is None:
-                metrics.INTEGRITY_SKIPPED.labels("no_fingerprint").inc()
-            owners = sellers.get(item.image_sha256, [])
-            first_ms = _first_listed(owners, item)
-            out[i] = self._exact(item, owners, first_ms, seen)
-            if out[i] is None and fp is not None:
-                near_pool = self._pool(
-                    item, first_ms, near.get(item.image_sha256, []), *found, seen
-                )
-                out[i] = self._near(item, fp, near_pool)
-            seen.append((item, fp))
-        await self._write([(listings[i], prints.get(listings[i].image_sha256)) for i in todo])
+            out[i] = self._check_one(listings[i], now_ms)
         return out
+
+    def _check_one(self, item: Listing, now_ms: int) -> Checked:
+        index = self.index
+        sha = item.image_sha256
+        stored = None
+        if item.fingerprint is not None:
+            stored = StoredPrint(item.fingerprint, item.model_version)
+        else:
+            got = index.print_of(sha)
+            # A print from another model is not checked as this model's.
+            if got is not None and got.model_version == item.model_version:
+                stored = got
+            else:
+                metrics.INTEGRITY_SKIPPED.labels("no_fingerprint").inc()
+        owners = index.owners(sha)
+        first = _first_listed(owners, item)
+        dup = self._exact(item, owners, first)
+        if dup is None and stored is not None:
+            dup = self._near(item, stored.fingerprint, self._pool(item, stored.fingerprint, first))
+        seller = str(item.seller_id)
+        had_print = index.print_of(sha) is not None
+        changed = index.add(sha, seller, item.product_id, now_ms, stored)
+        record = None
+        if changed and (first == _NEVER or not had_print):
+            owner = next(o for o in index.owners(sha) if o.seller_id == seller)
+            record = fingerprint_record(item, owner, stored or index.print_of(sha))
+        return Checked(dup, record)
 
     # --- matching ---------------------------------------------------------------
     def _exact(
-        self,
-        item: Listing,
-        owners: list[_Owner],
-        first_ms: float,
-        seen: list[tuple[Listing, Fingerprint | None]],
+        self, item: Listing, owners: Sequence[Owner], first: tuple[float, int]
     ) -> DuplicateOf | None:
-        other = _other(owners, item, first_ms)
-        if other is None and first_ms == math.inf:
-            # Earlier in the batch, so later than any listing Redis knows of.
-            earlier = next(
-                (
-                    s
-                    for s, _ in seen
-                    if s.image_sha256 == item.image_sha256 and s.seller_id != item.seller_id
-                ),
-                None,
-            )
-            if earlier is None or earlier.seller_id is None:
-                return None
-            other = _Owner(earlier.seller_id, earlier.product_id, 0)
+        other = _other(owners, item, first)
         if other is None:
             return None
         return DuplicateOf(
@@ -211,31 +294,35 @@ class IntegrityChecker:
         )
 
     def _pool(
-        self,
-        item: Listing,
-        first_ms: float,
-        candidates: list[str],
-        cand_prints: dict[str, tuple[Fingerprint, str]],
-        cand_sellers: dict[str, list[_Owner]],
-        seen: list[tuple[Listing, Fingerprint | None]],
-    ) -> list[tuple[str, Fingerprint, _Owner]]:
-        """Photos listed by other sellers before ``item``'s seller listed its: sha, print, owner."""
+        self, item: Listing, fp: Fingerprint, first: tuple[float, int]
+    ) -> list[tuple[str, Fingerprint, Owner]]:
+        """Indexed photos near ``fp`` listed by other sellers before ``item``'s seller listed it.
+
+        Near: an indexed hash within ``candidate_hamming`` bits (:class:`DuplicateRule`)
+        of ``fp``'s hash or its mirror's, nearest first.
+        """
+        index = self.index
+        near = index.near(
+            fp,
+            max_bits=self.config.rule.candidate_hamming,
+            max_candidates=self.config.max_candidates,
+            limit=_MAX_VERIFIED,
+            exclude=index.row_of(item.image_sha256),
+        )
         pool = []
-        for sha in candidates:
-            got = cand_prints.get(sha)
-            owner = _other(cand_sellers.get(sha, []), item, first_ms)
+        for row, _bits in near:
+            got = index.print_at(row)
+            owner = _other(index.owners_of(row), item, first)
             if got is not None and owner is not None:
                 # Embeddings of two models do not compare: the hash alone decides.
-                fp, version = got
-                pool.append((sha, fp if version == item.model_version else _hashes_only(fp), owner))
-        if first_ms == math.inf:  # earlier in the batch: later than any listing Redis knows
-            for s, sfp in seen:
-                if sfp is not None and s.seller_id not in (None, item.seller_id):
-                    pool.append((s.image_sha256, sfp, _Owner(str(s.seller_id), s.product_id, 0)))
+                other = got.fingerprint
+                if got.model_version != item.model_version:
+                    other = Fingerprint(other.phash, other.mirror, other.crops)
+                pool.append((index.sha_of(row), other, owner))
         return pool
 
     def _near(
-        self, item: Listing, fp: Fingerprint, pool: list[tuple[str, Fingerprint, _Owner]]
+        self, item: Listing, fp: Fingerprint, pool: list[tuple[str, Fingerprint, Owner]]
     ) -> DuplicateOf | None:
         """The nearest photo of ``pool`` that ``fp`` copies, by the rule."""
         best: tuple[tuple[int, float], DuplicateOf] | None = None
@@ -259,136 +346,3 @@ class IntegrityChecker:
                     ),
                 )
         return None if best is None else best[1]
-
-    # --- Redis ------------------------------------------------------------------
-    async def _read_batch(
-        self, listings: Sequence[Listing]
-    ) -> tuple[dict[str, Fingerprint], dict[str, list[_Owner]]]:
-        """The batch's fingerprints (Redis's for cache hits) and earlier sellers of its photos."""
-        prints = {x.image_sha256: x.fingerprint for x in listings if x.fingerprint is not None}
-        missing = list(
-            dict.fromkeys(x.image_sha256 for x in listings if x.image_sha256 not in prints)
-        )
-        shas = list(dict.fromkeys(x.image_sha256 for x in listings))
-
-        def fill(pipe: Pipeline) -> None:
-            for sha in shas:
-                pipe.hgetall(self._sellers_key(sha))
-            if missing:
-                pipe.mget([self._fp_key(sha) for sha in missing])
-
-        replies = await self.cache.pipelined("integrity_read", fill)
-        sellers = {sha: _owners(r) for sha, r in zip(shas, replies, strict=False)}
-        versions = {x.image_sha256: x.model_version for x in listings}
-        if missing:
-            for sha, raw in zip(missing, replies[-1], strict=True):
-                got = _fingerprint_of(raw)
-                # A print from another model is not rewritten as this model's.
-                if got is not None and got[1] == versions[sha]:
-                    prints[sha] = got[0]
-        return prints, sellers
-
-    async def _candidates(self, prints: dict[str, Fingerprint]) -> dict[str, list[str]]:
-        """Per photo, indexed photos whose band hits are near its hash (nearest first).
-
-        Near: within ``candidate_hamming`` bits (:class:`DuplicateRule`).
-        """
-        if not prints:
-            return {}
-        keys = {sha: sorted(lookup_bands(fp)) for sha, fp in prints.items()}
-        per_key = max(1, self.config.max_candidates // max(len(k) for k in keys.values()))
-
-        def fill(pipe: Pipeline) -> None:
-            for band_keys in keys.values():
-                for band, value in band_keys:
-                    pipe.srandmember(self._band_key(band, value), per_key)
-
-        replies = iter(await self.cache.pipelined("integrity_lookup", fill))
-        limit = self.config.rule.candidate_hamming
-        out: dict[str, list[str]] = {}
-        for sha, band_keys in keys.items():
-            fp = prints[sha]
-            nearest: dict[str, int] = {}
-            for _ in band_keys:
-                for member in next(replies) or ():
-                    parsed = _member(member)
-                    if parsed is None:
-                        continue
-                    h, other = parsed
-                    d = min(hamming(fp.phash, h), hamming(fp.mirror, h))
-                    if other != sha and d <= limit and d < nearest.get(other, 65):
-                        nearest[other] = d
-            out[sha] = sorted(nearest, key=nearest.__getitem__)[:_MAX_VERIFIED]
-        return out
-
-    async def _read_candidates(
-        self, near: dict[str, list[str]]
-    ) -> tuple[dict[str, tuple[Fingerprint, str]], dict[str, list[_Owner]]]:
-        """The candidates' fingerprints (with their model versions) and sellers."""
-        shas = list(dict.fromkeys(sha for cands in near.values() for sha in cands))
-        if not shas:
-            return {}, {}
-
-        def fill(pipe: Pipeline) -> None:
-            pipe.mget([self._fp_key(sha) for sha in shas])
-            for sha in shas:
-                pipe.hgetall(self._sellers_key(sha))
-
-        replies = await self.cache.pipelined("integrity_candidates", fill)
-        prints = {}
-        for sha, raw in zip(shas, replies[0], strict=True):
-            got = _fingerprint_of(raw)
-            if got is not None:
-                prints[sha] = got
-        return prints, {sha: _owners(r) for sha, r in zip(shas, replies[1:], strict=True)}
-
-    async def _write(self, listings: Sequence[tuple[Listing, Fingerprint | None]]) -> None:
-        """Remember the batch's photos: fingerprints, sellers, band index (one round trip)."""
-        ttl = self.config.ttl_s
-        now_ms = int(time.time() * 1000)
-
-        def fill(pipe: Pipeline) -> None:
-            for item, fp in listings:
-                sha = item.image_sha256
-                sellers = self._sellers_key(sha)
-                owner = _json_encode({"p": item.product_id, "t": now_ms})
-                pipe.hsetnx(sellers, str(item.seller_id), owner)
-                pipe.expire(sellers, ttl)
-                if fp is None:
-                    continue
-                record = {"fp": fp.to_json(), "model_version": item.model_version}
-                pipe.set(self._fp_key(sha), _json_encode(record), ex=ttl)
-                for (band, value), hashes in index_bands(fp).items():
-                    key = self._band_key(band, value)
-                    pipe.sadd(key, *(f"{h:016x}{sha}" for h in sorted(hashes)))
-                    pipe.expire(key, ttl)
-
-        try:
-            await self.cache.pipelined("integrity_write", fill)
-        except CacheUnavailable:
-            metrics.INTEGRITY_SKIPPED.labels("redis_unavailable").inc(len(listings))
-
-
-def _member(raw: bytes) -> tuple[int, str] | None:
-    """(indexed hash, sha256) of a band set member; None if it is not one of ours."""
-    text = raw.decode("ascii", "replace")
-    try:
-        return int(text[:16], 16), text[16:]
-    except ValueError:
-        return None
-
-
-def _hashes_only(fp: Fingerprint) -> Fingerprint:
-    return Fingerprint(fp.phash, fp.mirror, fp.crops)
-
-
-def _fingerprint_of(raw: bytes | None) -> tuple[Fingerprint, str] | None:
-    """A stored fingerprint and its embedding's model version; None if absent or malformed."""
-    if raw is None:
-        return None
-    try:
-        data = _json_decode(raw)
-        return Fingerprint.from_json(data["fp"]), str(data["model_version"])
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-        logger.warning("malformed fingerprint record in Redis; ignored")
-        return None

@@ -29,7 +29,8 @@ and every worker infers its own misses, as before claims.
 Every image inferred here is also fingerprinted (perceptual hashes of the
 decoded pixels and the model's embedding). :meth:`ImageLabeller.check_integrity`,
 which the agent runs in input order before ``remember``, uses the fingerprints
-to flag copies of other sellers' photos (:mod:`streams.worker.integrity`);
+to flag copies of other sellers' photos and to record each seller's first
+listing of a photo on ``listing-fingerprints`` (:mod:`streams.worker.integrity`);
 ``category_mismatch`` is decided with the label itself.
 """
 
@@ -64,8 +65,10 @@ from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
 from streams.worker.integrity import (
     INTEGRITY_FLAGS,
+    Checked,
     IntegrityChecker,
     IntegrityConfig,
+    IntegrityView,
     Listing,
 )
 from streams.worker.search import embedding_record, vector_b64
@@ -98,6 +101,9 @@ class Labelled:
     #: The product's ``product-embeddings`` value (its search descriptor), when the
     #: model has a search projection.
     embedding: bytes | None = None
+    #: The listing-fingerprints (key, value) when this seller's listing of the photo
+    #: is new to the integrity index.
+    integrity_record: tuple[bytes, bytes] | None = None
 
     @property
     def listing_review(self) -> bool:
@@ -164,6 +170,8 @@ class ImageLabeller:
         claim_ttl_ms: int = 0,
         integrity: IntegrityConfig | None = None,
         projection: EmbeddingProjection | None = None,
+        integrity_view: IntegrityView | None = None,
+        integrity_loaded: asyncio.Event | None = None,
     ) -> None:
         self.engine = engine
         #: Maps the model's embedding to the search descriptor (None: no search).
@@ -174,7 +182,9 @@ class ImageLabeller:
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
         self.claim_ttl_ms = claim_ttl_ms
-        self.integrity = IntegrityChecker(cache, integrity or IntegrityConfig())
+        self.integrity = IntegrityChecker(
+            integrity or IntegrityConfig(), integrity_view, loaded=integrity_loaded
+        )
         # Whose claim a key holds, for whoever reads Redis while debugging.
         self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
         # Image hash -> its inference under way, or done and not yet in Redis.
@@ -478,7 +488,15 @@ class ImageLabeller:
             if isinstance(r, Labelled) and r.output is not None
         ]
         listings = [
-            Listing(o.product_id, o.seller_id, o.image_sha256, o.model_version, r.fingerprint)
+            Listing(
+                o.product_id,
+                o.seller_id,
+                o.image_sha256,
+                o.model_version,
+                r.fingerprint,
+                event_id=o.event_id,
+                occurred_at=o.occurred_at,
+            )
             for _, r, o in labelled
         ]
         try:
@@ -486,14 +504,16 @@ class ImageLabeller:
         except Exception:  # a bug in the checks must not stop labelling
             logger.exception("integrity checks failed for a batch of %d", len(listings))
             metrics.INTEGRITY_SKIPPED.labels("internal_error").inc(len(listings))
-            found = [None] * len(listings)
+            found = [Checked()] * len(listings)
         checked = list(results)
-        for (i, res, output), dup in zip(labelled, found, strict=True):
+        for (i, res, output), got in zip(labelled, found, strict=True):
             flags = output.flags
-            if dup is not None:
+            changes: dict[str, Any] = {"integrity_record": got.record}
+            if (dup := got.duplicate_of) is not None:
                 flags = (*flags, "duplicate_image" if dup.match == "exact" else "near_duplicate")
                 flagged = msgspec.structs.replace(output, flags=flags, duplicate_of=dup)
-                checked[i] = dataclasses.replace(res, output=flagged, value=codec.encode(flagged))
+                changes |= {"output": flagged, "value": codec.encode(flagged)}
+            checked[i] = dataclasses.replace(res, **changes)
             for flag in flags:
                 if flag in INTEGRITY_FLAGS:
                     metrics.INTEGRITY_FLAGS.labels(flag).inc()

@@ -24,12 +24,15 @@ __all__ = [
     "EVENTS_IN",
     "EVENTS_OUT",
     "EXECUTION_PROVIDER",
+    "FOLLOWER_CAUGHT_UP",
     "IMAGES_INFERRED",
     "INFERENCE_CLAIMED_ELSEWHERE",
     "INFERENCE_SECONDS",
     "INFERENCE_SHARED",
     "INTEGRITY_FLAGS",
+    "INTEGRITY_INDEXED",
     "INTEGRITY_SKIPPED",
+    "INTEGRITY_UPDATES",
     "KAFKA_ERRORS",
     "ORDERS_HELD_SECONDS",
     "ORDER_ITEMS_UNKNOWN",
@@ -108,9 +111,19 @@ INTEGRITY_FLAGS = Counter(
 )
 INTEGRITY_SKIPPED = Counter(
     "vitrine_integrity_skipped",
-    "Listings not checked for duplicates: redis_unavailable, or no_fingerprint (a cached"
-    " label whose photo's fingerprint Redis no longer holds)",
+    "Listings not checked for near duplicates: no_fingerprint (a cached label whose photo's"
+    " fingerprint the integrity index does not hold), or internal_error",
     ["reason"],
+)
+INTEGRITY_INDEXED = Gauge(
+    "vitrine_integrity_indexed_photos",
+    "Photos in this worker's integrity index (read from listing-fingerprints)",
+)
+INTEGRITY_UPDATES = Counter(
+    "vitrine_integrity_updates",
+    "listing-fingerprints records read into the integrity index, by outcome (indexed;"
+    " known: already there; tombstone and invalid: skipped)",
+    ["outcome"],
 )
 REDIS_UP = Gauge("vitrine_redis_up", "1 when the last Redis command succeeded")
 REDIS_FULL = Counter(
@@ -182,6 +195,12 @@ SEARCH_SECONDS = Histogram(
     "vitrine_search_seconds",
     "Visual-search query time in the index (not the query image's inference)",
     buckets=_LATENCY_BUCKETS,
+)
+FOLLOWER_CAUGHT_UP = Gauge(
+    "vitrine_follower_caught_up",
+    "1 once this worker's view (search, integrity) has read its topic up to the end offsets"
+    " found at start; until then the duplicate checks wait and /similar answers 503",
+    ["view"],
 )
 EXECUTION_PROVIDER = Info("vitrine_execution_provider", "ONNX Runtime provider and device in use")
 

@@ -26,8 +26,14 @@ logger = logging.getLogger(__name__)
 class Runtime:
     """The engine, cache, labeller, enricher and recommender of one worker, built once."""
 
-    def __init__(self, settings: Settings, declare: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, settings: Settings, declare: Sequence[Any] = (), integrity: Any = None
+    ) -> None:
         self.settings = settings
+        #: The integrity index's view of listing-fingerprints (an IntegrityView; None:
+        #: the labeller keeps one of its own), and the event set once it is loaded.
+        self.integrity_view = integrity
+        self.integrity_loaded: asyncio.Event | None = None
         # Faust declares only the topics agents subscribe to; outputs are ours.
         self.declare = list(declare)
         self._ready: asyncio.Future[Runtime] | None = None
@@ -93,6 +99,8 @@ class Runtime:
             claim_ttl_ms=s.image_claim_ttl_ms,
             integrity=IntegrityConfig.from_settings(s),
             projection=self.projection,
+            integrity_view=self.integrity_view,
+            integrity_loaded=self.integrity_loaded,
         )
         self.enricher = OrderEnricher(
             self.cache,

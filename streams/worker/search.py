@@ -4,7 +4,8 @@ The image agent publishes each labelled product's compact descriptor
 (:class:`~schemas.records.ProductEmbedding`, key product_id) to the compacted
 ``product-embeddings`` topic (:func:`embedding_record`). Every worker reads that
 whole topic, all partitions, outside any consumer group
-(:class:`EmbeddingFollower`), from the beginning at start and then as it grows,
+(:class:`EmbeddingFollower`, a :class:`~streams.worker.follower.TopicFollower`),
+from the beginning at start and then as it grows,
 into its in-process HNSW index (:class:`SearchIndex`). So each worker answers
 ``/similar`` for the whole catalogue, and a restarted worker rebuilds its index
 from Kafka without inferring any image again; compaction keeps the topic at one
@@ -17,29 +18,26 @@ a query of the HNSW graph takes well under a millisecond (``vitrine bench search
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import shutil
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import mode
 import numpy as np
 import numpy.typing as npt
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from inference.serving.search import VectorIndex, decode_vector, encode_vector
 from schemas import codec
 from schemas.errors import SchemaError
 from schemas.records import SCHEMA_VERSION, ProductEmbedding
 from streams.worker import metrics
+from streams.worker.follower import TopicFollower
 
 __all__ = ["EmbeddingFollower", "Listed", "Neighbour", "SearchIndex", "embedding_record"]
 
@@ -238,12 +236,11 @@ class SearchIndex:
         return out[:k]
 
 
-class EmbeddingFollower(mode.Service):
+class EmbeddingFollower(TopicFollower[SearchIndex]):
     """Reads every partition of ``product-embeddings`` into a :class:`SearchIndex`, for good.
 
-    No consumer group (every worker needs every record) and no commits: each
-    start reads the compacted topic from the beginning. :attr:`caught_up` is set
-    once it has read up to the end offsets it found at start.
+    A :class:`~streams.worker.follower.TopicFollower`; its snapshot (when
+    configured) is the search index saved at stop and loaded at start.
     """
 
     def __init__(
@@ -256,104 +253,12 @@ class EmbeddingFollower(mode.Service):
         snapshot: Path | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.topic = topic
-        #: Where the index is saved at stop and loaded from at start (None: never).
-        self.snapshot = snapshot
-        self._config = dict(client_config)
-        self._build = build
-        self.max_records = max_records
-        self.index: SearchIndex | None = None
-        self.caught_up = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def label(self) -> str:
-        return f"EmbeddingFollower({self.topic})"
-
-    @mode.Service.task
-    async def _follow(self) -> None:
-        try:
-            self.index = await self._build()
-            if self.index is None:
-                logger.info("visual search off: the model has no search projection")
-                return
-            # No group: aiokafka then assigns this consumer every partition of the topic,
-            # and with no committed offsets it starts at the earliest.
-            consumer = self._consumer = AIOKafkaConsumer(
-                self.topic,
-                **{**self._config, "client_id": f"vitrine-search-{uuid.uuid4().hex[:8]}"},
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            )
-            positions = self.index.load(self.snapshot, topic=self.topic) if self.snapshot else None
-            await consumer.start()
-            started = time.monotonic()
-            if positions is not None:
-                await self._resume(consumer, positions)
-            ends: dict[TopicPartition, int] | None = None
-            while not self.should_stop:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                for records in fetched.values():
-                    self.index.apply((r.key, r.value) for r in records)
-                if self.caught_up.is_set():
-                    continue
-                if ends is None and (assigned := consumer.assignment()):
-                    ends = await consumer.end_offsets(list(assigned))
-                if ends is not None and await self._at(consumer, ends):
-                    self.caught_up.set()
-                    logger.info(
-                        "search index: %d products from %s in %.1f s",
-                        len(self.index), self.topic, time.monotonic() - started,
-                    )  # fmt: skip
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self.should_stop:
-                return
-            logger.exception("reading %s failed; stopping the worker", self.topic)
-            await self.crash(exc)
-
-    @staticmethod
-    async def _at(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
-        """True once every partition's position has reached its offset in ``ends``."""
-        for tp, end in ends.items():
-            if await consumer.position(tp) < end:
-                return False
-        return True
-
-    async def _resume(self, consumer: AIOKafkaConsumer, positions: Mapping[int, int]) -> None:
-        """Read on from a snapshot's offsets (the beginning of partitions it lacks)."""
-        assert self.index is not None
-        for _ in range(200):  # the group-less assignment follows the first metadata
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.05)
-        tps = sorted(consumer.assignment())
-        ends = await consumer.end_offsets(tps) if tps else {}
-        if any(positions.get(tp.partition, 0) > ends[tp] for tp in tps):
-            # Offsets past the end: the topic was recreated since. Read it all.
-            logger.warning("search snapshot is ahead of %s: rebuilding from the topic", self.topic)
-            self.index = await self._build()
-            await consumer.seek_to_beginning(*tps)
-            return
-        for tp in tps:
-            consumer.seek(tp, positions.get(tp.partition, 0))
-        logger.info("search index: %d products from snapshot %s", len(self.index), self.snapshot)
-
-    async def on_stop(self) -> None:
-        """Save a snapshot (when caught up and configured), then close the consumer."""
-        consumer, index = self._consumer, self.index
-        if consumer is None:
-            return
-        if self.snapshot is not None and index is not None and self.caught_up.is_set():
-            try:
-                positions = {
-                    tp.partition: await consumer.position(tp) for tp in consumer.assignment()
-                }
-                index.save(self.snapshot, topic=self.topic, positions=positions)
-                logger.info("search index: %d products saved to %s", len(index), self.snapshot)
-            except Exception:  # a snapshot is an optimisation: never fail the stop for it
-                logger.exception("saving the search snapshot to %s failed", self.snapshot)
-        await consumer.stop()
+        super().__init__(
+            name="search",
+            topic=topic,
+            client_config=client_config,
+            build=build,
+            max_records=max_records,
+            snapshot=snapshot,
+            **kwargs,
+        )

@@ -32,6 +32,8 @@ from streams.worker.unreadable import UNREADABLE_ERRORS, UnreadablePartition, fi
 if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.worker.batchconsumer import BatchConsumer
+    from streams.worker.follower import TopicFollower
+    from streams.worker.integrity import IntegrityView
     from streams.worker.runtime import Runtime
     from streams.worker.search import EmbeddingFollower
     from streams.worker.views import ViewBuilder
@@ -113,6 +115,8 @@ class VitrineApp(faust.App):
     search: EmbeddingFollower | None = None
     #: Keeps this worker's share of the Redis views of the record topics.
     views: ViewBuilder | None = None
+    #: Reads listing-fingerprints into this worker's integrity index.
+    integrity: TopicFollower[IntegrityView] | None = None
     settings: Settings | None = None
     #: Partitions of Faust's consumer paused on a batch it cannot read.
     unreadable: list[UnreadablePartition]

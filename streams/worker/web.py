@@ -9,9 +9,10 @@ look most alike, from this worker's search index (:mod:`streams.worker.search`;
 503 until it has read the product-embeddings topic to the end once). The posted
 image is decoded and embedded in the inference executor, like a listing's.
 
-``/ready`` answers 200 once the engine is loaded, the order consumer runs
-(and has paused no unreadable partition) and this worker's share of the Redis
-views has caught up with its record topics, 503 otherwise; :func:`worker_ready`
+``/ready`` answers 200 once the engine is loaded, the order consumer runs (and
+has paused no unreadable partition), the integrity index has read
+listing-fingerprints to the end it found at start, and this worker's share of
+the Redis views has caught up with its record topics, 503 otherwise; :func:`worker_ready`
 is what health checks (docker-compose, the images' HEALTHCHECK, the tools'
 worker processes) call.
 """
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     import faust
 
     from streams.worker.batchconsumer import BatchConsumer
+    from streams.worker.follower import TopicFollower
     from streams.worker.runtime import Runtime
     from streams.worker.unreadable import UnreadablePartition
     from streams.worker.views import ViewBuilder
@@ -127,6 +129,7 @@ def add_pages(
     order_consumer: BatchConsumer,
     unreadable: Sequence[UnreadablePartition],
     search: EmbeddingFollower | None = None,
+    integrity: TopicFollower[Any] | None = None,
     views: ViewBuilder | None = None,
 ) -> None:
     """Serve ``/metrics``, ``/ready``, ``/recommend`` and ``/similar`` on the app's web port.
@@ -146,6 +149,8 @@ def add_pages(
         paused = order_consumer.unreadable or unreadable
         views_ready = views is None or views.caught_up.is_set()
         ready = runtime.built and order_consumer.running.is_set() and not paused and views_ready
+        if integrity is not None:  # the duplicate checks wait for it
+            ready = ready and integrity.caught_up.is_set()
         return web.json(
             {"ready": ready, "views_caught_up": views_ready}, status=200 if ready else 503
         )

@@ -7,12 +7,17 @@ and names A's product. A's second listing of its own photo, and two different
 photos of the same product by two sellers, are not flagged. A banana declared
 ``dairy`` is flagged category_mismatch. Exactly the flagged listings reach
 listing-review.
+
+Then the integrity state survives Redis: a photo listed by one worker, Redis
+restarted empty and the worker restarted, a copy by another seller (and a
+cropped one) is still flagged with the first seller's product.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import hashlib
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +27,13 @@ import cv2
 import numpy as np
 import pytest
 from kafka import KafkaProducer
+from redis import Redis
 
-from inference.serving.duplicates import lookup_bands
-from inference.serving.fingerprint import Fingerprint
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, ProductImageEvent, ProductLabelled
-from streams.worker.cache import LabelCache
-from streams.worker.integrity import IntegrityChecker, IntegrityConfig, Listing
-from tests.conftest import LocalStack, Topics, consume
+from streams.tools.stack import free_ports
+from streams.tools.workerproc import WorkerProcess
+from tests.conftest import LocalStack, Topics, consume, make_topics
 
 pytestmark = pytest.mark.integration
 
@@ -154,81 +158,62 @@ def test_copies_by_another_seller_are_flagged_with_the_original(
     assert 'vitrine_integrity_flags_total{flag="category_mismatch"} 1.0' in metrics
 
 
-# --- the checker alone, on the stack's real Redis ------------------------------------
+# --- the state is Kafka's: Redis emptied and the worker restarted ---------------------
 
 
-def _print(seed: int, embedding_axis: int = 0) -> Fingerprint:
-    """A photo's fingerprint: random hashes, a one-hot embedding."""
-    rng = np.random.default_rng(seed)
-    hashes = [int(x) for x in rng.integers(0, 2**63, size=27, dtype=np.int64)]
-    emb = np.zeros(8, np.float16)
-    emb[embedding_axis] = 1
-    return Fingerprint(hashes[0], hashes[1], tuple(hashes[2:]), emb)
-
-
-def _listing(pid: str, seller: str | None, sha: str, fp: Fingerprint | None) -> Listing:
-    return Listing(pid, seller, sha, "v1", fp)
-
-
-def test_checker_orders_batches_and_records_and_spares_the_first_seller(
-    kafka_stack: LocalStack,
+def test_copies_are_still_flagged_after_redis_is_emptied_and_the_worker_restarts(
+    private_stack: LocalStack, tmp_path: Path
 ) -> None:
-    async def run() -> None:
-        cache = LabelCache(
-            kafka_stack.redis_url, ttl_s=600, timeout_ms=2000, prefix=f"t-{uuid.uuid4().hex[:8]}"
-        )
-        checker = IntegrityChecker(cache, IntegrityConfig(ttl_s=600))
-        photo = _print(1)
-        near = Fingerprint(photo.phash ^ 0b101, photo.mirror, (), photo.embedding)  # 2 bits off
-        lookalike = Fingerprint(photo.phash ^ 0b11, photo.mirror, (), _print(2, 1).embedding)
-        try:
-            # One batch: A first, then B's copy and B's near copy of it, a look-alike
-            # whose embedding disagrees, and a listing with no seller.
-            first = await checker.check(
-                [
-                    _listing("a-1", "A", "a" * 64, photo),
-                    _listing("b-1", "B", "a" * 64, photo),
-                    _listing("b-2", "B", "b" * 64, near),
-                    _listing("c-1", "C", "c" * 64, lookalike),
-                    _listing("x-1", None, "a" * 64, photo),
-                ]
-            )
-            assert first[0] is None
-            assert first[1] is not None
-            assert (first[1].product_id, first[1].match) == ("a-1", "exact")
-            assert first[2] is not None
-            assert (first[2].product_id, first[2].match, first[2].hamming) == ("a-1", "near", 2)
-            assert first[3] is None, "hash close, embedding not: a different photo"
-            assert first[4] is None, "no seller: not checked"
-            # A stranger's member in a band set the lookup reads is skipped.
-            band, value = sorted(lookup_bands(near))[0]
-            await cache.pipelined(
-                "test", lambda pipe: pipe.sadd(f"{cache.prefix}:phb:{band}:{value:04x}", "junk")
-            )
-            # A later batch: found through Redis. A relisting its own photo is not
-            # flagged; D's cache hit (no fingerprint at hand) is, by its stored print.
-            later = await checker.check(
-                [
-                    _listing("a-2", "A", "a" * 64, None),
-                    _listing("d-1", "D", "b" * 64, None),
-                    _listing("d-2", "D", "d" * 64, near),
-                ]
-            )
-            assert later[0] is None
-            assert later[1] is not None
-            assert (later[1].product_id, later[1].seller_id) == ("b-2", "B")
-            assert later[2] is not None
-            assert (later[2].product_id, later[2].hamming) == ("b-2", 0), "the nearest"
-            assert later[2].match == "near"
-        finally:
-            await cache.close()
-        down = LabelCache("redis://127.0.0.1:1/0", ttl_s=600, timeout_ms=200)
-        try:
-            skipped = await IntegrityChecker(down, IntegrityConfig()).check(
-                [_listing("b-1", "B", "a" * 64, photo)]
-            )
-            assert skipped == [None], "Redis down: not checked, no crash"
-        finally:
-            await down.close()
+    """Principle 1: the integrity index is rebuilt from listing-fingerprints, not Redis."""
+    topics = make_topics(private_stack)
+    tag = uuid.uuid4().hex[:6]
+    milk = (PHOTOS / "Oatly-Oat-Milk" / "Oatly-Oat-Milk_014.jpg").read_bytes()
+    producer = KafkaProducer(bootstrap_servers=topics.bootstrap, acks="all", linger_ms=5)
+    workers: list[WorkerProcess] = []
 
-    asyncio.run(run())
+    def worker() -> WorkerProcess:
+        w = WorkerProcess(
+            topics.env(), tmp_path / f"w{len(workers)}.log", web_port=free_ports(1)[0]
+        )
+        workers.append(w)
+        return w.start()
+
+    try:
+        first = worker()
+        send(producer, topics.product_images, [listing(f"a-milk-{tag}", f"seller-a-{tag}", milk)])
+        assert len(labelled(topics, 1)) == 1, first.tail()
+        records = consume(topics.bootstrap, topics.listing_fingerprints, expect=1, timeout_s=60)
+        assert [r.key for r in records] == [
+            f"{hashlib.sha256(milk).hexdigest()}|seller-a-{tag}".encode()
+        ]
+        redis = Redis.from_url(topics.redis_url)
+        assert not [
+            k
+            for k in redis.scan_iter(f"test-{topics.suffix}:*")
+            if b":fp:" in k or b":phb:" in k or b":sellers:" in k
+        ]
+        first.stop(timeout_s=60)
+        stack = private_stack.stack
+        stack.stop_redis()
+        stack.start_redis()
+        stack.wait_redis(time.monotonic() + 30)
+        assert redis.dbsize() == 0, "restarted empty"
+
+        second = worker()
+        later = [
+            listing(f"b-same-{tag}", f"seller-b-{tag}", milk),
+            listing(f"b-cropped-{tag}", f"seller-b-{tag}", copies(milk)["cropped10"]),
+        ]
+        send(producer, topics.product_images, later)
+        labels = labelled(topics, 3)
+        assert len(labels) == 3, second.tail()
+        for name, match in (("same", "exact"), ("cropped", "near")):
+            lab = labels[f"b-{name}-{tag}"]
+            assert lab.duplicate_of is not None, (name, lab.flags, second.tail())
+            assert (lab.duplicate_of.product_id, lab.duplicate_of.match) == (f"a-milk-{tag}", match)
+        assert not labels[f"b-same-{tag}"].cached, "Redis forgot the label: inferred again"
+        assert 'vitrine_follower_caught_up{view="integrity"} 1.0' in second.metrics()
+    finally:
+        producer.close()
+        for w in workers:
+            w.kill()
