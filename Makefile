@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test stack-up stack-down bench train-grocery
+.PHONY: setup demo test stack-up stack-down bench train-grocery docs
 
 VENV := .venv/bin
 
@@ -42,3 +42,9 @@ train-grocery:
 		--categories inference/serving/data/grocery_categories.csv \
 		--checkpoint-dir $(HOME)/.cache/vitrine/checkpoints/grocery-store \
 		--out inference/serving/models/grocery-store
+
+# The docs site (docs/, mkdocs.yml) into site/, warnings as errors; MkDocs and
+# its theme are the `docs` extra, added to .venv the first time.
+docs: setup
+	test -x $(VENV)/mkdocs || $(VENV)/pip install -q -e '.[docs]'
+	$(VENV)/mkdocs build --strict --site-dir site
