@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # Liveness in the worker's consumer groups (Faust's and the order consumer's):
     # a member silent for the session timeout is dropped and its partitions move
     # to the others. Shorter moves them sooner after a crash, longer rides out
-    # longer pauses (README, "Restarts and consumer groups").
+    # longer pauses (docs/OPERATIONS.md, "Restarts and consumer groups").
     kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=90_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     app_id: str = "vitrine"
@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     # A photo is a near duplicate of another seller's when its perceptual hash is
     # within this many of 64 bits of one of that photo's indexed hashes and their
     # embeddings' cosine is at least this; chosen on the val split with
-    # `vitrine evaluate-duplicates` (README, "Integrity flags").
+    # `vitrine evaluate-duplicates` (docs/INTEGRITY.md).
     near_duplicate_max_hamming: int = Field(default=8, ge=0, le=32)
     near_duplicate_min_cosine: float = Field(default=0.8, ge=-1.0, le=1.0)
     # A declared category that differs from the predicted one is flagged

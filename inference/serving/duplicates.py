@@ -14,7 +14,7 @@ into :data:`BANDS` bands of 16 bits, and a lookup reads the index entries that
 agree exactly on any band of the query's hash or its mirror's (two hashes fewer
 than four bits apart always share a band; re-encoded, resized and mirrored
 copies differ by at most 2). The rates this gives, per kind of copy, are
-``vitrine evaluate-duplicates``'s (README, "Integrity flags").
+``vitrine evaluate-duplicates``'s (docs/INTEGRITY.md).
 """
 
 from __future__ import annotations

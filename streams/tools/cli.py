@@ -542,7 +542,7 @@ def evaluate_duplicates_command(
 @click.command("export-model")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 def export_model_command(out_dir: Path) -> None:
-    """Export the default EfficientNet-Lite0 to ONNX (needs torch; see README)."""
+    """Export the default EfficientNet-Lite0 to ONNX (needs torch; see docs/TRAINING.md)."""
     from inference.training import export  # noqa: PLC0415
 
     sys.exit(export.main(["--out", str(out_dir)]))

@@ -103,8 +103,8 @@ def _faust_app(s: Settings) -> VitrineApp:
         ),
         consumer_auto_offset_reset="earliest",
         # Static membership and a session timeout shorter than Faust's 60 s: a
-        # worker killed and started again resumes at once (README, "Restarts
-        # and consumer groups").
+        # worker killed and started again resumes at once (docs/OPERATIONS.md,
+        # "Restarts and consumer groups").
         consumer_group_instance_id=s.group_instance_id,
         broker_session_timeout=s.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,

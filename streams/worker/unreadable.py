@@ -18,7 +18,7 @@ batch forever, so instead:
    ``vitrine_unreadable_partitions{topic,partition}``, and named in one ERROR
    log line with its offset and cause; the worker reports not ready.
 
-The way out (README, "Unreadable record batches"): install the missing codec
+The way out (docs/DELIVERY.md, "Unreadable record batches"): install the missing codec
 library and restart; for a corrupt batch, stop the workers and move the group
 past it with ``kafka-consumer-groups --reset-offsets --to-offset``.
 """
@@ -58,7 +58,7 @@ class UnreadablePartition:
         """The one log line an operator needs."""
         return (
             f"cannot read {self.topic}[{self.partition}] at offset {self.offset}: {self.cause}; "
-            "partition paused, worker not ready (see README, 'Unreadable record batches')"
+            "partition paused, worker not ready (see docs/DELIVERY.md, 'Unreadable record batches')"
         )
 
 

@@ -20,7 +20,7 @@ on the days before, and each is scored by sMAPE on the held-out days (see
 fewer days the report says "not enough history" rather than fitting noise.
 
 Measured on the simulated year (``simulate(..., start=2025-01-01, seed=7)``, 18
-series, about 68 orders a day in all; README "Analytics report"): revenue sMAPE
+series, about 68 orders a day in all; docs/ANALYTICS.md): revenue sMAPE
 64.0 % for Holt-Winters against 82.5 % for seasonal-naive on the last week, and
 Holt-Winters won overall on each of the eight weeks before too, but lost on 2 to 6
 of the 18 series each week: the sparse ones (a few orders a day) are noise either
