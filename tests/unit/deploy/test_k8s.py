@@ -159,6 +159,27 @@ def test_metrics_service_and_service_monitor_select_the_workers() -> None:
     assert scalars(endpoints, "path") == ["/metrics"]
 
 
+def test_api_service_routes_to_ready_workers_only() -> None:
+    (service,) = [d for _, d in manifests("Service") if name(d) == "vitrine-worker-api"]
+    assert scalars(service, "type") == ["ClusterIP"]
+    assert not scalars(service, "clusterIP")  # not headless
+    assert scalars(service, "publishNotReadyAddresses") in ([], ["false"])  # ready pods only
+    selector = _labels(block(service, "selector")[0])
+    for _, deployment in WORKERS:
+        assert selector.items() <= _pod_labels(deployment).items(), name(deployment)
+    (ports,) = block(service, "ports")
+    assert scalars(ports, "port") == [setting("web_port")]
+    assert scalars(ports, "targetPort") == ["web"]
+
+
+def test_state_dir_is_the_writable_volume(worker: str) -> None:
+    # readOnlyRootFilesystem: the state dir must be a mounted volume.
+    env = dict(vitrine_assignments(worker))
+    state_dir = env.get("VITRINE_STATE_DIR", setting("state_dir"))
+    (mounts,) = block(worker, "volumeMounts")
+    assert state_dir in scalars(mounts, "mountPath")
+
+
 def test_kustomization_lists_existing_files_and_no_secrets() -> None:
     text = (K8S / "kustomization.yaml").read_text()
     (resources,) = block(text, "resources")
