@@ -23,7 +23,9 @@ its offsets then go in one pipelined round trip.
 
 A builder that reaches the end offsets it found when it (re)started a
 partition logs how long that took; until then :attr:`ViewBuilder.caught_up` is
-clear and the worker is not ready. Order enrichment never takes a missing
+clear and the worker is not ready (unless Redis is down or refuses the worker:
+then the views cannot advance, labelling goes on, and readiness does not wait
+for the outage to end). Order enrichment never takes a missing
 product for an unlabelled one while the view is behind: :meth:`ViewBuilder.mark`
 and :meth:`ViewBuilder.covers` tell it whether every label record written before
 a lookup is applied (see :mod:`streams.worker.enrich`).
@@ -122,6 +124,9 @@ class ViewBuilder(mode.Service):
         self.pending: set[TopicPartition] = set()
         #: Set while every assigned partition has reached its target.
         self.caught_up = asyncio.Event()
+        #: The last Redis call failed (down, or refusing this worker's credentials):
+        #: the views cannot advance, which readiness does not wait for.
+        self.redis_unavailable = False
         #: The group has given this builder its partitions (perhaps none) at least once.
         self.assigned = False
         self._rebuild_started: float | None = None
@@ -171,6 +176,7 @@ class ViewBuilder(mode.Service):
             try:
                 await self._sync(consumer, sorted(self.pending))
             except CacheUnavailable:
+                self.redis_unavailable = True
                 await asyncio.sleep(0.5)
                 return
         fetched = await consumer.getmany(timeout_ms=100, max_records=self.max_records)
@@ -184,9 +190,11 @@ class ViewBuilder(mode.Service):
                 await self._verify(consumer, list(self.positions))
         except CacheUnavailable:
             # Whether a batch landed is unknown: read the stored offsets again.
+            self.redis_unavailable = True
             self.pending.update(self.positions)
             await asyncio.sleep(0.5)
             return
+        self.redis_unavailable = False
         self._progress()
 
     async def _sync(self, consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> None:

@@ -147,7 +147,9 @@ def add_pages(
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
         paused = order_consumer.unreadable or unreadable
-        views_ready = views is None or views.caught_up.is_set()
+        # A Redis that is down or refuses this worker stops the views, not the
+        # labelling: readiness waits for a rebuild, not for an outage to end.
+        views_ready = views is None or views.caught_up.is_set() or views.redis_unavailable
         ready = runtime.built and order_consumer.running.is_set() and not paused and views_ready
         if integrity is not None:  # the duplicate checks wait for it
             ready = ready and integrity.caught_up.is_set()

@@ -97,6 +97,7 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
         topic_product_labels=f"product-labels-{suffix}",
         topic_orders_enriched=f"orders-enriched-{suffix}",
         topic_product_review=f"product-review-{suffix}",
+        topic_listing_fingerprints=f"listing-fingerprints-{suffix}",
     )
     assert settings.topic_product_embeddings in topic_specs(settings)
     configs = topic_configs(settings)
@@ -119,8 +120,4 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
     assert policy[settings.topic_product_review] == "delete"
     retention = described["topic"][settings.topic_orders_enriched]["retention.ms"]["value"]
     assert int(retention) == settings.recommend_history_days * 86_400_000
-    assert policy == {
-        settings.topic_product_embeddings: "compact",
-        settings.topic_category_sales: "compact",
-        settings.topic_product_labels: "delete",
-    }
+    assert policy[settings.topic_listing_fingerprints] == "compact"

@@ -35,7 +35,12 @@ def test_bench_rebuild_reports_both_rates_and_the_bytes_per_product(
     # The budget: at most 1.5 KB of Redis state per listing.
     assert 0 < out["redis_bytes_per_product"]["view"] <= 1536
     with redis.Redis.from_url(kafka_stack.redis_url) as client:
-        assert not list(client.scan_iter("bench-*", count=1000)), "the bench cleans up"
+        left = [
+            k
+            for pattern in ("bench-*-plain:*", "bench-*-view:*")
+            for k in client.scan_iter(pattern, count=1000)
+        ]
+        assert left == [], "the bench cleans up"
 
 
 def test_rebuild_with_reset_replaces_a_wrong_view_with_the_record(

@@ -133,6 +133,9 @@ class BenchRun:
             VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
             # The worker serves the graph the engine-alone phase measures.
             VITRINE_PRECISION=self.settings.precision,
+            # Under the default prefix, so that a Redis ACL that grants vitrine*
+            # keys (the secured stack's) lets the bench's worker keep its views.
+            VITRINE_REDIS_KEY_PREFIX=f"vitrine-bench-{self.run}",
             VITRINE_REDIS_CLUSTER=str(self.settings.redis_cluster).lower(),
             **security_env(self.settings),
         )
