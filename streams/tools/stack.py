@@ -3,10 +3,11 @@
 These machines have no container engine, so the stack runs the official Kafka
 jars (resolved once from Maven Central by ``deploy/local/pom.xml`` into a cache
 outside the repository) and Debian's ``redis-server``. ``up`` is idempotent,
-waits until both servers answer, and creates the project's topics; ``down``
-stops only the processes whose pid files this module wrote. Ports and the
-state directory are settings, so a test run can start its own stack on free
-ports beside one a person started by hand.
+waits until both servers answer, and creates the project's topics
+(:data:`streams.worker.topics.TOPICS`); ``down`` stops only the processes whose
+pid files this module wrote. Ports and the state directory are settings, so a
+test run can start its own stack on free ports beside one a person started by
+hand.
 
 A *secure* stack (``Stack(..., secure=True)``, ``vitrine stack up --secure``)
 adds, beside the plaintext listeners, a Kafka SASL_SSL listener
@@ -46,6 +47,7 @@ from pydantic import SecretStr
 
 from streams.settings import Settings
 from streams.tools.certs import StackCerts, TlsError, make_certs, read_or_create_secret
+from streams.worker.topics import topic_configs, topic_partitions
 
 __all__ = [
     "SECURE_USER",
@@ -55,7 +57,6 @@ __all__ = [
     "create_topics",
     "free_ports",
     "resolve_kafka_jars",
-    "topic_specs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,53 +133,6 @@ def resolve_kafka_jars(settings: Settings) -> Path:
     tmp.rename(libs)
     marker.touch()
     return libs
-
-
-def topic_specs(settings: Settings) -> dict[str, int]:
-    """The project's topics and their partition counts."""
-    return {
-        settings.topic_product_images: settings.topic_partitions,
-        settings.topic_orders: settings.topic_partitions,
-        settings.topic_product_labels: settings.topic_partitions,
-        settings.topic_orders_enriched: settings.topic_partitions,
-        settings.topic_category_sales: settings.topic_partitions,
-        settings.topic_product_images_dlq: settings.topic_partitions,
-        settings.topic_orders_dlq: settings.topic_partitions,
-        settings.topic_product_review: settings.topic_partitions,
-        settings.topic_listing_review: settings.topic_partitions,
-        settings.topic_product_embeddings: settings.topic_partitions,
-        settings.topic_listing_fingerprints: settings.topic_partitions,
-    }
-
-
-def compacted_topics(settings: Settings) -> frozenset[str]:
-    """Topics whose records replace earlier ones of their key (``cleanup.policy=compact``).
-
-    product-labels and orders-enriched are the records the Redis views are rebuilt
-    from (:mod:`streams.worker.views`): compaction keeps each product's latest label
-    and each order once; listing-fingerprints is the integrity index's record.
-    """
-    return frozenset(
-        {
-            settings.topic_category_sales,
-            settings.topic_product_embeddings,
-            settings.topic_product_labels,
-            settings.topic_orders_enriched,
-            settings.topic_listing_fingerprints,
-        }
-    )
-
-
-def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic's configuration beyond the broker's defaults (cleanup policy, retention)."""
-    configs = {name: {"cleanup.policy": "compact"} for name in compacted_topics(settings)}
-    # Compacted (one record per order) and deleted after the history the
-    # recommendations count (settings.recommend_history_days).
-    configs[settings.topic_orders_enriched] = {
-        "cleanup.policy": "compact,delete",
-        "retention.ms": str(settings.recommend_history_days * 86_400_000),
-    }
-    return configs
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -320,7 +274,7 @@ class Stack:
         self.wait_redis(deadline)
         self.wait_kafka(deadline)
         if create_topics:
-            self.create_topics(topic_specs(self.settings))
+            self.create_topics(topic_partitions(self.settings))
 
     def down(self) -> None:
         """Stop the servers this stack started (by pid file); leave anything else alone."""

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from streams.settings import Settings
+from streams.worker.topics import topic_settings
 from streams.worker.web import worker_ready
 
 __all__ = ["WorkerProcess", "ensure_worker", "isolated_env", "isolated_topics", "security_env"]
@@ -25,11 +26,7 @@ __all__ = ["WorkerProcess", "ensure_worker", "isolated_env", "isolated_topics", 
 
 def isolated_topics(tag: str) -> dict[str, str]:
     """Every topic setting (``product_images``, ...) mapped to its default name + ``-tag``."""
-    return {
-        name.removeprefix("topic_"): f"{field.default}-{tag}"
-        for name, field in Settings.model_fields.items()
-        if name.startswith("topic_") and isinstance(field.default, str)
-    }
+    return {name: f"{default}-{tag}" for name, default in topic_settings().items()}
 
 
 def security_env(settings: Settings) -> dict[str, str]:

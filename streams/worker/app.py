@@ -31,49 +31,42 @@ All values are raw bytes on the wire; decoding is ours (:mod:`schemas.codec`),
 so a bad value becomes a dead letter instead of a Faust decode error.
 
 :func:`create_app` only wires named pieces: the Faust app and transport
-(:mod:`streams.worker.transport`), the topics (:class:`Topics`), delivery
-(:mod:`streams.worker.delivery`), the batch runner (:mod:`streams.worker.batches`),
-the shared runtime (:mod:`streams.worker.runtime`) and the web pages
-(:mod:`streams.worker.web`).
+(:mod:`streams.worker.transport`), the topics (:mod:`streams.worker.topics`),
+delivery (:mod:`streams.worker.delivery`) and where each result goes
+(:mod:`streams.worker.routes`), the batch runner (:mod:`streams.worker.batches`),
+the sales windows (:mod:`streams.worker.windows`), consumer lag
+(:mod:`streams.worker.lag`), the shared runtime (:mod:`streams.worker.runtime`)
+and the web pages (:mod:`streams.worker.web`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import faust
 import mode
 
 from streams.settings import Settings, get_settings
-from streams.worker import metrics
 from streams.worker.batchconsumer import BatchConsumer
 from streams.worker.batches import BatchStep, handle_batch, run_batches
-from streams.worker.consumed import ConsumedRecord, Rejected
-from streams.worker.delivery import Delivery, Send
-from streams.worker.enrich import Enriched
+from streams.worker.consumed import ConsumedRecord
+from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower
 from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
-from streams.worker.labelling import Labelled
+from streams.worker.lag import record_consumer_lag
+from streams.worker.routes import route, sales_deltas
 from streams.worker.runtime import Runtime
 from streams.worker.search import EmbeddingFollower, SearchIndex
+from streams.worker.topics import Topics
 from streams.worker.transport import VitrineApp
 from streams.worker.views import ViewBuilder
 from streams.worker.web import add_pages
-from streams.worker.windows import (
-    EventTimeWindow,
-    SalesAggregate,
-    SalesWindows,
-    decode_delta,
-    encode_delta,
-    merge_deltas,
-)
+from streams.worker.windows import SalesAggregation
 
-__all__ = ["Topics", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,119 +120,6 @@ def _faust_app(s: Settings) -> VitrineApp:
     return app
 
 
-@dataclass(frozen=True)
-class Topics:
-    """The worker's topics, declared on its app (names from the ``topic_*`` settings)."""
-
-    images: faust.TopicT
-    orders: faust.TopicT
-    labels: faust.TopicT
-    enriched: faust.TopicT
-    sales: faust.TopicT
-    images_dlq: faust.TopicT
-    orders_dlq: faust.TopicT
-    #: Labelled products the model could not place (low confidence, unknown product).
-    review: faust.TopicT
-    #: Labelled listings with an integrity flag (duplicates, category mismatch).
-    listing_review: faust.TopicT
-    #: Internal: per-order sales deltas keyed ``category|region``, for the window table.
-    deltas: faust.TopicT
-    #: Compacted: each product's search descriptor (read whole by every worker).
-    embeddings: faust.TopicT
-    #: Compacted: each seller's first listing of each photo, with its fingerprint
-    #: (read whole by every worker into its integrity index).
-    fingerprints: faust.TopicT
-
-    @classmethod
-    def on(cls, app: faust.App, s: Settings) -> Topics:
-        """Declare every topic on ``app`` with the configured names and partitions."""
-
-        def topic(name: str, **kw: Any) -> faust.TopicT:
-            return app.topic(name, internal=True, partitions=s.topic_partitions, **kw)
-
-        return cls(
-            images=topic(s.topic_product_images),
-            orders=topic(s.topic_orders),
-            # The records the Redis views are rebuilt from (streams.worker.views).
-            labels=topic(s.topic_product_labels, compacting=True),
-            enriched=topic(
-                s.topic_orders_enriched,
-                compacting=True,
-                deleting=True,
-                retention=timedelta(days=s.recommend_history_days),
-            ),
-            sales=topic(s.topic_category_sales, compacting=True),
-            images_dlq=topic(s.topic_product_images_dlq),
-            orders_dlq=topic(s.topic_orders_dlq),
-            review=topic(s.topic_product_review),
-            listing_review=topic(s.topic_listing_review),
-            deltas=topic(f"{s.app_id}-sales-deltas"),
-            embeddings=topic(s.topic_product_embeddings, compacting=True),
-            fingerprints=topic(s.topic_listing_fingerprints, compacting=True),
-        )
-
-    @property
-    def outputs(self) -> list[faust.TopicT]:
-        """Topics no agent subscribes to, which the runtime declares at start."""
-        return [
-            self.orders, self.labels, self.enriched, self.sales,
-            self.images_dlq, self.orders_dlq, self.review, self.listing_review, self.deltas,
-            self.embeddings, self.fingerprints,
-        ]  # fmt: skip
-
-
-def _routes(
-    delivery: Delivery,
-    ok: faust.TopicT,
-    dlq: faust.TopicT,
-    review: faust.TopicT | None = None,
-    listing_review: faust.TopicT | None = None,
-    embeddings: faust.TopicT | None = None,
-    fingerprints: faust.TopicT | None = None,
-) -> Any:
-    """A route: a result to its output record, to the review topics when flagged, its descriptor.
-
-    A labelled listing new to the integrity index also goes to listing-fingerprints.
-
-    A rejection goes to its dead letter.
-    """
-    ok_name, dlq_name = ok.get_topic_name(), dlq.get_topic_name()
-    review_name = review.get_topic_name() if review is not None else None
-    listing_name = listing_review.get_topic_name() if listing_review is not None else None
-    embeddings_name = embeddings.get_topic_name() if embeddings is not None else None
-    fingerprints_name = fingerprints.get_topic_name() if fingerprints is not None else None
-
-    def route(res: Labelled | Enriched | Rejected) -> list[Send]:
-        if isinstance(res, Rejected):
-            return [delivery.dead_letter(dlq_name, res)]
-        sends = [delivery.record(ok_name, res.key, res.value)]
-        if isinstance(res, Labelled):
-            if review_name is not None and res.review:
-                sends.append(delivery.record(review_name, res.key, res.value))
-            if listing_name is not None and res.listing_review:
-                sends.append(delivery.record(listing_name, res.key, res.value))
-            if embeddings_name is not None and res.embedding:
-                sends.append(delivery.record(embeddings_name, res.key, res.embedding))
-            if fingerprints_name is not None and res.integrity_record is not None:
-                sends.append(delivery.record(fingerprints_name, *res.integrity_record))
-        return sends
-
-    return route
-
-
-def _sales_deltas(delivery: Delivery, deltas: faust.TopicT, window_s: int) -> Any:
-    """The order batch's sales, merged per ``category|region`` and window, to the deltas topic."""
-    name = deltas.get_topic_name()
-
-    def outputs(results: list[Enriched | Rejected]) -> list[Send]:
-        merged = merge_deltas(
-            (d for res in results if isinstance(res, Enriched) for d in res.deltas), window_s
-        )
-        return [delivery.record(name, d.key.encode(), encode_delta(d)) for d in merged]
-
-    return outputs
-
-
 def _add_label_images(
     app: faust.App, topics: Topics, runtime: Runtime, delivery: Delivery, s: Settings
 ) -> Any:
@@ -252,14 +132,14 @@ def _add_label_images(
             agent="label_images",
             out_topic=s.topic_product_labels,
             process=rt.labeller.process,
-            route=_routes(
+            route=route(
                 delivery,
-                topics.labels,
-                topics.images_dlq,
-                topics.review,
-                topics.listing_review,
-                topics.embeddings,
-                topics.fingerprints,
+                topics.labels.get_topic_name(),
+                topics.images_dlq.get_topic_name(),
+                review=topics.review.get_topic_name(),
+                listing_review=topics.listing_review.get_topic_name(),
+                embeddings=topics.embeddings.get_topic_name(),
+                fingerprints=topics.fingerprints.get_topic_name(),
             ),
             check=rt.labeller.check_integrity,
             remember=rt.labeller.remember,
@@ -293,8 +173,14 @@ def _order_consumer(
                     agent="enrich_orders",
                     out_topic=s.topic_orders_enriched,
                     process=runtime.enricher.process,
-                    route=_routes(delivery, topics.enriched, topics.orders_dlq),
-                    batch_outputs=_sales_deltas(delivery, topics.deltas, s.sales_window_s),
+                    route=route(
+                        delivery,
+                        topics.enriched.get_topic_name(),
+                        topics.orders_dlq.get_topic_name(),
+                    ),
+                    batch_outputs=sales_deltas(
+                        delivery, topics.deltas.get_topic_name(), s.sales_window_s
+                    ),
                 )
             )
         await handle_batch(step_[0], records, delivery)
@@ -315,87 +201,26 @@ def _order_consumer(
 
 def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) -> Any:
     """``aggregate_sales``: the deltas -> a tumbling-window table -> category-sales (a timer)."""
-    windows = SalesWindows(s.sales_window_s)
-    window = EventTimeWindow(s.sales_window_s, s.sales_window_expires_s)
-    table = (
-        app.Table(
-            "category-sales-windows",
-            default=dict,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-            partitions=s.topic_partitions,
-        )
-        .using_window(window)
-        .relative_to(lambda event: decode_delta(event.value).timestamp_s)  # type: ignore[attr-defined]
-    )
-    sales_topic = topics.sales.get_topic_name()
+    sales = SalesAggregation(app, s, delivery)
 
     @app.agent(topics.deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:
-        async for event in stream.events():
-            delta = decode_delta(event.value)
-            if window.late(delta.timestamp_s):
-                metrics.SALES_LATE.inc(delta.orders)
-                window.log_late(delta)
-                continue
-            window.observe(event.message.partition, delta.timestamp_s)
-            key = delta.key
-            # value(), not current(): current() reads the window of the record's
-            # Kafka timestamp (when the delta was produced), while writes go to the
-            # window of the order's own time (relative_to); orders placed in an
-            # earlier window than they are processed in were read from the wrong
-            # window and overwrote their own with it.
-            agg = SalesAggregate.from_json(table[key].value(event))
-            if skipped := agg.add(delta):
-                metrics.SALES_DUPLICATES.inc(skipped)
-            table[key] = agg.to_json()
-            windows.changed(key, delta.timestamp_s, agg)
+        await sales.aggregate(stream.events())
 
     @app.timer(interval=1.0, name="emit_category_sales")
     async def emit_category_sales() -> None:
-        pending = windows.drain()
-        if not pending:
-            return
-        await delivery.deliver(
-            [delivery.record(sales_topic, k.encode(), v) for k, v in pending], "category sales"
-        )
-        metrics.EVENTS_OUT.labels(s.topic_category_sales).inc(len(pending))
+        await sales.emit()
 
     return aggregate_sales
 
 
 def _add_lag_timer(app: faust.App, topics: Topics, order_consumer: BatchConsumer) -> None:
-    """Every 5 s, the records behind the end of each input partition this worker reads.
-
-    Only the agents' inputs count: Faust's assignment also holds the table's
-    changelog and its assignor topic, which the worker writes and never reads
-    while active, so they would report their whole length as lag.
-    """
+    """Every 5 s, the records behind the end of each input partition (:mod:`.lag`)."""
     inputs = {topics.images.get_topic_name(), topics.deltas.get_topic_name()}
 
     @app.timer(interval=5.0, name="consumer_lag")
     async def consumer_lag() -> None:
-        consumer = app.consumer
-        try:
-            assignment = consumer.assignment()
-            # Drop the series of partitions this worker no longer owns.
-            metrics.CONSUMER_LAG.clear()
-            # The last offset each stream has read; Faust's public ``position``
-            # is the fetch position, ahead of it by whatever is buffered.
-            read = consumer._read_offset  # type: ignore[attr-defined]
-            # The broker's end offsets: the fetcher's highwater stops moving while
-            # fetching is paused (a stalled agent), so lag would stop at what it buffered.
-            mine = [tp for tp in assignment if tp.topic in inputs]
-            ends = await consumer.highwaters(*mine) if mine else {}
-            for tp in mine:
-                hw = ends.get(tp)
-                pos = read.get(tp)
-                if hw is not None:
-                    lag = hw - ((pos + 1) if pos is not None else 0)
-                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, lag))
-            for tp, lag in (await order_consumer.lag()).items():
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-        except Exception:  # lag is best effort; never crash the worker for it
-            logger.debug("consumer lag not available yet", exc_info=True)
+        await record_consumer_lag(app.consumer, inputs, order_consumer)
 
 
 def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> EmbeddingFollower:

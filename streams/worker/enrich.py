@@ -41,57 +41,18 @@ from streams.worker import metrics
 from streams.worker.cache import CacheUnavailable, LabelCache
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.state import ProductState
+from streams.worker.windows import SalesDelta, SalesPart
 
 __all__ = [
     "Enriched",
     "OrderEnricher",
     "ProductCoverage",
-    "SalesDelta",
-    "SalesPart",
     "enriched_order",
 ]
 
 logger = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
-
-
-class SalesPart(msgspec.Struct, frozen=True, array_like=True):
-    """One order's share of a delta, with where the order was read from.
-
-    The window aggregate counts a part only if its offset is past the highest
-    it has counted from that orders partition for that window: a redelivered
-    order (a kill between producing and committing, a rebalance) is counted
-    once. A partition's orders reach one key in offset order (one consumer per
-    partition, one producer, deltas keyed by ``category|region``), so one
-    offset per orders partition per window is all the state this needs.
-    """
-
-    partition: int
-    offset: int
-    units: int
-    revenue: float
-
-
-class SalesDelta(msgspec.Struct, frozen=True):
-    """What one or more orders add to one (category, region) window."""
-
-    category: str
-    region: str
-    currency: str
-    # The (latest) order's creation time. Named "timestamp" on the internal
-    # deltas topic, as before the unit was in the name.
-    timestamp_s: float = msgspec.field(name="timestamp")
-    units: int = 0
-    revenue: float = 0.0
-    orders: int = 1
-    # Each order's share; empty in deltas written before parts existed, which
-    # are then counted as they come (at-least-once).
-    parts: tuple[SalesPart, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return f"{self.category}|{self.region}"
 
 
 def enriched_order(

@@ -88,7 +88,7 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
     from kafka.admin import ConfigResource, ConfigResourceType
 
     from streams.settings import Settings
-    from streams.tools.stack import topic_configs, topic_specs
+    from streams.worker.topics import topic_configs, topic_partitions
 
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -99,7 +99,7 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
         topic_product_review=f"product-review-{suffix}",
         topic_listing_fingerprints=f"listing-fingerprints-{suffix}",
     )
-    assert settings.topic_product_embeddings in topic_specs(settings)
+    assert settings.topic_product_embeddings in topic_partitions(settings)
     configs = topic_configs(settings)
     specs = dict.fromkeys((*configs, settings.topic_product_review), 1)
     create_topics(kafka_stack.bootstrap, specs, configs=configs)

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 from schemas import codec
 from schemas.sales import category_sales_event_id
-from streams.worker.enrich import SalesDelta, SalesPart
 from streams.worker.windows import (
     EventTimeWindow,
     SalesAggregate,
+    SalesDelta,
+    SalesPart,
     SalesWindows,
     decode_delta,
     encode_delta,
