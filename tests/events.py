@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from inference.samples import SAMPLES_DIR
 from schemas import codec
-from streams.tools.demo import SAMPLES_DIR, make_listing, make_order, sample_photos
+from streams.tools.events import make_listing, make_order, sample_photos
 
 __all__ = ["SAMPLES_DIR", "file_uri", "listing", "order", "photo_bytes"]
 

@@ -132,7 +132,7 @@ def simulate_command(
     """Back-fill a simulated year of orders (seasons, promotions, baskets) through the pipeline."""
     from datetime import UTC  # noqa: PLC0415
 
-    from streams.tools.backfill import run_simulate  # noqa: PLC0415
+    from streams.tools.simulate.command import run_simulate  # noqa: PLC0415
 
     _quiet_client_logs()
     with _refused_access():
@@ -343,7 +343,7 @@ def _bench_without_stack(
 
         return bench_integrity_command(as_json=as_json, n_listings=n_listings)
     if target == "inference":
-        from streams.tools.predict import run_bench_inference  # noqa: PLC0415
+        from streams.tools.bench.inference import run_bench_inference  # noqa: PLC0415
 
         return run_bench_inference(
             as_json=as_json, batch_sizes=sizes, model_dir=model_dir, images_dir=images_dir

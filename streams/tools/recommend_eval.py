@@ -1,6 +1,6 @@
 """``vitrine evaluate-recs``: the recommendations scored offline on a simulated year.
 
-The orders come from :func:`streams.tools.simulate.simulate` (seasons, regions in
+The orders come from :func:`streams.tools.simulate.generator.simulate` (seasons, regions in
 both hemispheres, promotions, planted pairs). They are split by time: the model
 learns from the first ten twelfths of the span and is frozen; every later
 order with two or more distinct products is a test basket, in which each
@@ -48,7 +48,7 @@ from typing import Any, TextIO
 
 from schemas.records import EnrichedItem, EnrichedOrder, OrderEvent
 from streams.settings import get_settings
-from streams.tools.simulate import (
+from streams.tools.simulate.generator import (
     PLANTED_PAIRS,
     PROMO_LIFT,
     REGIONS,
@@ -221,7 +221,7 @@ def _generator_odds(sim: Simulation) -> Callable[[OrderEvent, str], list[str]]:
 
     The query's planted partners first (either way round), then every product by
     its popularity x seasonal demand x promotion lift on that day in that region:
-    what :func:`~streams.tools.simulate.simulate` drew the basket from.
+    what :func:`~streams.tools.simulate.generator.simulate` drew the basket from.
     """
     ids = {p.class_name: p.product_id for p in sim.products}
     partners: dict[str, list[str]] = {}

@@ -1,1 +1,1 @@
-"""``vitrine bench``: pipeline, consume and codecs (inference: ``inference.serving.bench``)."""
+"""``vitrine bench``: inference, pipeline, consume, codecs, soak, cluster, integrity, all."""

@@ -30,8 +30,8 @@ import numpy as np
 
 from inference.serving.bench import DEFAULT_BATCH_SIZES
 from streams.settings import get_settings
+from streams.tools.bench.inference import bench_inference_reports, inference_report
 from streams.tools.bench.pipeline import Phase, run_pipeline_bench
-from streams.tools.predict import bench_inference_reports, inference_report
 from streams.tools.search import DEFAULT_DATA
 
 __all__ = ["bench_all_command", "summary_rows"]

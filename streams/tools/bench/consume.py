@@ -126,7 +126,7 @@ def bench_consume_command(*, as_json: bool, n_events: int) -> int:
     """Publish ``n_events`` orders, consume them with each mode, print the figures."""
     from schemas import codec  # noqa: PLC0415
     from streams.settings import get_settings  # noqa: PLC0415
-    from streams.tools.demo import make_order  # noqa: PLC0415
+    from streams.tools.events import make_order  # noqa: PLC0415
     from streams.tools.kafka_clients import create_topics, make_producer  # noqa: PLC0415
 
     settings = get_settings()

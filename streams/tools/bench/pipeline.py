@@ -57,7 +57,7 @@ from typing import Any
 
 from schemas import codec
 from streams.settings import Settings, get_settings
-from streams.tools.demo import make_listing, make_order, sample_photos
+from streams.tools.events import make_listing, make_order, sample_photos
 from streams.tools.kafka_clients import (
     create_topics,
     end_offsets,

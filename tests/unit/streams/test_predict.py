@@ -1,4 +1,4 @@
-"""``vitrine predict`` / ``vitrine bench inference`` functions and ``build_engine``."""
+"""``vitrine predict`` and the engine it builds from the settings (``build_engine``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from inference.samples import samples
 from inference.serving.engine import Engine
 from streams.settings import Settings
-from streams.tools.predict import run_bench_inference, run_predict
+from streams.tools.predict import run_predict
 from streams.worker.model import build_engine, image_limits
 
 CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "bad_images"
@@ -75,34 +75,3 @@ def test_predict_with_unusable_model(
     )
     assert code == 2
     assert "model.not_found" in capsys.readouterr().err
-
-
-def test_bench_command_json(settings: Settings) -> None:
-    out = io.StringIO()
-    code = run_bench_inference(
-        as_json=True, batch_sizes=[1, 2], model_dir=None, images_dir=None,
-        settings=settings, min_seconds=0.0, out=out,
-    )  # fmt: skip
-    assert code == 0
-    report = json.loads(out.getvalue())
-    assert [row["batch_size"] for row in report["batches"]] == [1, 2]
-    assert report["engine"]["provider"] == "cpu"
-
-
-def test_bench_command_rejects_bad_options(settings: Settings, tmp_path: Path) -> None:
-    assert (
-        run_bench_inference(
-            as_json=False, batch_sizes=[0], model_dir=None, images_dir=None, settings=settings
-        )
-        == 2
-    )
-    assert (
-        run_bench_inference(
-            as_json=False,
-            batch_sizes=None,
-            model_dir=None,
-            images_dir=tmp_path / "x",
-            settings=settings,
-        )
-        == 2
-    )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import codec
-from streams.tools.simulate import (
+from streams.tools.simulate.generator import (
     PLANTED_PAIRS,
     REGIONS,
     Simulation,

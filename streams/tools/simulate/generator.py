@@ -1,6 +1,6 @@
 """A year of realistic orders over the sample products: the generator and its ground truth.
 
-``vitrine simulate`` (:mod:`streams.tools.backfill` publishes it) and the offline
+``vitrine simulate`` (:mod:`.command` publishes it) and the offline
 evaluations of recommendations and forecasts all draw their orders from
 :func:`simulate`, so what they are scored against is written down here, once:
 

@@ -3,7 +3,7 @@
 The listings come first: one per sample photo, inline, labelled by the worker
 like any other, so that every order line finds its product's category in Redis
 (the category the *model* gave, which the ground truth of
-:mod:`streams.tools.simulate` expects to match: the default model places every
+:mod:`.generator` expects to match: the default model places every
 sample photo in its category). Then the orders, with their own past
 ``created_at``, in time order, one chunk of ``chunk_days`` at a time: the next
 chunk is published once the worker has enriched the last one.
@@ -34,9 +34,9 @@ from inference.samples import SAMPLES_DIR
 from schemas import codec
 from schemas.records import CategorySales, OrderEvent, ProductLabelled
 from streams.settings import Settings, get_settings
-from streams.tools.demo import make_listing
+from streams.tools.events import make_listing
 from streams.tools.kafka_clients import end_offsets, make_consumer, make_producer, read_from
-from streams.tools.simulate import DIMENSIONS, SimProduct, Simulation, catalogue, simulate
+from streams.tools.simulate.generator import DIMENSIONS, SimProduct, Simulation, catalogue, simulate
 from streams.tools.workerproc import ensure_worker
 
 __all__ = ["Backfill", "list_products", "publish_history", "run_simulate", "settled_windows"]

@@ -23,9 +23,9 @@ from kafka import KafkaProducer
 from schemas import codec
 from schemas.records import CategorySales, OrderEvent
 from streams.settings import get_settings
-from streams.tools.backfill import list_products, publish_history, settled_windows
 from streams.tools.report import rank
-from streams.tools.simulate import DIMENSIONS, Simulation, catalogue, simulate
+from streams.tools.simulate.command import list_products, publish_history, settled_windows
+from streams.tools.simulate.generator import DIMENSIONS, Simulation, catalogue, simulate
 from tests.conftest import Topics, consume
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
