@@ -1,17 +1,16 @@
-"""``vitrine``: the Faust app's own command line plus the project's commands.
+"""``vitrine``: the worker and the project's commands, in one click group.
 
-``vitrine worker`` (and every other Faust command) is Faust's; ``stack``,
-``demo``, ``predict``, ``train``, ``evaluate``, ``export-model``, ``bench``,
-``report``, ``rebuild``, ``recommend``, ``evaluate-recs``, ``evaluate-duplicates``, ``quantize`` and
-the visual-search commands (``fit-search``, ``evaluate-search``, ``similar``:
-:mod:`streams.tools.search`) are added to the same click group.
-Heavy modules are imported inside each command, so ``vitrine stack status`` does
-not load a model.
+``vitrine worker`` is Faust's worker command, run with vitrine's app; Faust's
+other generic commands (``tables``, ``reset``, ``livecheck``, ...) still run but
+are hidden from ``--help``, which describes vitrine and lists its commands by
+what they are for (:data:`SECTIONS`). Heavy modules are imported inside each
+command, so ``vitrine stack status`` does not load a model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Literal
 
 import click
 
-__all__ = ["main"]
+__all__ = ["HELP", "SECTIONS", "build_cli", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -560,12 +559,94 @@ def _add_training_commands(group: click.Group) -> None:
     group.add_command(search_cmds.similar_click)
 
 
-def main() -> None:
-    """Entry point of the ``vitrine`` console script."""
-    from faust.cli.faust import cli  # noqa: PLC0415
+HELP = """vitrine labels product photos from Kafka with a CNN (ONNX Runtime), enriches
+orders with their products' categories, aggregates category sales by region
+and season, flags copied listings, and serves visual search and
+recommendations. Kafka is the record; Redis holds views rebuilt from it.
 
-    from streams.worker.app import create_app  # noqa: PLC0415
+Settings come from VITRINE_* environment variables (docs/CONFIGURATION.md).
+Start with `vitrine stack up`, `vitrine worker` and `vitrine demo`; `vitrine
+COMMAND --help` tells more."""
 
+#: The help's sections: a title and its commands, in the order listed.
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Run", ("worker", "stack", "rebuild")),
+    ("Try", ("demo", "simulate", "predict", "recommend", "similar")),
+    ("Analyse", ("report", "evaluate-recs")),
+    ("Models", ("train", "evaluate", "quantize", "export-model")),
+    ("Search and integrity", ("fit-search", "evaluate-search", "evaluate-duplicates")),
+    ("Measure", ("bench",)),
+)
+
+#: Faust's worker command says "Start worker instance for given app".
+_SHORT_HELP = {
+    "worker": "Run a worker: label images, enrich orders, aggregate sales, serve the API."
+}
+
+
+def _group_class() -> type[click.Group]:
+    from faust.cli.base import _Group  # noqa: PLC0415
+
+    class VitrineGroup(_Group):
+        """Faust's root group (it hands the app to the commands), with vitrine's help."""
+
+        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            listed = {c: self.get_command(ctx, c) for c in self.list_commands(ctx)}
+            visible = {n: c for n, c in listed.items() if c is not None and not c.hidden}
+            sections = [*SECTIONS, ("Other", tuple(sorted(visible.keys() - _sectioned())))]
+            for title, names in sections:
+                rows = [
+                    (n, _SHORT_HELP.get(n) or visible[n].get_short_help_str(limit=120))
+                    for n in names
+                    if n in visible
+                ]
+                if rows:
+                    with formatter.section(title):
+                        formatter.write_dl(rows)
+
+    return VitrineGroup
+
+
+def _sectioned() -> set[str]:
+    return {name for _, names in SECTIONS for name in names}
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    import faust  # noqa: PLC0415
+
+    try:
+        mine = version("vitrine")
+    except PackageNotFoundError:  # run from a checkout
+        mine = "(not installed)"
+    click.echo(f"vitrine {mine} (Faust {faust.__version__})")
+    ctx.exit()
+
+
+def build_cli() -> click.Group:
+    """The ``vitrine`` group: vitrine's commands, Faust's worker, Faust's other commands hidden."""
+    from faust.cli.faust import cli as faust_cli  # noqa: PLC0415
+
+    params = [p for p in faust_cli.params if p.name != "version"]
+    for i, p in enumerate(params):
+        if isinstance(p, click.Option) and p.name == "app":  # vitrine's app is its own
+            params[i] = hidden = copy.copy(p)
+            hidden.hidden = True
+    params.append(
+        click.Option(
+            ["--version"], is_flag=True, expose_value=False, is_eager=True,
+            callback=_print_version, help="Show the version and exit.",
+        )
+    )  # fmt: skip
+    group = _group_class()(name="vitrine", help=HELP, params=params, callback=faust_cli.callback)
+    for name, faust_cmd in faust_cli.commands.items():
+        cmd = copy.copy(faust_cmd)
+        # Still runnable (`vitrine tables`), but about Faust, not vitrine.
+        cmd.hidden = name != "worker"
+        group.add_command(cmd, name)
     for cmd in (
         stack_command,
         demo_command,
@@ -579,10 +660,25 @@ def main() -> None:
         evaluate_duplicates_command,
         export_model_command,
     ):
-        cli.add_command(cmd)
-    _add_training_commands(cli)
+        group.add_command(cmd)
+    _add_training_commands(group)
+    return group
+
+
+def main() -> None:
+    """Entry point of the ``vitrine`` console script."""
+    from streams.worker.app import create_app  # noqa: PLC0415
+
+    group = build_cli()
     _default_worker_loglevel()
-    create_app().main()
+    app = create_app()
+    # What faust.App.main() does, with vitrine's group in place of Faust's.
+    app.finalize()
+    app.worker_init()
+    if app.conf.autodiscover:
+        app.discover()
+    app.worker_init_post_autodiscover()
+    group(app=app)
 
 
 def _default_worker_loglevel() -> None:
