@@ -22,11 +22,12 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import calendar
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal, NamedTuple, get_args
 
 from schemas.records import CategorySales, Season
@@ -190,15 +191,37 @@ class TrendPoint:
     season: Season  # local to the hemisphere
     revenue: float
     units: int
+    #: Days of the month inside the data (its first to its last day), of ``month_days``.
+    days: int
+    month_days: int
+
+    @property
+    def partial(self) -> bool:
+        """The data starts or ends inside this month: its total is not a month's."""
+        return self.days < self.month_days
+
+
+def _days_in(month: str, first: date, last: date) -> tuple[int, int]:
+    """Days of ``month`` (YYYY-MM) between ``first`` and ``last`` inclusive, and its length."""
+    start = datetime.strptime(month, "%Y-%m").date()
+    length = calendar.monthrange(start.year, start.month)[1]
+    end = start + timedelta(days=length - 1)
+    return max(0, (min(end, last) - max(start, first)).days + 1), length
 
 
 def seasonal_trend(windows: Sequence[CategorySales], southern: frozenset[str]) -> list[TrendPoint]:
-    """Monthly revenue and units per category and hemisphere, by category, hemisphere, month."""
+    """Monthly revenue and units per category and hemisphere, by category, hemisphere, month.
+
+    Each point says how many of its month's days the data covers: the first and
+    last months of the data are usually partial, and drawn as full months they
+    read as a collapse that did not happen.
+    """
     per: dict[tuple[str, Hemisphere, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for w in windows:
         acc = per[(w.category, hemisphere_of(w.region, southern), f"{w.window_start:%Y-%m}")]
         acc[0] += w.revenue
         acc[1] += w.units
+    first, last = data_days(windows) if windows else (date.min, date.max)
     return [
         TrendPoint(
             category=c,
@@ -207,6 +230,8 @@ def seasonal_trend(windows: Sequence[CategorySales], southern: frozenset[str]) -
             season=season_of(datetime.strptime(m, "%Y-%m").replace(tzinfo=UTC), h),
             revenue=round(v[0], 2),
             units=int(v[1]),
+            days=(days := _days_in(m, first, last))[0],
+            month_days=days[1],
         )
         for (c, h, m), v in sorted(per.items())
     ]

@@ -43,8 +43,10 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, fig: Any, out_png: Path) -> None:
-    fig.tight_layout()
+def _save(plt: Any, fig: Any, out_png: Path, note: str = "") -> None:
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1) if note else None)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
@@ -113,10 +115,20 @@ def render_heatmap(analysis: Analysis, out_png: Path, top: int = 20) -> None:
 
 
 def render_trend(analysis: Analysis, out_png: Path) -> None:
-    """Monthly revenue per category: northern and southern regions as two lines."""
+    """Monthly revenue per category: northern and southern regions as two lines.
+
+    Only whole months are drawn: a month the data starts or ends in is left
+    out (unless no month is whole), and named under the chart with the days it
+    covers.
+    """
     plt = _pyplot()
     categories = analysis.categories[:_PANELS_MAX]
-    months = sorted({p.month for p in analysis.trend})
+    partial = sorted({(p.month, p.days, p.month_days) for p in analysis.trend if p.partial})
+    months = sorted({p.month for p in analysis.trend if not p.partial})
+    note = "Partial months not drawn: "
+    if not months:
+        months, note = sorted({p.month for p in analysis.trend}), "Partial months: "
+    note += ", ".join(f"{m} ({d} of {n} days)" for m, d, n in partial)
     fig, axes = _grid(plt, len(categories), (5.5, 3.4))
     for ax, category in zip(axes, categories, strict=True):
         for hemisphere, style in (("north", "-o"), ("south", "--s")):
@@ -131,7 +143,7 @@ def render_trend(analysis: Analysis, out_png: Path) -> None:
         ax.tick_params(axis="x", rotation=60, labelsize=7)
         ax.legend(fontsize=7, title="regions", title_fontsize=7)
     fig.suptitle("Revenue per month and category; southern seasons are six months on")
-    _save(plt, fig, out_png)
+    _save(plt, fig, out_png, note if partial else "")
 
 
 def render_movers(analysis: Analysis, out_png: Path) -> None:

@@ -222,7 +222,8 @@ def markdown(analysis: Analysis, result: Forecast) -> str:
         "Revenue per category and local season:",
         "",
         *_md_table(["category", *SEASONS], season_rows),
-        "CSV: [seasonal_trend.csv](seasonal_trend.csv) (per month and hemisphere), "
+        "CSV: [seasonal_trend.csv](seasonal_trend.csv) (per month and hemisphere, with the "
+        "days of each month the data covers), "
         "[category_season_revenue.csv](category_season_revenue.csv)",
         "",
         *_md_movers(analysis),

@@ -181,9 +181,27 @@ def write_tables(analysis: Analysis, result: Forecast, out_dir: Path) -> list[Pa
         ),
         _write(
             out_dir / "seasonal_trend.csv",
-            ("category", "hemisphere", "month", "local_season", "revenue", "units"),
             (
-                (p.category, p.hemisphere, p.month, p.season, p.revenue, p.units)
+                "category",
+                "hemisphere",
+                "month",
+                "local_season",
+                "revenue",
+                "units",
+                "days_in_data",
+                "days_in_month",
+            ),
+            (
+                (
+                    p.category,
+                    p.hemisphere,
+                    p.month,
+                    p.season,
+                    p.revenue,
+                    p.units,
+                    p.days,
+                    p.month_days,
+                )
                 for p in analysis.trend
             ),
         ),

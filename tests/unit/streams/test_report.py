@@ -11,7 +11,7 @@ from schemas.records import SCHEMA_VERSION, CategorySales
 from schemas.sales import category_sales_event_id, season_of
 from streams.tools.report import analyse, latest_windows, rank
 from streams.tools.report.analysis import RankRow, local_season, movers
-from streams.tools.report.charts import render_ranking
+from streams.tools.report.charts import render_ranking, render_trend
 from streams.tools.report.periods import compare_periods
 
 T0 = datetime(2026, 7, 1, 10, tzinfo=UTC)
@@ -178,3 +178,27 @@ def test_chart_is_written(tmp_path: Path) -> None:
     out = tmp_path / "sales.png"
     render_ranking(analyse([window("produce", "eu-north", T0, 10.0)], southern=frozenset()), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_trend_says_which_months_the_data_covers_only_in_part(tmp_path: Path) -> None:
+    # Data from 15 January to 4 March: January and March are partial, February whole.
+    days = [at("2025-01-15") + timedelta(days=d) for d in range(49)]
+    windows = [window("produce", "eu-north", d, 10.0) for d in days]
+    trend = analyse(windows, southern=frozenset()).trend
+    covered = {p.month: (p.days, p.month_days, p.partial) for p in trend}
+    assert covered == {
+        "2025-01": (17, 31, True),
+        "2025-02": (28, 28, False),
+        "2025-03": (4, 31, True),
+    }
+    # The last month holds 4 days' revenue, not a collapse to near zero.
+    assert {p.month: p.revenue for p in trend}["2025-03"] == pytest.approx(40.0)
+    out = tmp_path / "seasonal_trend.png"
+    render_trend(analyse(windows, southern=frozenset()), out)
+    assert out.stat().st_size > 0
+
+
+def test_a_trend_of_whole_months_has_no_partial_one() -> None:
+    days = [at("2025-02-01") + timedelta(days=d) for d in range(28)]
+    trend = analyse([window("dairy", "eu-west", d, 1.0) for d in days], southern=frozenset()).trend
+    assert [(p.month, p.partial) for p in trend] == [("2025-02", False)]
