@@ -101,6 +101,6 @@ def test_case_gets_its_code(case: BadCase) -> None:
     "case", [c for c in CASES if c.expected_code.startswith("image.uri")], ids=lambda c: c.name
 )
 def test_uri_cases_pass_the_schema_and_reach_the_fetcher(case: BadCase) -> None:
-    # tests/unit/streams/test_fetch.py checks that the fetcher refuses them.
+    # tests/unit/streams/worker/test_fetch.py checks that the fetcher refuses them.
     assert _code_before_fetching(case) is None
     assert decode_product_image(case.raw).image_uri is not None

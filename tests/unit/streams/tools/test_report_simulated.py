@@ -1,7 +1,7 @@
 """`vitrine report` on a simulated year: its rankings are the generator's ground truth.
 
 The windows are summed from :func:`streams.tools.simulate.generator.simulate`'s orders exactly
-as the worker sums them (:mod:`tests.unit.streams.simwindows`), with the true
+as the worker sums them (:mod:`tests.unit.streams.tools.simwindows`), with the true
 categories; the report must rank categories, regions and local seasons as
 :meth:`Simulation.ranking` does, and its forecast must beat seasonal-naive.
 """
@@ -21,7 +21,7 @@ from streams.tools.report import analyse, forecast
 from streams.tools.report.analysis import Analysis, Dimension
 from streams.tools.report.forecast import Forecast, Measure
 from streams.tools.simulate.generator import REGIONS, Simulation, catalogue, simulate
-from tests.unit.streams.simwindows import category_sales_windows
+from tests.unit.streams.tools.simwindows import category_sales_windows
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SOUTH = frozenset(r.name for r in REGIONS if r.hemisphere == "south")

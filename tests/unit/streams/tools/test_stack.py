@@ -25,4 +25,4 @@ def test_the_pom_that_resolves_the_kafka_jars_is_found_from_a_checkout() -> None
     # A fresh machine has no cached jars: the stack must find deploy/local/pom.xml.
     from streams.tools import stack
 
-    assert stack._pom_path() == Path(__file__).resolve().parents[3] / "deploy" / "local" / "pom.xml"
+    assert stack._pom_path() == Path(__file__).resolve().parents[4] / "deploy" / "local" / "pom.xml"

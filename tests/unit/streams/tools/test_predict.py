@@ -14,7 +14,7 @@ from streams.settings import Settings
 from streams.tools.predict import run_predict
 from streams.worker.model import build_engine, image_limits
 
-CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "bad_images"
+CORPUS = Path(__file__).resolve().parents[3] / "fixtures" / "bad_images"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from streams.tools.report.forecast import (
     smape,
 )
 from streams.tools.report.summary import markdown, terminal
-from tests.unit.streams.test_report import window
+from tests.unit.streams.tools.test_report import window
 
 
 def test_smape_is_symmetric_bounded_and_zero_on_empty_days() -> None:
