@@ -1,4 +1,4 @@
-"""The Faust app: topics, agents, the sales table, timers and web pages.
+"""The Faust app, wired from named pieces: topics, agents, the sales table, timers, web pages.
 
 Agents:
 
