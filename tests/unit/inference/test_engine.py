@@ -11,7 +11,7 @@ import pytest
 
 from inference.samples import Sample, samples
 from inference.serving.decode import ImageLimits
-from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction, probe_providers
+from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction
 from inference.serving.errors import ImageError, InferenceRunError, ModelError
 from inference.serving.manifest import ModelManifest
 from tests.not_products import not_products
@@ -269,14 +269,6 @@ def test_cpu_start_is_quiet_and_logs_one_line(
     assert engine.info()["precision"] == "int8"
 
 
-def test_probe_providers() -> None:
-    usable, probes = probe_providers(["cuda", "cpu"])
-    assert usable[-1] == "cpu"
-    assert {p.provider for p in probes} == {"cuda", "cpu"}
-    with pytest.raises(ValueError, match="VITRINE_EXECUTION_PROVIDERS"):
-        probe_providers(["tpu"])
-
-
 def test_model_that_does_not_match_its_manifest(manifest: ModelManifest) -> None:
     wrong = manifest.replace(labels=manifest.labels[:10], categories=manifest.categories[:10])
     with pytest.raises(ModelError) as info:
@@ -364,7 +356,7 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
         manifest, providers=("cpu",), intra_op_threads=2, warmup=False, precision="fp32"
     )
     fp32 = _top(candidate.predict_paths(paths, LIMITS))
-    candidate._try_fp16(["cpu"], 2, 1, 0, None)  # what a CUDA start does after loading FP32
+    candidate._try_fp16(["cpu"], 2, 1)  # what a CUDA start does after loading FP32
     assert candidate.fp16
     fp16 = _top(candidate.predict_paths(paths, LIMITS))
     assert [label for label, _ in fp16] == [label for label, _ in fp32]
@@ -377,7 +369,7 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine_module, "_FP16_MAX_ABS_DIFF", 0.0)
-        strict._try_fp16(["cpu"], 2, 1, 0, None)
+        strict._try_fp16(["cpu"], 2, 1)
     assert not strict.fp16
     assert "FP16 disabled" in caplog.text
 
