@@ -51,8 +51,13 @@ import msgspec
 import numpy as np
 
 from inference.serving.decode import ImageLimits
-from inference.serving.duplicates import predict_with_fingerprints
-from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction
+from inference.serving.engine import (
+    REVIEW_FLAGS,
+    BatchResult,
+    Engine,
+    Prediction,
+    predict_with_fingerprints,
+)
 from inference.serving.errors import InferenceError
 from inference.serving.fingerprint import Fingerprint
 from inference.serving.search import EmbeddingProjection

@@ -11,7 +11,13 @@ import pytest
 
 from inference.samples import Sample, samples
 from inference.serving.decode import ImageLimits
-from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction
+from inference.serving.engine import (
+    REVIEW_FLAGS,
+    BatchResult,
+    Engine,
+    Prediction,
+    predict_with_fingerprints,
+)
 from inference.serving.errors import ImageError, InferenceRunError, ModelError
 from inference.serving.manifest import ModelManifest
 from tests.not_products import not_products
@@ -177,6 +183,24 @@ def test_errors_are_values_in_input_order(engine: Engine) -> None:
     assert t.preprocess_s > 0
     assert t.inference_s > 0
     assert t.total_s == pytest.approx(t.decode_s + t.preprocess_s + t.inference_s)
+
+
+def test_predict_with_fingerprints_prints_each_decoded_photo(engine: Engine) -> None:
+    lemon, banana = (SAMPLES[n].path.read_bytes() for n in ("Lemon", "Banana"))
+    result, prints = predict_with_fingerprints(engine, [lemon, b"", banana, lemon], LIMITS)
+    assert [type(item) for item in result.items] == [Prediction, ImageError, Prediction, Prediction]
+    assert prints[1] is None
+    first, _, other, again = prints
+    assert first is not None
+    assert other is not None
+    assert again is not None
+    assert first.embedding is not None
+    assert first.distance(again) == 0
+    assert first.distance(other) > 8
+    plain = engine.predict_bytes([lemon, b"", banana, lemon], LIMITS, with_embedding=True)
+    for a, b in zip(result.items, plain.items, strict=True):
+        if isinstance(a, Prediction) and isinstance(b, Prediction):
+            assert a.label == b.label
 
 
 def test_empty_batch_and_all_bad_batch(engine: Engine) -> None:
