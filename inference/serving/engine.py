@@ -91,18 +91,6 @@ class Prediction:
         """The top-1 label."""
         return self.labels[0][0]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (without the embedding)."""
-        return {
-            "labels": [{"label": label, "score": score} for label, score in self.labels],
-            "category": self.category,
-            "score": self.score,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "flags": list(self.flags),
-            "ood_score": self.ood_score,
-        }
-
 
 #: Flags that send a product to review: the model cannot place the image.
 REVIEW_FLAGS = ("low_confidence", "unknown_product")
