@@ -4,10 +4,11 @@ Layout:
 
 ``inference.serving``
     What the workers run: image decoding and validation (``decode``),
-    preprocessing (``preprocess``), the ONNX Runtime engine (``engine``), the
-    model manifest (``manifest``), label/category mapping (``taxonomy``), the
-    error hierarchy (``errors``), the serving benchmark (``bench``), and the
-    package data: shipped models (``models/``) and taxonomy files (``data/``).
+    preprocessing (``preprocess``), the ONNX Runtime engine (``engine``) and
+    its execution providers (``providers``), the model manifest
+    (``manifest``), label/category mapping (``taxonomy``), the error hierarchy
+    (``errors``), the serving benchmark (``bench``), and the package data:
+    shipped models (``models/``) and taxonomy files (``data/``).
 ``inference.training``
     What runs on a desk: transfer learning (``trainer`` and its pieces),
     dataset loading (``dataset``), metrics (``metrics``), evaluation reports

@@ -20,13 +20,9 @@ copies differ by at most 2). The rates this gives, per kind of copy, are
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inference.serving.decode import DecodedImage, ImageLimits
-from inference.serving.engine import BatchResult, Engine, Prediction, StageTimings
-from inference.serving.fingerprint import Fingerprint, band_values, fingerprint, hamming
+from inference.serving.fingerprint import Fingerprint, band_values, hamming
 
 __all__ = [
     "BANDS",
@@ -35,7 +31,6 @@ __all__ = [
     "found_by_bands",
     "index_bands",
     "lookup_bands",
-    "predict_with_fingerprints",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,29 +112,3 @@ def index_bands(photo: Fingerprint) -> dict[tuple[int, int], set[int]]:
         for i, v in enumerate(band_values(h, BANDS)):
             out.setdefault((i, v), set()).add(h)
     return out
-
-
-def predict_with_fingerprints(
-    engine: Engine, blobs: Sequence[bytes], limits: ImageLimits
-) -> tuple[BatchResult, list[Fingerprint | None]]:
-    """``engine.predict_bytes`` with embeddings, and each decoded photo's fingerprint.
-
-    The fingerprint is None where the image failed to decode or be inferred.
-    Hashing (about a millisecond a photo, on the decoded pixels) counts as decoding.
-    """
-    start = time.perf_counter()
-    decoded = engine.decode_all(blobs, limits)
-    decode_s = time.perf_counter() - start
-    result = engine.predict_decoded(decoded, with_embedding=True)
-    start = time.perf_counter()
-    prints: list[Fingerprint | None] = engine.map_streams(
-        lambda pair: (
-            fingerprint(pair[0].pixels, pair[1].embedding)
-            if isinstance(pair[0], DecodedImage) and isinstance(pair[1], Prediction)
-            else None
-        ),
-        list(zip(decoded, result.items, strict=True)),
-    )
-    decode_s += time.perf_counter() - start
-    timings = StageTimings(decode_s, result.timings.preprocess_s, result.timings.inference_s)
-    return BatchResult(items=result.items, timings=timings), prints

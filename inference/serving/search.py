@@ -290,11 +290,6 @@ class VectorIndex:
         ]
         return hits[:k]
 
-    def search_batch(self, queries: npt.ArrayLike, k: int, *, threads: int = 1) -> Any:
-        """Usearch's batch search on raw keys (for the benchmark): ``.keys`` (N, k)."""
-        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dims)
-        return self._index.search(q, k, threads=threads)
-
     def save(self, path: Path) -> None:
         """Write the graph to ``path`` and the ids to ``path`` + ``.ids.json``."""
         self._index.save(str(path))

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from inference.serving.decode import ImageLimits
-from inference.serving.duplicates import DuplicateRule, found_by_bands, predict_with_fingerprints
-from inference.serving.engine import Engine, Prediction
+from inference.serving.duplicates import DuplicateRule, found_by_bands
+from inference.serving.engine import Engine, Prediction, predict_with_fingerprints
 from inference.serving.fingerprint import Fingerprint
 from inference.serving.taxonomy import category_mismatch
 from inference.training.dataset import load_dataset

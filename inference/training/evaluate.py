@@ -43,6 +43,7 @@ from inference.serving.engine import Engine
 from inference.serving.errors import InferenceError
 from inference.serving.manifest import ModelManifest
 from inference.training.dataset import Dataset, load_dataset
+from inference.training.jsonsafe import json_safe
 from inference.training.metrics import (
     ClassMetrics,
     accuracy_at_coverage,
@@ -112,7 +113,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no per-image arrays)."""
-        out: dict[str, Any] = _json_safe(
+        out: dict[str, Any] = json_safe(
             {
                 "model": {
                     "name": self.model_name,
@@ -128,18 +129,6 @@ class EvaluationResult:
             }
         )
         return out
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _read_class_map(path: Path) -> dict[str, str]:

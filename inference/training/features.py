@@ -54,15 +54,6 @@ class FeatureSet:
         """The pooled penultimate features, (rows, D)."""
         return self.features[EMBEDDING]
 
-    def select(self, mask: np.ndarray) -> FeatureSet:
-        """Only the rows where ``mask`` is true."""
-        return FeatureSet(
-            {k: v[mask] for k, v in self.features.items()},
-            self.sample[mask],
-            self.view[mask],
-            self.labels[mask],
-        )
-
 
 class FeatureCache:
     """One ``.npy`` file per (image, output, view group); writes are atomic."""

@@ -41,6 +41,7 @@ from inference.training.full_finetune import (
     serving_crops,
 )
 from inference.training.head import fit_temperature, softmax
+from inference.training.jsonsafe import json_safe
 from inference.training.metrics import auroc, score, selective_threshold
 from inference.training.package import write_model_dir
 from inference.training.torch_export import (
@@ -52,7 +53,6 @@ from inference.training.trainer import (
     TrainConfig,
     TrainData,
     TrainResult,
-    json_clean,
     load_data,
     read_categories,
     versions,
@@ -198,7 +198,7 @@ def _open_set(
     _write(
         model_dir, model_dir / "export.onnx", known(data.train), categories, review,
         name=f"{name}-open-set", data_hash=data.data_hash,
-        training=json_clean({"command": "vitrine train --recipe full --open-set-classes",
+        training=json_safe({"command": "vitrine train --recipe full --open-set-classes",
                              "seed": recipe.finetune.seed, "open_set": out, "review": review}),
         description=f"{len(keep)} products; {len(left_out)} left out: {', '.join(out['left_out'])}",
     )  # fmt: skip
@@ -257,7 +257,7 @@ def train_full(
     onnx_path = ckpt / "model.onnx"
     diffs, probs = _export(trained, t, recipe, onnx_path, val_set)
     val_metrics = score(probs, val_set.labels, train_set.classes, coarse_of_class=train_set.coarse)
-    training = json_clean({
+    training = json_safe({
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "vitrine train --recipe full",
         "seed": recipe.finetune.seed,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -350,8 +350,3 @@ def _loss_and_grads(
                 delta = delta * mask
             delta = delta * (acts[i] > 0)
     return loss, [g.astype(np.float32) for g in grads]
-
-
-def with_seed(config: HeadConfig, seed: int) -> HeadConfig:
-    """The same configuration with another seed."""
-    return replace(config, seed=seed)

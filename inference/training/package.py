@@ -25,7 +25,7 @@ import onnx
 
 from inference.serving.manifest import FORMAT_VERSION, MANIFEST_FILE, ModelManifest, sha256_file
 
-__all__ = ["MODEL_FILE", "model_version", "read_training_metadata", "write_model_dir"]
+__all__ = ["MODEL_FILE", "model_version", "write_model_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} into manifest.json")
-
-
-def read_training_metadata(model_dir: Path) -> dict[str, Any]:
-    """The ``coarse`` and ``training`` keys of a trained model's manifest (empty if absent)."""
-    model_dir = Path(model_dir)
-    if model_dir.is_file():
-        model_dir = model_dir.parent
-    raw = json.loads((model_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-    return {k: raw[k] for k in ("coarse", "training") if k in raw}

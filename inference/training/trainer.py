@@ -44,6 +44,7 @@ from inference.training.dataset import Dataset, data_hash, load_dataset, stratif
 from inference.training.errors import DatasetError, TrainError
 from inference.training.features import EMBEDDING, FeatureSet, extract_features, hash_images
 from inference.training.head import Head, HeadConfig, train_head
+from inference.training.jsonsafe import json_safe
 from inference.training.metrics import score
 from inference.training.package import write_model_dir
 from inference.training.tail import Tail, find_tail
@@ -59,7 +60,6 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "default_cache_dir",
-    "json_clean",
     "load_data",
     "read_categories",
     "train",
@@ -166,21 +166,6 @@ def _usable_tail(tail: Tail, val: FeatureSet) -> bool:
 
 def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float((probs.argmax(axis=1) == y).mean()) if len(y) else float("nan")
-
-
-def json_clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_clean(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def versions() -> dict[str, str]:
@@ -469,7 +454,7 @@ def train(config: TrainConfig, *, on_step: Callable[[str], None] | None = None) 
     )
     training["timings_s"] = {**timer.times, "total": round(time.perf_counter() - started, 2)}
     training["versions"] = versions()
-    training = json_clean(training)
+    training = json_safe(training)
     manifest = write_model_dir(
         Path(config.out),
         model,

@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from inference.serving.engine import Prediction
 from inference.serving.errors import InferenceError, ModelError
 from streams.settings import Settings, get_settings
+from streams.worker.imageresult import ImageResult
 from streams.worker.model import build_engine, image_limits
 
 __all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_UNUSABLE", "run_predict"]
@@ -40,17 +43,16 @@ def _read(path: Path) -> bytes | dict[str, Any]:
         return _error_dict("file.unreadable", f"cannot read {path}: {exc.strerror or exc}")
 
 
-def _print_table(path: Path, record: dict[str, Any], out: TextIO) -> None:
+def _print_table(path: Path, item: ImageResult | dict[str, Any], out: TextIO) -> None:
     print(str(path), file=out)
-    if "error" in record:
-        error = record["error"]
-        print(f"  ERROR {error['code']}: {error['message']}", file=out)
+    if not isinstance(item, ImageResult):
+        print(f"  ERROR {item['code']}: {item['message']}", file=out)
         return
-    for label in record["labels"]:
-        print(f"  {label['score']:7.2%}  {label['label']}", file=out)
-    print(f"  category: {record['category']} ({record['score']:.2%})", file=out)
-    if record["flags"]:
-        print(f"  flags: {', '.join(record['flags'])}", file=out)
+    for label, score in item.labels:
+        print(f"  {score:7.2%}  {label}", file=out)
+    print(f"  category: {item.category} ({item.score:.2%})", file=out)
+    if item.flags:
+        print(f"  flags: {', '.join(item.flags)}", file=out)
 
 
 def run_predict(
@@ -89,14 +91,17 @@ def run_predict(
             item: Prediction | InferenceError | dict[str, Any] = (
                 next(results) if isinstance(blob, bytes) else blob
             )
-            record: dict[str, Any] = {"path": str(path)}
+            shown: ImageResult | dict[str, Any]
             if isinstance(item, Prediction):
-                record |= item.to_dict()
+                # The image cache's form of a prediction: one shape for both.
+                shown = ImageResult.of(item)
+                record = {"path": str(path)} | msgspec.to_builtins(shown)
             else:
                 failed += 1
-                record["error"] = item.to_dict() if isinstance(item, InferenceError) else item
+                shown = item.to_dict() if isinstance(item, InferenceError) else item
+                record = {"path": str(path), "error": shown}
             if as_json:
                 print(json.dumps(record, ensure_ascii=False), file=out)
             else:
-                _print_table(path, record, out)
+                _print_table(path, shown, out)
     return EXIT_SOME_FAILED if failed else EXIT_OK

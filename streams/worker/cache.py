@@ -3,7 +3,8 @@
 Keys (``<prefix>`` is ``redis_key_prefix``), cache and state apart:
 
 - cache, may be evicted (every key has a TTL, and Redis runs ``volatile-lru``):
-  ``<prefix>:img:{<sha256>}`` -> the inference result JSON (``redis_ttl_s``; the
+  ``<prefix>:img:{<sha256>}`` -> the image's
+  :class:`~streams.worker.imageresult.ImageResult`, JSON (``redis_ttl_s``; the
   model's name and version are in the value, and a result from another model is
   a miss); ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker
   inferring that image with that model, for ``image_claim_ttl_ms`` (``SET NX
@@ -48,12 +49,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-import msgspec
 from redis.asyncio.client import Pipeline
 from redis.exceptions import AuthenticationError, OutOfMemoryError, ResponseError
 
 from streams.settings import Settings
 from streams.worker import metrics
+from streams.worker.imageresult import ImageResult, decode_image_result, encode_image_result
 from streams.worker.redisclient import REDIS_ERRORS, build_client, is_cluster, pipeline
 from streams.worker.redisclient import mget as slot_safe_mget
 from streams.worker.state import ProductState, decode_product_state
@@ -62,25 +63,19 @@ __all__ = ["CacheUnavailable", "LabelCache"]
 
 logger = logging.getLogger(__name__)
 
-_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
-_json_encode = msgspec.json.Encoder().encode
-
 
 class CacheUnavailable(Exception):
     """Redis could not be reached for this lookup."""
 
 
-def _result_of(value: bytes | None, model_name: str, model_version: str) -> dict[str, Any] | None:
+def _result_of(value: bytes | None, model_name: str, model_version: str) -> ImageResult | None:
     """A cached image result, if ``value`` is one and comes from this model."""
     if value is None:
         return None
-    try:
-        cand = _json_decode(value)
-    except msgspec.DecodeError:
+    result = decode_image_result(value)
+    if result is None or (result.model_name, result.model_version) != (model_name, model_version):
         return None
-    if cand.get("model_name") == model_name and cand.get("model_version") == model_version:
-        return cand
-    return None
+    return result
 
 
 def _refused(exc: BaseException) -> bool:
@@ -229,7 +224,7 @@ class LabelCache:
     # --- images ----------------------------------------------------------------
     async def get_images(
         self, hashes: Sequence[str], model_name: str, model_version: str
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[ImageResult | None]:
         """Cached results for ``hashes`` (None = miss); all misses while Redis is down."""
         try:
             raw = await self._mget("get_images", [self.image_key(h) for h in hashes])
@@ -260,7 +255,7 @@ class LabelCache:
 
     async def peek_claimed(
         self, hashes: Sequence[str], model_name: str, model_version: str
-    ) -> tuple[list[dict[str, Any] | None], list[bool]]:
+    ) -> tuple[list[ImageResult | None], list[bool]]:
         """The results of claimed images so far, and whether each claim still stands.
 
         One round trip; the claims are read before the results, so a claim that
@@ -295,16 +290,16 @@ class LabelCache:
         return [None if value is None else decode_product_state(value) for value in raw]
 
     # --- writes ----------------------------------------------------------------
-    async def put(self, images: Mapping[str, Mapping[str, Any]]) -> bool:
-        """Write image results (with their TTL) in one pipelined round trip."""
+    async def put(self, images: Mapping[str, ImageResult]) -> bool:
+        """Write image results (with their TTL) in one round trip; False while Redis is down."""
         if not images:
             return True
 
         def fill(pipe: Pipeline) -> None:
             for sha, result in images.items():
-                pipe.set(self.image_key(sha), _json_encode(result), ex=self.ttl_s)
+                pipe.set(self.image_key(sha), encode_image_result(result), ex=self.ttl_s)
                 # After the result: a waiter that sees the claim gone finds it.
-                pipe.delete(self.claim_key(sha, str(result.get("model_version"))))
+                pipe.delete(self.claim_key(sha, result.model_version))
 
         try:
             await self.pipelined("put", fill)

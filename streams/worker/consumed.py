@@ -26,10 +26,6 @@ class ConsumedRecord:
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
 
-    @property
-    def key_text(self) -> str:
-        return self.key.decode("utf-8", "replace") if self.key else ""
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rejected:

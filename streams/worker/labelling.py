@@ -11,20 +11,10 @@ once), and one pipelined Redis write of the new image results. The write is a
 separate step, :meth:`ImageLabeller.remember`, which the agent runs in input
 order after ``process``. Products' categories are not written here: the
 product-labels records this agent produces are the record, and the view builder
-(:mod:`streams.worker.views`) applies them to Redis. An image that misses the cache in two
-concurrent batches is inferred once: from the start of its inference until its
-result is in Redis, it is held in :attr:`ImageLabeller._inflight`, and the
-other batch awaits it there (single flight).
-
-Across workers, the misses a batch is about to infer are first claimed in
-Redis (``SET NX PX``, one pipelined round trip, ``image_claim_ttl_ms``): an
-image another worker has claimed is not inferred here; the batch infers its own
-claims, then polls Redis (every 20 ms) until the other worker's results are
-written. The claim goes with the result's write (or at once when the image
-fails to decode), so a claim that is gone with no result means its holder
-gave up, and the waiter infers the image itself; a holder that dies leaves its
-claims to expire, which bounds the wait. With Redis down, nothing is claimed
-and every worker infers its own misses, as before claims.
+(:mod:`streams.worker.views`) applies them to Redis. A new image is inferred
+once, however many batches in flight and workers miss it at once
+(:mod:`streams.worker.claims`). An image's result is an
+:class:`~streams.worker.imageresult.ImageResult`, cached as it is.
 
 Every image inferred here is also fingerprinted (perceptual hashes of the
 decoded pixels and the model's embedding). :meth:`ImageLabeller.check_integrity`,
@@ -41,8 +31,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -51,8 +40,13 @@ import msgspec
 import numpy as np
 
 from inference.serving.decode import ImageLimits
-from inference.serving.duplicates import predict_with_fingerprints
-from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction
+from inference.serving.engine import (
+    REVIEW_FLAGS,
+    BatchResult,
+    Engine,
+    Prediction,
+    predict_with_fingerprints,
+)
 from inference.serving.errors import InferenceError
 from inference.serving.fingerprint import Fingerprint
 from inference.serving.search import EmbeddingProjection
@@ -60,9 +54,11 @@ from inference.serving.taxonomy import category_mismatch
 from schemas import codec
 from schemas.records import SCHEMA_VERSION, Label, ProductImageEvent, ProductLabelled, Timings
 from streams.worker import metrics
-from streams.worker.cache import CacheUnavailable, LabelCache
+from streams.worker.cache import LabelCache
+from streams.worker.claims import ImageClaims, Outcome, SingleFlight
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
+from streams.worker.imageresult import ImageResult
 from streams.worker.integrity import (
     INTEGRITY_FLAGS,
     Checked,
@@ -90,7 +86,7 @@ class Labelled:
     # What :meth:`ImageLabeller.remember` caches: the image's result (None when it
     # came from the cache). The product's state is not written here: the view
     # builder takes it from the product-labels record (streams.worker.views).
-    image_result: dict[str, Any] | None
+    image_result: ImageResult | None
     #: The model could not place the image (``low_confidence``/``unknown_product``):
     #: the event also goes to the product-review topic.
     review: bool = False
@@ -111,29 +107,9 @@ class Labelled:
         return self.output is not None and any(f in INTEGRITY_FLAGS for f in self.output.flags)
 
 
-# What one image's inference gives: its result payload, or why it has none.
-_Outcome = dict[str, Any] | InferenceError
-
-
 def _hash_all(blobs: Sequence[bytes]) -> list[str]:
     # hashlib releases the GIL on large buffers: run in the executor.
     return [hashlib.sha256(b).hexdigest() for b in blobs]
-
-
-def _result_payload(pred: Prediction, vector: str | None = None) -> dict[str, Any]:
-    payload = {
-        "labels": [[label, round(float(score), 6)] for label, score in pred.labels],
-        "category": pred.category,
-        "score": round(float(pred.score), 6),
-        "flags": list(pred.flags),
-        "model_name": pred.model_name,
-        "model_version": pred.model_version,
-    }
-    if vector is not None:
-        # Cached with the labels (~350 bytes at 128 dims), so a cache hit (another
-        # product with the same photo) is indexed for search without inference.
-        payload["vector"] = vector
-    return payload
 
 
 def _vectors(
@@ -181,14 +157,16 @@ class ImageLabeller:
         self.limits = limits
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
-        self.claim_ttl_ms = claim_ttl_ms
         self.integrity = IntegrityChecker(
             integrity or IntegrityConfig(), integrity_view, loaded=integrity_loaded
         )
-        # Whose claim a key holds, for whoever reads Redis while debugging.
-        self.worker_id = f"worker-{uuid.uuid4().hex[:12]}"
-        # Image hash -> its inference under way, or done and not yet in Redis.
-        self._inflight: dict[str, asyncio.Future[_Outcome]] = {}
+        self.flights = SingleFlight()
+        self.claims = ImageClaims(
+            cache,
+            model_name=engine.model_name,
+            model_version=engine.model_version,
+            ttl_ms=claim_ttl_ms,
+        )
 
     async def _image_bytes(self, event: ProductImageEvent) -> bytes:
         if event.image_uri is None:
@@ -207,7 +185,7 @@ class ImageLabeller:
     @property
     def inflight(self) -> int:
         """Images inferred or being inferred here whose results Redis does not hold yet."""
-        return len(self._inflight)
+        return len(self.flights)
 
     async def close(self) -> None:
         """Release pooled HTTP connections."""
@@ -221,7 +199,7 @@ class ImageLabeller:
             return await self._process(records, inferred)
         except BaseException:
             # No remember() will follow for these results: stop sharing them.
-            self._forget_inferred(inferred)
+            self.flights.forget(inferred)
             raise
 
     async def _process(
@@ -283,7 +261,7 @@ class ImageLabeller:
 
     async def _lookup(
         self, blobs: dict[int, bytes]
-    ) -> tuple[dict[int, str], dict[str, dict[str, Any]], set[str]]:
+    ) -> tuple[dict[int, str], dict[str, ImageResult], set[str]]:
         """Hash every image (off the loop) and look the hashes up in Redis (one MGET)."""
         idx = list(blobs)
         hashes = dict(
@@ -298,7 +276,7 @@ class ImageLabeller:
         engine = self.engine
         unique = list(dict.fromkeys(hashes.values()))
         cached = await self.cache.get_images(unique, engine.model_name, engine.model_version)
-        results: dict[str, dict[str, Any]] = {
+        results: dict[str, ImageResult] = {
             h: c for h, c in zip(unique, cached, strict=True) if c is not None
         }
         metrics.CACHE_HITS.inc(sum(1 for i in idx if hashes[i] in results))
@@ -308,145 +286,87 @@ class ImageLabeller:
         self,
         blobs: dict[int, bytes],
         hashes: dict[int, str],
-        results: dict[str, dict[str, Any]],
+        results: dict[str, ImageResult],
         hit_hashes: set[str],
         inferred: dict[str, Fingerprint | None],
     ) -> tuple[dict[str, InferenceError], float, float]:
         """Infer the images Redis did not have; fill ``results``; return errors and timings.
 
-        Images another batch in flight is inferring are awaited and added to
-        ``hit_hashes`` (not inferred for these records).
+        Images another batch in flight or another worker is inferring are
+        awaited and added to ``hit_hashes`` (not inferred for these records).
         """
         idx = list(hashes)
         # Infer each missing image once, however many records carry it, and
-        # however many batches in flight carry it: a hash another batch is
-        # inferring right now is awaited, not inferred again.
+        # however many batches in flight carry it.
+        blob_of = {hashes[i]: blobs[i] for i in idx}
         misses: dict[str, bytes] = {}
-        shared: dict[str, asyncio.Future[_Outcome]] = {}
-        for i in idx:
-            sha = hashes[i]
-            if sha in results or sha in misses or sha in shared:
+        shared: dict[str, asyncio.Future[Outcome]] = {}
+        for sha in dict.fromkeys(hashes[i] for i in idx):
+            if sha in results:
                 continue
-            if (pending := self._inflight.get(sha)) is not None:
-                shared[sha] = pending
+            if (flight := self.flights.under_way(sha)) is not None:
+                shared[sha] = flight
             else:
-                misses[sha] = blobs[i]
+                misses[sha] = blob_of[sha]
         metrics.CACHE_MISSES.inc(sum(1 for i in idx if hashes[i] not in hit_hashes))
         metrics.INFERENCE_SHARED.inc(sum(1 for i in idx if hashes[i] in shared))
-        elsewhere = await self._claim(misses)
+        elsewhere = await self.claims.claim(list(misses))
+        for sha in elsewhere:
+            del misses[sha]
         errors: dict[str, InferenceError] = {}
         decode_ms, inference_ms = await self._infer(misses, results, errors, inferred)
-        retry = await self._await_claimed(elsewhere, results, hit_hashes)
+        found, retry = await self.claims.wait_for(elsewhere)
         metrics.INFERENCE_CLAIMED_ELSEWHERE.inc(
             sum(1 for i in idx if hashes[i] in elsewhere and hashes[i] not in retry)
         )
-        if shared:
-            # asyncio.wait neither raises the futures' outcomes nor cancels them.
-            await asyncio.wait(shared.values())
-        for sha, pending in shared.items():
-            if pending.cancelled():  # the other batch failed: infer it here after all
-                retry[sha] = next(blobs[i] for i in idx if hashes[i] == sha)
-                continue
-            outcome = pending.result()
+        outcomes, cancelled = await SingleFlight.wait(shared)
+        retry.update(cancelled)  # the other batch failed: infer them here after all
+        outcomes.update(found)
+        for sha, outcome in outcomes.items():
             if isinstance(outcome, InferenceError):
                 errors[sha] = outcome
             else:
                 results[sha] = outcome
                 hit_hashes.add(sha)  # not inferred for these records
         if retry:
-            more_decode_ms, more_inference_ms = await self._infer(retry, results, errors, inferred)
+            todo = {sha: blob_of[sha] for sha in retry}
+            more_decode_ms, more_inference_ms = await self._infer(todo, results, errors, inferred)
             decode_ms += more_decode_ms
             inference_ms += more_inference_ms
-        if errors and self.claim_ttl_ms:
-            await self.cache.release_claims(list(errors), self.engine.model_version)
+        if errors:
+            await self.claims.release(list(errors))
         return errors, decode_ms, inference_ms
-
-    async def _claim(self, misses: dict[str, bytes]) -> dict[str, bytes]:
-        """Claim ``misses`` in Redis; take out and return those another worker holds."""
-        if not misses or not self.claim_ttl_ms:
-            return {}
-        hashes = list(misses)
-        mine = await self.cache.claim_images(
-            hashes, self.worker_id, self.engine.model_version, self.claim_ttl_ms
-        )
-        return {sha: misses.pop(sha) for sha, ok in zip(hashes, mine, strict=True) if not ok}
-
-    async def _await_claimed(
-        self,
-        elsewhere: dict[str, bytes],
-        results: dict[str, dict[str, Any]],
-        hit_hashes: set[str],
-    ) -> dict[str, bytes]:
-        """Wait for the results of images other workers claimed; return those to infer here.
-
-        A result that arrives fills ``results`` and ``hit_hashes`` (not inferred
-        here). An image whose claim is gone with no result, or still missing once
-        a claim's whole lifetime has passed, or any while Redis is down, comes
-        back to be inferred by this worker.
-        """
-        pending = dict(elsewhere)
-        orphans: dict[str, bytes] = {}
-        engine = self.engine
-        deadline = time.monotonic() + self.claim_ttl_ms / 1000 + 1.0
-        while pending and time.monotonic() < deadline:
-            try:
-                found, held = await self.cache.peek_claimed(
-                    list(pending), engine.model_name, engine.model_version
-                )
-            except CacheUnavailable:
-                break
-            for sha, res, claimed in zip(list(pending), found, held, strict=True):
-                if res is not None:
-                    results[sha] = res
-                    hit_hashes.add(sha)
-                    del pending[sha]
-                elif not claimed:
-                    orphans[sha] = pending.pop(sha)
-            if pending:
-                await asyncio.sleep(0.02)
-        orphans.update(pending)
-        return orphans
 
     async def _infer(
         self,
         misses: dict[str, bytes],
-        results: dict[str, dict[str, Any]],
+        results: dict[str, ImageResult],
         errors: dict[str, InferenceError],
         inferred: dict[str, Fingerprint | None],
     ) -> tuple[float, float]:
         """Infer ``misses`` in the executor into ``results`` / ``errors``; (decode, infer) ms.
 
-        From now until :meth:`remember` has written them to Redis, the hashes
-        are in :attr:`_inflight`, so that a batch processed concurrently waits
-        for (or takes) this result instead of inferring the same image again.
-        Images that failed to decode leave it at once (they are never cached).
-        If the inference itself fails or is cancelled, the futures are
-        cancelled and a waiting batch infers those images itself.
+        From now until :meth:`remember` has written them to Redis, the images
+        are in flight (:attr:`flights`), so that a batch processed concurrently
+        takes these results instead of inferring the same images again.
         """
         if not misses:
             return 0.0, 0.0
-        loop = asyncio.get_running_loop()
-        owned = {sha: loop.create_future() for sha in misses}
-        self._inflight.update(owned)
+        owned = self.flights.start(misses)
+        outcomes: dict[str, Outcome] = {}
         try:
-            batch, prints, vectors = await loop.run_in_executor(
+            batch, prints, vectors = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self._model_stage, list(misses.values())
             )
             metrics.IMAGES_INFERRED.inc(len(misses))
             for sha, item, fp, vector in zip(misses, batch.items, prints, vectors, strict=True):
-                outcome: _Outcome
                 if isinstance(item, InferenceError):
-                    outcome = errors[sha] = item
+                    outcomes[sha] = errors[sha] = item
                 else:
-                    outcome = results[sha] = _result_payload(item, vector)
-                owned[sha].set_result(outcome)
+                    outcomes[sha] = results[sha] = ImageResult.of(item, vector)
                 inferred[sha] = fp
         finally:
-            for sha, fut in owned.items():
-                if sha in errors or not fut.done():
-                    if self._inflight.get(sha) is fut:
-                        del self._inflight[sha]
-                    fut.cancel()  # a no-op once it has its result
+            self.flights.finish(owned, outcomes)
         timings = batch.timings
         metrics.DECODE_SECONDS.observe(timings.decode_s)
         metrics.PREPROCESS_SECONDS.observe(timings.preprocess_s)
@@ -472,7 +392,7 @@ class ImageLabeller:
                 await self.cache.put(images)
         finally:
             # Redis has them now (or is down, and then a repeat is inferred again).
-            self._forget_inferred(images)
+            self.flights.forget(images)
 
     async def check_integrity(
         self, results: list[Labelled | Rejected]
@@ -519,19 +439,13 @@ class ImageLabeller:
                     metrics.INTEGRITY_FLAGS.labels(flag).inc()
         return checked
 
-    def _forget_inferred(self, hashes: Iterable[str]) -> None:
-        for sha in hashes:
-            fut = self._inflight.get(sha)
-            if fut is not None and fut.done():
-                del self._inflight[sha]
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Image:
-    """One image's labelling: its hash, result payload, whether cached, fingerprint."""
+    """One image's labelling: its hash, result, whether cached, fingerprint."""
 
     sha: str
-    result: dict[str, Any]
+    result: ImageResult
     cached: bool
     fingerprint: Fingerprint | None
 
@@ -546,20 +460,19 @@ def _labelled(
 ) -> Labelled:
     """The output of one labelled event: its ProductLabelled and what the cache keeps."""
     res = image.result
-    flags = tuple(res.get("flags", ()))
-    score = float(res["score"])
-    if category_mismatch(ev.declared_category, res["category"], score, flags, category_min_score):
+    flags = res.flags
+    if category_mismatch(ev.declared_category, res.category, res.score, flags, category_min_score):
         flags = (*flags, "category_mismatch")
     value = ProductLabelled(
         schema_version=SCHEMA_VERSION,
         event_id=ev.event_id,
         occurred_at=ev.occurred_at,
         product_id=ev.product_id,
-        labels=tuple(Label(label=lab, score=float(s)) for lab, s in res["labels"]),
-        category=res["category"],
-        category_score=score,
-        model_name=res["model_name"],
-        model_version=res["model_version"],
+        labels=tuple(Label(label=label, score=score) for label, score in res.labels),
+        category=res.category,
+        category_score=res.score,
+        model_name=res.model_name,
+        model_version=res.model_version,
         image_sha256=image.sha,
         cached=image.cached,
         flags=flags,

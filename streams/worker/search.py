@@ -38,6 +38,7 @@ from schemas.errors import SchemaError
 from schemas.records import SCHEMA_VERSION, ProductEmbedding
 from streams.worker import metrics
 from streams.worker.follower import TopicFollower
+from streams.worker.imageresult import ImageResult
 
 __all__ = ["EmbeddingFollower", "Listed", "Neighbour", "SearchIndex", "embedding_record"]
 
@@ -50,13 +51,10 @@ def embedding_record(
     occurred_at: datetime,
     product_id: str,
     image_sha256: str,
-    result: Mapping[str, Any],
+    result: ImageResult,
 ) -> bytes | None:
-    """The ``product-embeddings`` value of a labelled product, or None without a descriptor.
-
-    ``result`` is the image's cached result (labels, category, model, ``vector``).
-    """
-    vector = result.get("vector")
+    """The ``product-embeddings`` value of a labelled product, or None without a descriptor."""
+    vector = result.vector
     if not vector:
         return None
     return codec.encode(
@@ -66,10 +64,10 @@ def embedding_record(
             occurred_at=occurred_at,
             product_id=product_id,
             image_sha256=image_sha256,
-            category=result["category"],
-            label=result["labels"][0][0],
-            model_name=result["model_name"],
-            model_version=result["model_version"],
+            category=result.category,
+            label=result.label,
+            model_name=result.model_name,
+            model_version=result.model_version,
             dims=len(base64.b64decode(vector)) // 2,
             vector_f16_b64=vector,
         )

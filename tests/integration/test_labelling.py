@@ -26,6 +26,7 @@ from schemas import codec
 from streams.worker.cache import LabelCache
 from streams.worker.consumed import ConsumedRecord
 from streams.worker.fetch import FetchPolicy
+from streams.worker.imageresult import ImageResult
 from streams.worker.labelling import ImageLabeller, Labelled, Rejected
 from tests.conftest import LocalStack
 from tests.events import listing, photo_bytes
@@ -167,7 +168,7 @@ def test_two_batches_in_flight_infer_a_shared_image_once(labeller_for: Any, engi
     lab: ImageLabeller = labeller_for(counting)
     image = fresh_image()
 
-    async def run() -> tuple[Labelled, Labelled, dict[str, Any] | None]:
+    async def run() -> tuple[Labelled, Labelled, ImageResult | None]:
         first, second = await overlapped(
             lab, counting, record("a", image, 0), record("b", image, 1)
         )
@@ -188,7 +189,7 @@ def test_two_batches_in_flight_infer_a_shared_image_once(labeller_for: Any, engi
     assert lb.timings.inference_ms == 0
     assert b.image_result is None, "the batch that inferred it writes it"
     assert stored is not None
-    assert stored["labels"] == a.image_result["labels"]  # type: ignore[index]
+    assert stored == a.image_result
     assert lab.inflight == 0, "nothing held in memory once Redis has it"
 
 

@@ -76,7 +76,7 @@ def test_every_listing_labelled_once_and_bad_ones_dead_lettered(
     expected = {s.class_name: s.category for s in samples()}
     got = {pid.split("-", 2)[2]: lab for pid, lab in labels.items()}
     # Right, or sent to review (the vanilla yoghurt carton tips between dairy and
-    # juice by CPU; see tests/unit/inference/test_engine.py).
+    # juice by CPU; see tests/unit/inference/serving/test_engine.py).
     wrong = {
         name: lab.category
         for name, lab in got.items()

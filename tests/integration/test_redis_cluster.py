@@ -18,6 +18,7 @@ from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder
 from streams.tools.rebuild import drop_views
 from streams.tools.redis_cluster import RedisClusterStack
 from streams.worker.cache import LabelCache
+from streams.worker.imageresult import ImageResult
 from streams.worker.recommend import RecommendConfig, Recommender
 from streams.worker.state import ProductState, encode_product_state
 from tests.conftest import LocalStack
@@ -25,6 +26,12 @@ from tests.conftest import LocalStack
 pytestmark = pytest.mark.integration
 
 MODEL = ("grocery", "v1")
+
+
+def _result(label: str) -> ImageResult:
+    return ImageResult(
+        labels=((label, 1.0),), category="c", score=1.0, model_name=MODEL[0], model_version=MODEL[1]
+    )
 
 
 def cluster_cache(cluster: RedisClusterStack, prefix: str) -> LabelCache:
@@ -44,10 +51,7 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
             assert cache.cluster
             assert await cache.ping()
             written = hashes[::2]
-            results = {
-                h: {"model_name": MODEL[0], "model_version": MODEL[1], "n": i}
-                for i, h in enumerate(written)
-            }
+            results = {h: _result(f"label-{i}") for i, h in enumerate(written)}
             states = {p: ProductState(f"c{i}", i / 200, "v1", i) for i, p in enumerate(products)}
             assert await cache.put(results)
             got = await cache.get_images(hashes, *MODEL)
@@ -67,7 +71,7 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
             assert await cache.claim_images(fresh, "w2", "v1", 10_000) == [False] * 40
             seen, held = await cache.peek_claimed(fresh, *MODEL)
             assert (seen, held) == ([None] * 40, [True] * 40)
-            done = {fresh[0]: {"model_name": MODEL[0], "model_version": MODEL[1]}}
+            done = {fresh[0]: _result("done")}
             assert await cache.put(done)
             await cache.release_claims(fresh[1:20], "v1")
             seen, held = await cache.peek_claimed(fresh, *MODEL)

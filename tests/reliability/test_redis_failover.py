@@ -27,6 +27,7 @@ from streams.tools.redis_cluster import RedisClusterStack
 from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess
 from streams.worker.cache import CacheUnavailable, LabelCache
+from streams.worker.imageresult import ImageResult
 from tests.conftest import LocalStack, consume, make_topics
 from tests.events import listing, order, photo_bytes
 
@@ -144,7 +145,10 @@ def test_a_cluster_none_of_whose_nodes_answers_is_an_outage_not_a_long_retry(
             cluster_failover_ms=600_000,
         )  # fmt: skip
         try:
-            assert await cache.put({"cd" * 32: {"model_name": "m", "model_version": "v"}})
+            result = ImageResult(
+                labels=(("x", 1.0),), category="c", score=1.0, model_name="m", model_version="v"
+            )
+            assert await cache.put({"cd" * 32: result})
             for node in own_cluster.nodes:
                 if node.proc is not None and node.alive:
                     node.proc.kill()

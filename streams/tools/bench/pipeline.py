@@ -169,7 +169,7 @@ class BenchRun:
         The worker's stage (``predict_with_fingerprints``) also asks for the
         embeddings and fingerprints each photo for the integrity checks.
         """
-        from inference.serving.duplicates import predict_with_fingerprints  # noqa: PLC0415
+        from inference.serving.engine import predict_with_fingerprints  # noqa: PLC0415
         from streams.worker.model import build_engine, image_limits  # noqa: PLC0415
 
         if not hasattr(self, "engine"):

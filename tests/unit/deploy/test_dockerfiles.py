@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.serving.engine import PROVIDERS
+from inference.serving.providers import PROVIDERS
 from streams.settings import Settings
 
 from .yaml_text import COMPOSE, DEPLOY, ROOT, compose_services, scalars

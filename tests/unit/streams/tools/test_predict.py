@@ -48,7 +48,7 @@ def test_predict_json_lines(settings: Settings, tmp_path: Path) -> None:
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert code == 1  # some images failed
     assert [r["path"] for r in records] == [str(p) for p in paths]
-    assert records[0]["labels"][0]["label"] == "Banana"
+    assert records[0]["labels"][0][0] == "Banana"  # [label, score], as the image cache has it
     assert len(records[0]["labels"]) == 3
     assert records[0]["category"] == "produce"
     assert records[1]["error"]["code"] == "image.unsupported_format"

@@ -8,19 +8,21 @@ from pathlib import Path
 import numpy as np
 
 from inference.serving.search import l2_normalise
+from streams.worker.imageresult import ImageResult
 from streams.worker.search import SearchIndex, embedding_record, vector_b64
 
 VERSION = "v1"
 
 
 def record(product_id: str, vector: np.ndarray, category: str = "produce", **kw: str) -> bytes:
-    result = {
-        "vector": vector_b64(vector),
-        "category": category,
-        "labels": [["Lemon", 0.9], ["Lime", 0.1]],
-        "model_name": "m",
-        "model_version": kw.get("version", VERSION),
-    }
+    result = ImageResult(
+        vector=vector_b64(vector),
+        category=category,
+        labels=(("Lemon", 0.9), ("Lime", 0.1)),
+        score=1.0,
+        model_name="m",
+        model_version=kw.get("version", VERSION),
+    )
     value = embedding_record(
         event_id=f"e-{product_id}",
         occurred_at=datetime(2026, 12, 1, tzinfo=UTC),
@@ -80,7 +82,13 @@ def test_no_vector_no_record() -> None:
             occurred_at=datetime(2026, 12, 1, tzinfo=UTC),
             product_id="p",
             image_sha256="ab" * 32,
-            result={"category": "produce", "labels": [["Lemon", 1.0]]},
+            result=ImageResult(
+                labels=(("Lemon", 1.0),),
+                category="produce",
+                score=1.0,
+                model_name="m",
+                model_version=VERSION,
+            ),
         )
         is None
     )

@@ -22,7 +22,7 @@ from inference.serving.taxonomy import OTHER, imagenet_classes, product_categori
 from inference.training.export import build_manifest
 
 GROCERY_CATEGORIES = (
-    Path(__file__).resolve().parents[3] / "inference/serving/data/grocery_categories.csv"
+    Path(__file__).resolve().parents[4] / "inference/serving/data/grocery_categories.csv"
 )
 
 

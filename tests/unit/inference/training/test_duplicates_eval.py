@@ -20,7 +20,7 @@ from inference.training.duplicates_eval import (
     transform,
 )
 
-PHOTOS = Path(__file__).resolve().parents[2] / "fixtures" / "tiny_dataset"
+PHOTOS = Path(__file__).resolve().parents[3] / "fixtures" / "tiny_dataset"
 
 
 def _rgb(data: bytes) -> np.ndarray:

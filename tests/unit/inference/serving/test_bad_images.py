@@ -12,7 +12,7 @@ from inference.serving.decode import ImageLimits, decode_image
 from inference.serving.engine import Engine, Prediction
 from inference.serving.errors import ImageError
 
-CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "bad_images"
+CORPUS = Path(__file__).resolve().parents[3] / "fixtures" / "bad_images"
 
 
 def _expected() -> list[dict[str, str]]:

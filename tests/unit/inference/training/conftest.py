@@ -9,7 +9,7 @@ import pytest
 
 from inference.training.trainer import TrainConfig, TrainResult, train
 
-TINY = Path(__file__).resolve().parents[2] / "fixtures" / "tiny_dataset"
+TINY = Path(__file__).resolve().parents[3] / "fixtures" / "tiny_dataset"
 TINY_CLASSES = ("Banana", "Granny-Smith", "Oatly-Oat-Milk", "Pink-Lady")
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from inference.samples import Sample, samples
 from inference.serving.decode import ImageLimits
-from inference.serving.engine import REVIEW_FLAGS, BatchResult, Engine, Prediction, probe_providers
+from inference.serving.engine import (
+    REVIEW_FLAGS,
+    BatchResult,
+    Engine,
+    Prediction,
+    predict_with_fingerprints,
+)
 from inference.serving.errors import ImageError, InferenceRunError, ModelError
 from inference.serving.manifest import ModelManifest
 from tests.not_products import not_products
@@ -129,7 +135,6 @@ def test_prediction_shape(
     assert 0 < prediction.score <= 1.0 + 1e-6
     assert prediction.embedding is None
     assert prediction.ood_score is not None
-    assert prediction.to_dict()["labels"][0]["label"] == "Banana"
 
 
 def test_batch_of_n_equals_n_singles(engine: Engine) -> None:
@@ -177,6 +182,24 @@ def test_errors_are_values_in_input_order(engine: Engine) -> None:
     assert t.preprocess_s > 0
     assert t.inference_s > 0
     assert t.total_s == pytest.approx(t.decode_s + t.preprocess_s + t.inference_s)
+
+
+def test_predict_with_fingerprints_prints_each_decoded_photo(engine: Engine) -> None:
+    lemon, banana = (SAMPLES[n].path.read_bytes() for n in ("Lemon", "Banana"))
+    result, prints = predict_with_fingerprints(engine, [lemon, b"", banana, lemon], LIMITS)
+    assert [type(item) for item in result.items] == [Prediction, ImageError, Prediction, Prediction]
+    assert prints[1] is None
+    first, _, other, again = prints
+    assert first is not None
+    assert other is not None
+    assert again is not None
+    assert first.embedding is not None
+    assert first.distance(again) == 0
+    assert first.distance(other) > 8
+    plain = engine.predict_bytes([lemon, b"", banana, lemon], LIMITS, with_embedding=True)
+    for a, b in zip(result.items, plain.items, strict=True):
+        if isinstance(a, Prediction) and isinstance(b, Prediction):
+            assert a.label == b.label
 
 
 def test_empty_batch_and_all_bad_batch(engine: Engine) -> None:
@@ -269,14 +292,6 @@ def test_cpu_start_is_quiet_and_logs_one_line(
     assert engine.info()["precision"] == "int8"
 
 
-def test_probe_providers() -> None:
-    usable, probes = probe_providers(["cuda", "cpu"])
-    assert usable[-1] == "cpu"
-    assert {p.provider for p in probes} == {"cuda", "cpu"}
-    with pytest.raises(ValueError, match="VITRINE_EXECUTION_PROVIDERS"):
-        probe_providers(["tpu"])
-
-
 def test_model_that_does_not_match_its_manifest(manifest: ModelManifest) -> None:
     wrong = manifest.replace(labels=manifest.labels[:10], categories=manifest.categories[:10])
     with pytest.raises(ModelError) as info:
@@ -364,7 +379,7 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
         manifest, providers=("cpu",), intra_op_threads=2, warmup=False, precision="fp32"
     )
     fp32 = _top(candidate.predict_paths(paths, LIMITS))
-    candidate._try_fp16(["cpu"], 2, 1, 0, None)  # what a CUDA start does after loading FP32
+    candidate._try_fp16(["cpu"], 2, 1)  # what a CUDA start does after loading FP32
     assert candidate.fp16
     fp16 = _top(candidate.predict_paths(paths, LIMITS))
     assert [label for label, _ in fp16] == [label for label, _ in fp32]
@@ -377,7 +392,7 @@ def test_fp16_graph_is_used_only_when_it_agrees_with_fp32(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine_module, "_FP16_MAX_ABS_DIFF", 0.0)
-        strict._try_fp16(["cpu"], 2, 1, 0, None)
+        strict._try_fp16(["cpu"], 2, 1)
     assert not strict.fp16
     assert "FP16 disabled" in caplog.text
 

@@ -12,7 +12,7 @@ import pytest
 from inference.serving.duplicates import BANDS, DuplicateRule, index_bands, lookup_bands
 from inference.serving.fingerprint import Fingerprint, band_values, fingerprint, hamming, phash
 
-PHOTOS = Path(__file__).resolve().parents[2] / "fixtures" / "tiny_dataset"
+PHOTOS = Path(__file__).resolve().parents[3] / "fixtures" / "tiny_dataset"
 
 
 def _rgb(path: Path) -> npt.NDArray[np.uint8]:
