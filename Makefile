@@ -13,12 +13,18 @@ demo: setup
 	$(VENV)/vitrine demo
 
 # Lint, types, then every test suite: unit, integration (real Kafka + Redis
-# started by the test session) and reliability.
+# started by the test session) and reliability. Most integration tests wait on
+# Kafka, so 4 test processes (one test file each at a time, so a module's private
+# stack starts once) finish sooner than 2 even on 2 cores; one BLAS thread each
+# keeps them from oversubscribing the cores. `make test PYTEST_WORKERS=0` runs
+# them in one process.
+PYTEST_WORKERS ?= 4
 test: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
-	$(VENV)/pytest
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+		$(VENV)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 stack-up: setup
 	$(VENV)/vitrine stack up
