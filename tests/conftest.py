@@ -28,9 +28,9 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.settings import Settings, get_settings
+from streams.settings import RedisSettings, Settings, get_settings
 from streams.tools.redis_cluster import RedisClusterStack
-from streams.tools.stack import Stack, create_topics, free_ports
+from streams.tools.stack import Stack, StackSettings, create_topics, free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +73,9 @@ def kafka_stack() -> Iterator[LocalStack]:
     kport = os.environ.get("VITRINE_TEST_KAFKA_PORT")
     rport = os.environ.get("VITRINE_TEST_REDIS_PORT")
     if kport and rport:
-        settings = Settings(kafka_port=int(kport), redis_port=int(rport))
-        stack = Stack(settings, name=f"k{kport}-r{rport}")
+        settings = Settings()
+        local = StackSettings(kafka_port=int(kport), redis_port=int(rport))
+        stack = Stack(settings, name=f"k{kport}-r{rport}", local=local)
         yield LocalStack(stack, settings)
         return
     yield from _start_stack(f"test-{os.getpid()}")
@@ -82,8 +83,9 @@ def kafka_stack() -> Iterator[LocalStack]:
 
 def _start_stack(name: str) -> Iterator[LocalStack]:
     kp, cp, rp = free_ports(3)
-    settings = Settings(kafka_port=kp, kafka_controller_port=cp, redis_port=rp)
-    stack = Stack(settings, name=name)
+    settings = Settings()
+    local = StackSettings(kafka_port=kp, kafka_controller_port=cp, redis_port=rp)
+    stack = Stack(settings, name=name, local=local)
     shutil.rmtree(stack.root, ignore_errors=True)
     try:
         # Inside the try: if Kafka fails to start, the Redis already started stops too.
@@ -128,17 +130,15 @@ class Topics:
 
     @property
     def key_prefix(self) -> str:
-        """The workers' ``redis_key_prefix``."""
+        """The workers' ``redis.key_prefix``."""
         return f"test-{self.suffix}"
 
     def settings(self, **values: object) -> Settings:
         """The workers' Redis settings, for the Python API in a test."""
-        return Settings(
-            redis_url=self.redis_url,
-            redis_cluster=self.redis_cluster,
-            redis_key_prefix=self.key_prefix,
-            **values,  # type: ignore[arg-type]
+        redis = RedisSettings(
+            url=self.redis_url, cluster=self.redis_cluster, key_prefix=self.key_prefix
         )
+        return Settings(redis=redis, **values)  # type: ignore[arg-type]
 
     def redis_client(self) -> redis.Redis | redis.RedisCluster:
         """A synchronous client of the workers' Redis, for checks in a test."""

@@ -45,9 +45,9 @@ fi
 .venv/bin/python - <<'PY'
 import logging, time
 from streams.settings import get_settings
-from streams.tools.stack import resolve_kafka_jars
+from streams.tools.stack import StackSettings, resolve_kafka_jars
 logging.basicConfig(level=logging.INFO, format="setup: %(message)s")
 t = time.monotonic()
-libs = resolve_kafka_jars(get_settings())
+libs = resolve_kafka_jars(get_settings().state_dir, StackSettings().kafka_version)
 print(f"setup: Kafka jars ready in {libs} ({time.monotonic() - t:.1f} s)")
 PY

@@ -98,7 +98,7 @@ def _print_labels(run: str, labels: list[Any], dead: list[Any], want: int, took:
         for lab in sorted(labels, key=lambda x: x.product_id)
     ]  # fmt: skip
     print(_table(rows, ["product", "category", "score", "top label", "cached", "flags"]))
-    print(f"\n{get_settings().topic_product_images_dlq} ({len(dead)}):\n")
+    print(f"\n{get_settings().topics.product_images_dlq} ({len(dead)}):\n")
     for r in dead:
         letter = decode_headers(r.headers)
         print(f"  key={r.key.decode()}  code={letter.error_code}\n  {letter.error_message}")
@@ -145,11 +145,11 @@ def run_demo(*, start_worker: bool = True, timeout_s: float = 180.0) -> int:
     producer = make_producer(settings)
     consumer = make_consumer(settings)
     outputs = (
-        settings.topic_product_labels,
-        settings.topic_orders_enriched,
-        settings.topic_product_images_dlq,
-        settings.topic_orders_dlq,
-        settings.topic_category_sales,
+        settings.topics.product_labels,
+        settings.topics.orders_enriched,
+        settings.topics.product_images_dlq,
+        settings.topics.orders_dlq,
+        settings.topics.category_sales,
     )
 
     def mine(records: list[Any]) -> list[Any]:
@@ -163,15 +163,15 @@ def run_demo(*, start_worker: bool = True, timeout_s: float = 180.0) -> int:
         env={"VITRINE_IMAGE_FILE_ROOT": str(SAMPLES_DIR)},
     ):
         start = {t: end_offsets(consumer, t) for t in outputs}
-        print(f"\npublishing {len(listings)} listings to {settings.topic_product_images} ...")
+        print(f"\npublishing {len(listings)} listings to {settings.topics.product_images} ...")
         t0 = time.monotonic()
-        _publish(producer, settings.topic_product_images, [(k.encode(), e) for k, e in listings])
+        _publish(producer, settings.topics.product_images, [(k.encode(), e) for k, e in listings])
         labelled = mine(
             read_from(
                 consumer,
                 {
-                    **start[settings.topic_product_labels],
-                    **start[settings.topic_product_images_dlq],
+                    **start[settings.topics.product_labels],
+                    **start[settings.topics.product_images_dlq],
                 },
                 done=lambda rs: len(mine(rs)) >= len(listings),
                 timeout_s=timeout_s,
@@ -180,25 +180,25 @@ def run_demo(*, start_worker: bool = True, timeout_s: float = 180.0) -> int:
         labels = [
             codec.decode_product_labelled(r.value)
             for r in labelled
-            if r.topic == settings.topic_product_labels
+            if r.topic == settings.topics.product_labels
         ]
-        dead = [r for r in labelled if r.topic == settings.topic_product_images_dlq]
+        dead = [r for r in labelled if r.topic == settings.topics.product_images_dlq]
         want_labels = len(listings) - 1
         _print_labels(run, labels, dead, want_labels, time.monotonic() - t0)
 
         orders = _demo_orders(run, [lab.product_id for lab in labels])
-        print(f"\npublishing {len(orders)} orders to {settings.topic_orders} ...")
-        _publish(producer, settings.topic_orders, [(o.order_id.encode(), o) for o in orders])
+        print(f"\npublishing {len(orders)} orders to {settings.topics.orders} ...")
+        _publish(producer, settings.topics.orders, [(o.order_id.encode(), o) for o in orders])
         got = read_from(
             consumer,
-            start[settings.topic_orders_enriched],
+            start[settings.topics.orders_enriched],
             done=lambda rs: len(mine(rs)) >= len(orders),
             timeout_s=timeout_s,
         )
         enriched = [codec.decode_enriched_order(r.value) for r in mine(got)]
         _print_enriched(run, enriched, len(orders))
         sales = read_from(
-            consumer, start[settings.topic_category_sales], done=lambda rs: False, timeout_s=3.0
+            consumer, start[settings.topics.category_sales], done=lambda rs: False, timeout_s=3.0
         )
         _print_sales(sales)
     producer.close()

@@ -63,7 +63,7 @@ def run_evaluate_duplicates(
             fingerprint_split(engine, data / f"{check_split}.txt", limit=limit, seed=seed + 1)
         )
     results = [score(p, rule) for p in splits]
-    categories = [category_scores(p, s.category_mismatch_min_score) for p in splits]
+    categories = [category_scores(p, s.integrity.category_mismatch_min_score) for p in splits]
     signals = {p.split: signal_stats(p) for p in splits}
     elapsed = time.monotonic() - started
     if as_json:
@@ -98,16 +98,14 @@ def run_evaluate_duplicates(
             f" {cat['photos']} photos flagged although declared with their true category;"
             f" {100 * cat['checked_share']:.1f}% predicted confidently enough to be checked"
         )
-    if (s.near_duplicate_max_hamming, s.near_duplicate_min_cosine) != (
-        rule.max_hamming,
-        rule.min_cosine,
-    ):
-        current = score(
-            splits[0], DuplicateRule(s.near_duplicate_max_hamming, s.near_duplicate_min_cosine)
-        )
+    configured = DuplicateRule(
+        s.integrity.near_duplicate_max_hamming, s.integrity.near_duplicate_min_cosine
+    )
+    if (configured.max_hamming, configured.min_cosine) != (rule.max_hamming, rule.min_cosine):
+        current = score(splits[0], configured)
         print(
-            f"current settings (max_hamming {s.near_duplicate_max_hamming}, min_cosine"
-            f" {s.near_duplicate_min_cosine}):\n{_line(current)}"
+            f"current settings (max_hamming {configured.max_hamming}, min_cosine"
+            f" {configured.min_cosine}):\n{_line(current)}"
         )
     print(f"{elapsed:.0f} s")
     return 0

@@ -33,27 +33,27 @@ __all__ = [
 
 def security_config(settings: Settings) -> dict[str, Any]:
     """kafka-python's security keywords from the settings (no brokers)."""
-    conf: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    conf: dict[str, Any] = {"security_protocol": settings.kafka.security_protocol}
     conf.update(sasl_config(settings))
-    if settings.kafka_ssl_cafile:
-        conf["ssl_cafile"] = str(settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile:
-        conf["ssl_certfile"] = str(settings.kafka_ssl_certfile)
-    if settings.kafka_ssl_keyfile:
-        conf["ssl_keyfile"] = str(settings.kafka_ssl_keyfile)
+    if settings.kafka.ssl_cafile:
+        conf["ssl_cafile"] = str(settings.kafka.ssl_cafile)
+    if settings.kafka.ssl_certfile:
+        conf["ssl_certfile"] = str(settings.kafka.ssl_certfile)
+    if settings.kafka.ssl_keyfile:
+        conf["ssl_keyfile"] = str(settings.kafka.ssl_keyfile)
     return conf
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """kafka-python keywords for the configured brokers, security included."""
-    return {"bootstrap_servers": list(settings.kafka_brokers), **security_config(settings)}
+    return {"bootstrap_servers": list(settings.kafka.brokers), **security_config(settings)}
 
 
 def create_topics(settings: Settings, specs: dict[str, int]) -> list[str]:
     """Create the missing topics of ``specs`` (name -> partitions) with the settings' security."""
     from streams.tools.stack import create_topics as create  # noqa: PLC0415
 
-    return create(settings.kafka_bootstrap_servers, specs, security=security_config(settings))
+    return create(settings.kafka.bootstrap_servers, specs, security=security_config(settings))
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
@@ -63,7 +63,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     conf.update(
         acks="all",
         linger_ms=5,
-        max_request_size=settings.kafka_max_message_bytes + 64 * 1024,
+        max_request_size=settings.kafka.max_message_bytes + 64 * 1024,
     )
     conf.update(overrides)
     return KafkaProducer(**conf)
@@ -75,7 +75,7 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     conf = client_config(settings)
     conf.update(
         enable_auto_commit=False,
-        max_partition_fetch_bytes=settings.kafka_max_message_bytes + 64 * 1024,
+        max_partition_fetch_bytes=settings.kafka.max_message_bytes + 64 * 1024,
     )
     conf.update(overrides)
     return KafkaConsumer(**conf)

@@ -81,7 +81,7 @@ def run_predict(
         return EXIT_UNUSABLE
     limits = image_limits(settings)
     failed = 0
-    batch_size = settings.max_batch_size
+    batch_size = settings.model.max_batch_size
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         blobs = [_read(p) for p in chunk]

@@ -99,8 +99,8 @@ async def rebuild_views(
     say: Callable[[str], None] = print,
 ) -> RebuildResult:
     """Apply the record topics to the views until every partition of both is covered."""
-    labels = labels_topic or s.topic_product_labels
-    orders = orders_topic or s.topic_orders_enriched
+    labels = labels_topic or s.topics.product_labels
+    orders = orders_topic or s.topics.orders_enriched
     cache = LabelCache.from_settings(s)
     if prefix is not None:
         cache.prefix = prefix
@@ -112,7 +112,7 @@ async def rebuild_views(
         cache=cache,
         recommender=recommender,
         client_config=aiokafka_config(s),
-        group_id=s.views_consumer_group if prefix is None else f"{prefix}-views",
+        group_id=s.kafka.views_consumer_group if prefix is None else f"{prefix}-views",
     )
     try:
         if reset:
@@ -176,7 +176,7 @@ def _label(i: int, run: str, now: datetime) -> ProductLabelled:
 def _publish(s: Settings, topic: str, n: int, run: str, say: Callable[[str], None]) -> float:
     from streams.tools.kafka_clients import create_topics, make_producer  # noqa: PLC0415
 
-    create_topics(s, {topic: s.topic_partitions})
+    create_topics(s, {topic: s.topics.partitions})
     producer = make_producer(s, acks=1, linger_ms=50, batch_size=1 << 20)
     now = datetime.now(UTC)
     started = time.monotonic()
@@ -243,7 +243,7 @@ def bench_rebuild(
     orders_topic = f"bench-rebuild-{run}-orders"
     from streams.tools.kafka_clients import create_topics  # noqa: PLC0415
 
-    create_topics(s, {orders_topic: s.topic_partitions})
+    create_topics(s, {orders_topic: s.topics.partitions})
     say(f"bench rebuild: publishing {n_products:,} product labels to {labels_topic} ...")
     publish_s = _publish(s, labels_topic, n_products, run, say)
     plain_prefix, view_prefix = f"bench-{run}-plain", f"bench-{run}-view"
@@ -271,7 +271,7 @@ def bench_rebuild(
     plain_per_s = n_products / plain_s if plain_s > 0 else 0.0
     return {
         "products": n_products,
-        "partitions": s.topic_partitions,
+        "partitions": s.topics.partitions,
         "publish_s": round(publish_s, 2),
         "plain_writes": {"seconds": round(plain_s, 3), "per_s": round(plain_per_s, 1)},
         "rebuild": {

@@ -292,7 +292,7 @@ def evaluate_recommendations(
 ) -> RecsEvaluation:
     """Simulate ``days``, train on the first 10/12, score the rest against popularity."""
     started = time.monotonic()
-    cfg = cfg or RecommendConfig(southern_regions=get_settings().southern_regions)
+    cfg = cfg or RecommendConfig(southern_regions=get_settings().orders.southern_regions)
     sim = simulate(
         catalogue("eval"), start=START, days=days, orders_per_day=orders_per_day, seed=seed
     )

@@ -115,7 +115,7 @@ def run_search_bench(n_vectors: int = 100_000, model_dir: Path | None = None) ->
         raise click.ClickException(f"bench search needs {DEFAULT_DATA}/train.txt")
     real = real_descriptors(_engine(model_dir), DEFAULT_DATA, _cache_dir())
     rows = bench_search(real, n=n_vectors)
-    served = f"usearch hnsw f16 M=16 ef={get_settings().search_expansion}"
+    served = f"usearch hnsw f16 M=16 ef={get_settings().search.expansion}"
     row = next((r for r in rows if r.index == served), None)
     summary = {}
     if row is not None:
@@ -171,7 +171,7 @@ def similar_click(
     from streams.settings import get_settings  # noqa: PLC0415
 
     s = get_settings()
-    base = url or f"http://{s.web_host}:{s.web_port}"
+    base = url or f"http://{s.web.host}:{s.web.port}"
     query = f"?k={k}" + (f"&category={category}" if category else "")
     req = urllib.request.Request(f"{base}/similar{query}", data=image.read_bytes(), method="POST")
     try:

@@ -5,9 +5,10 @@ jars (resolved once from Maven Central by ``deploy/local/pom.xml`` into a cache
 outside the repository) and Debian's ``redis-server``. ``up`` is idempotent,
 waits until both servers answer, and creates the project's topics
 (:data:`streams.worker.topics.TOPICS`); ``down`` stops only the processes whose
-pid files this module wrote. Ports and the state directory are settings, so a
-test run can start its own stack on free ports beside one a person started by
-hand.
+pid files this module wrote. Its ports, Kafka version and heap are
+:class:`StackSettings`, read from ``VITRINE_*`` like the rest but by nothing
+that runs in production; with the state directory they let a test run start
+its own stack on free ports beside one a person started by hand.
 
 A *secure* stack (``Stack(..., secure=True)``, ``vitrine stack up --secure``)
 adds, beside the plaintext listeners, a Kafka SASL_SSL listener
@@ -44,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
-from streams.settings import Settings
+from streams.settings import Settings, group_config
 from streams.tools.certs import StackCerts, TlsError, make_certs, read_or_create_secret
 from streams.worker.topics import topic_configs, topic_partitions
 
@@ -53,6 +55,7 @@ __all__ = [
     "SECURE_USER",
     "Stack",
     "StackError",
+    "StackSettings",
     "StackStatus",
     "create_topics",
     "free_ports",
@@ -71,6 +74,22 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 #: The SASL and Redis ACL user of a secure stack.
 SECURE_USER = "vitrine"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+class StackSettings(BaseSettings):
+    """The local stack's own settings (``VITRINE_KAFKA_PORT``, ...): its servers, not a client's."""
+
+    model_config = group_config("VITRINE_")
+
+    kafka_version: str = "3.9.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap_mb: int = 768
+    redis_port: int = 6379
+    # Listeners of a secured stack (`vitrine stack up --secure`), beside the
+    # plaintext ones: Kafka SASL_SSL (SCRAM-SHA-512) and Redis TLS.
+    kafka_sasl_ssl_port: int = 9095
+    redis_tls_port: int = 6390
 
 
 class StackError(RuntimeError):
@@ -102,9 +121,9 @@ def _pom_path() -> Path:
     )
 
 
-def resolve_kafka_jars(settings: Settings) -> Path:
+def resolve_kafka_jars(state_dir: Path, kafka_version: str) -> Path:
     """Return the directory of Kafka's runtime jars, resolving them with Maven once."""
-    libs = settings.state_dir / "kafka-jars" / settings.kafka_version
+    libs = state_dir / "kafka-jars" / kafka_version
     marker = libs / ".complete"
     if marker.exists():
         return libs
@@ -114,14 +133,14 @@ def resolve_kafka_jars(settings: Settings) -> Path:
     tmp = libs.with_name(libs.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    logger.info("resolving Kafka %s jars from Maven Central into %s", settings.kafka_version, libs)
+    logger.info("resolving Kafka %s jars from Maven Central into %s", kafka_version, libs)
     cmd = [
         mvn,
         "-B",
         "-q",
         "-f",
         str(_pom_path()),
-        f"-Dkafka.version={settings.kafka_version}",
+        f"-Dkafka.version={kafka_version}",
         _DEPENDENCY_PLUGIN,
         "-DincludeScope=runtime",
         f"-DoutputDirectory={tmp}",
@@ -170,13 +189,23 @@ def _read_pid(path: Path) -> int | None:
 
 
 class Stack:
-    """One native Kafka + Redis pair, identified by its ports."""
+    """One native Kafka + Redis pair, identified by its ports.
+
+    ``settings`` are the clients' (state directory, topics, record size);
+    ``local`` the servers' own (unset: read from the environment).
+    """
 
     def __init__(
-        self, settings: Settings, name: str | None = None, *, secure: bool = False
+        self,
+        settings: Settings,
+        name: str | None = None,
+        *,
+        local: StackSettings | None = None,
+        secure: bool = False,
     ) -> None:
         self.settings = settings
-        self.name = name or f"k{settings.kafka_port}-r{settings.redis_port}"
+        self.local = local or StackSettings()
+        self.name = name or f"k{self.local.kafka_port}-r{self.local.redis_port}"
         self.root = settings.state_dir / "stack" / self.name
         self.secure = secure
 
@@ -198,11 +227,11 @@ class Stack:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"127.0.0.1:{self.local.kafka_port}"
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.settings.redis_port}/0"
+        return f"redis://127.0.0.1:{self.local.redis_port}/0"
 
     # --- a secure stack: what a client needs ---------------------------------
     @property
@@ -218,12 +247,12 @@ class Stack:
     @property
     def secure_bootstrap_servers(self) -> str:
         """The SASL_SSL listener."""
-        return f"127.0.0.1:{self.settings.kafka_sasl_ssl_port}"
+        return f"127.0.0.1:{self.local.kafka_sasl_ssl_port}"
 
     @property
     def secure_redis_url(self) -> str:
         """Redis over TLS as the ACL user (the password is a separate setting)."""
-        return f"rediss://{SECURE_USER}@127.0.0.1:{self.settings.redis_tls_port}/0"
+        return f"rediss://{SECURE_USER}@127.0.0.1:{self.local.redis_tls_port}/0"
 
     def _password_file(self, server: str) -> Path:
         return self.root / "secrets" / f"{server}.password"
@@ -284,12 +313,12 @@ class Stack:
     def status(self) -> list[StackStatus]:
         """The state of both servers."""
         out = []
-        listeners = [("kafka", "kafka", self.settings.kafka_port)]
+        listeners = [("kafka", "kafka", self.local.kafka_port)]
         if self.secure:
-            listeners.append(("kafka", "kafka-sasl-ssl", self.settings.kafka_sasl_ssl_port))
-        listeners.append(("redis", "redis", self.settings.redis_port))
+            listeners.append(("kafka", "kafka-sasl-ssl", self.local.kafka_sasl_ssl_port))
+        listeners.append(("redis", "redis", self.local.redis_port))
         if self.secure:
-            listeners.append(("redis", "redis-tls", self.settings.redis_tls_port))
+            listeners.append(("redis", "redis-tls", self.local.redis_tls_port))
         for server, label, port in listeners:
             pid = self._running_pid(server)
             out.append(
@@ -376,7 +405,7 @@ class Stack:
         cmd = [
             binary,
             "--port",
-            str(self.settings.redis_port),
+            str(self.local.redis_port),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -393,7 +422,7 @@ class Stack:
             "volatile-lru",
             *(self._redis_secure_args() if self.secure else []),
         ]
-        self._spawn("redis", cmd, self.redis_dir, self.settings.redis_port)
+        self._spawn("redis", cmd, self.redis_dir, self.local.redis_port)
 
     def _redis_secure_args(self) -> list[str]:
         """TLS port and ACL file; the password is in the 0600 file, not on the command line."""
@@ -404,7 +433,7 @@ class Stack:
         certs = self.certs
         return [
             "--aclfile", str(acl),
-            "--tls-port", str(self.settings.redis_tls_port),
+            "--tls-port", str(self.local.redis_tls_port),
             "--tls-cert-file", str(certs.server_cert),
             "--tls-key-file", str(certs.server_key),
             "--tls-ca-cert-file", str(certs.ca_file),
@@ -422,7 +451,7 @@ class Stack:
             return
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.settings.redis_port), 1) as s:
+                with socket.create_connection(("127.0.0.1", self.local.redis_port), 1) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
                         return
@@ -471,7 +500,7 @@ class Stack:
     def _write_kafka_config(self) -> Path:
         data = self.kafka_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        port, cport = self.settings.kafka_port, self.settings.kafka_controller_port
+        port, cport = self.local.kafka_port, self.local.kafka_controller_port
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -482,14 +511,14 @@ class Stack:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(data),
-            "num.partitions": str(self.settings.topic_partitions),
+            "num.partitions": str(self.settings.topics.partitions),
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "8",
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
-            "message.max.bytes": str(self.settings.kafka_max_message_bytes + 64 * 1024),
+            "message.max.bytes": str(self.settings.kafka.max_message_bytes + 64 * 1024),
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 1024 * 1024),
             # The cleaner looks for dirty compacted logs every second, not every 15 s
@@ -519,8 +548,8 @@ class Stack:
 
     def _sasl_ssl_props(self) -> dict[str, str]:
         """The SASL_SSL listener beside the plaintext one (which brokers and tools keep)."""
-        port, sport = self.settings.kafka_port, self.settings.kafka_sasl_ssl_port
-        cport = self.settings.kafka_controller_port
+        port, sport = self.local.kafka_port, self.local.kafka_sasl_ssl_port
+        cport = self.local.kafka_controller_port
         certs = self.certs
         keystore_password = read_or_create_secret(certs.keystore_password_file)
         return {
@@ -570,11 +599,11 @@ class Stack:
         if self._running_pid("kafka") is not None:
             logger.info("kafka already running (pid file %s)", self._pid_file("kafka"))
             return
-        libs = resolve_kafka_jars(self.settings)
+        libs = resolve_kafka_jars(self.settings.state_dir, self.local.kafka_version)
         conf = self._write_kafka_config()
         self._format_storage(libs, conf)
-        cmd = self._java(libs, "kafka.Kafka", str(conf), heap_mb=self.settings.kafka_heap_mb)
-        self._spawn("kafka", cmd, self.kafka_dir, self.settings.kafka_port)
+        cmd = self._java(libs, "kafka.Kafka", str(conf), heap_mb=self.local.kafka_heap_mb)
+        self._spawn("kafka", cmd, self.kafka_dir, self.local.kafka_port)
 
     def _format_storage(self, libs: Path, conf: Path) -> None:
         """Format the KRaft storage once; a secure stack's with the SCRAM credential."""
@@ -620,10 +649,10 @@ class Stack:
         from kafka.errors import KafkaError  # noqa: PLC0415
 
         listeners: list[tuple[int, dict[str, Any]]] = [
-            (self.settings.kafka_port, {"bootstrap_servers": self.bootstrap_servers})
+            (self.local.kafka_port, {"bootstrap_servers": self.bootstrap_servers})
         ]
         if self.secure:
-            listeners.append((self.settings.kafka_sasl_ssl_port, self.secure_admin_config()))
+            listeners.append((self.local.kafka_sasl_ssl_port, self.secure_admin_config()))
         for port, config in listeners:
             while True:
                 self._check_alive("kafka")

@@ -83,7 +83,7 @@ def train_command(
         categories_file=categories,
         seed=seed,
         cache_dir=None if no_cache else (cache_dir or settings.state_dir / "features"),
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.model.intra_op_threads,
         progress=progress,
     )
     try:
@@ -182,13 +182,13 @@ def evaluate_command(
             Path(model_dir),
             Path(data),
             class_map=class_map,
-            providers=settings.providers,
-            intra_op_threads=settings.intra_op_threads,
-            batch_size=batch_size or settings.max_batch_size,
+            providers=settings.model.providers,
+            intra_op_threads=settings.model.intra_op_threads,
+            batch_size=batch_size or settings.model.max_batch_size,
             throughput_images=throughput_images,
             throughput_baselines=baselines,
             progress=progress,
-            precision=precision or settings.precision,
+            precision=precision or settings.model.precision,
         )
     except (InferenceError, ValueError, OSError) as exc:
         click.echo(f"vitrine evaluate: {exc}", err=True)

@@ -35,21 +35,21 @@ def security_env(settings: Settings) -> dict[str, str]:
     :func:`isolated_env` drops inherited ``VITRINE_*`` variables; a tool that
     starts a worker against a secured cluster passes these on explicitly.
     """
-    env: dict[str, str] = {"VITRINE_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol.startswith("SASL"):
+    env: dict[str, str] = {"VITRINE_KAFKA_SECURITY_PROTOCOL": settings.kafka.security_protocol}
+    if settings.kafka.security_protocol.startswith("SASL"):
         env |= {
-            "VITRINE_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
-            "VITRINE_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
-            "VITRINE_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.get_secret_value(),
+            "VITRINE_KAFKA_SASL_MECHANISM": settings.kafka.sasl_mechanism,
+            "VITRINE_KAFKA_SASL_USERNAME": settings.kafka.sasl_username,
+            "VITRINE_KAFKA_SASL_PASSWORD": settings.kafka.sasl_password.get_secret_value(),
         }
     files = {
-        "VITRINE_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
-        "VITRINE_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
-        "VITRINE_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
-        "VITRINE_REDIS_SSL_CAFILE": settings.redis_ssl_cafile,
+        "VITRINE_KAFKA_SSL_CAFILE": settings.kafka.ssl_cafile,
+        "VITRINE_KAFKA_SSL_CERTFILE": settings.kafka.ssl_certfile,
+        "VITRINE_KAFKA_SSL_KEYFILE": settings.kafka.ssl_keyfile,
+        "VITRINE_REDIS_SSL_CAFILE": settings.redis.ssl_cafile,
     }
     env |= {name: str(path) for name, path in files.items() if path is not None}
-    if password := settings.redis_password.get_secret_value():
+    if password := settings.redis.password.get_secret_value():
         env["VITRINE_REDIS_PASSWORD"] = password
     return env
 
@@ -171,18 +171,18 @@ def ensure_worker(
     how to start one. A worker started here logs to ``state_dir/log_name`` and
     is stopped on exit.
     """
-    if worker_ready(settings.web_host, settings.web_port):
-        print(f"using the worker on {settings.web_host}:{settings.web_port}")
+    if worker_ready(settings.web.host, settings.web.port):
+        print(f"using the worker on {settings.web.host}:{settings.web.port}")
         yield
         return
     if not start:
         raise SystemExit(
-            f"no worker answers on {settings.web_host}:{settings.web_port}; "
+            f"no worker answers on {settings.web.host}:{settings.web.port}; "
             "start one with `vitrine worker` or drop --no-worker"
         )
     log_path = settings.state_dir / log_name
     print(f"starting a worker (log: {log_path})")
-    worker = WorkerProcess(dict(os.environ, **(env or {})), log_path, web_port=settings.web_port)
+    worker = WorkerProcess(dict(os.environ, **(env or {})), log_path, web_port=settings.web.port)
     try:
         worker.start(timeout_s)
         yield

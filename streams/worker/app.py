@@ -73,15 +73,15 @@ logger = logging.getLogger(__name__)
 
 def _faust_app(s: Settings) -> VitrineApp:
     app = VitrineApp(
-        s.app_id,
-        broker=["kafka://" + h for h in s.kafka_brokers],
+        s.kafka.app_id,
+        broker=["kafka://" + h for h in s.kafka.brokers],
         broker_credentials=faust_credentials(s),
         store="memory://",
         datadir=str(s.state_dir / "faust"),
         key_serializer="raw",
         value_serializer="raw",
-        topic_partitions=s.topic_partitions,
-        topic_replication_factor=s.topic_replication_factor,
+        topic_partitions=s.topics.partitions,
+        topic_replication_factor=s.topics.replication_factor,
         topic_allow_declare=True,
         broker_commit_interval=1.0,
         producer_acks=-1,
@@ -90,32 +90,32 @@ def _faust_app(s: Settings) -> VitrineApp:
         # the default 16 KiB that paces output by broker round trips every ~20
         # records (measured: ~600 enriched orders/s). One MiB batches remove it.
         producer_max_batch_size=1024 * 1024,
-        producer_max_request_size=s.kafka_max_message_bytes + 64 * 1024,
+        producer_max_request_size=s.kafka.max_message_bytes + 64 * 1024,
         producer_compression_type=(
-            None if s.kafka_compression_type == "none" else s.kafka_compression_type
+            None if s.kafka.compression_type == "none" else s.kafka.compression_type
         ),
         consumer_auto_offset_reset="earliest",
         # Static membership and a session timeout shorter than Faust's 60 s: a
         # worker killed and started again resumes at once (docs/OPERATIONS.md,
         # "Restarts and consumer groups").
         consumer_group_instance_id=s.group_instance_id,
-        broker_session_timeout=s.kafka_session_timeout_ms / 1000,
-        broker_heartbeat_interval=s.kafka_heartbeat_interval_ms / 1000,
+        broker_session_timeout=s.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=s.kafka.heartbeat_interval_ms / 1000,
         stream_wait_empty=True,
         agent_supervisor=mode.CrashingSupervisor,
-        web_host=s.web_host,
-        web_port=s.web_port,
+        web_host=s.web.host,
+        web_port=s.web.port,
         web_in_thread=False,
         # POST /similar takes an image: as large as a listing's may be (aiohttp: 1 MiB).
-        web_application_options={"client_max_size": s.max_image_bytes + 64 * 1024},
+        web_application_options={"client_max_size": s.images.max_image_bytes + 64 * 1024},
         table_cleanup_interval=60.0,
     )
     app.shutdown_timeout_s = s.shutdown_timeout_s
     app.settings = s
-    app.fetch_max_wait_ms = s.kafka_fetch_max_wait_ms
+    app.fetch_max_wait_ms = s.kafka.fetch_max_wait_ms
     logger.info(
         "consumer groups: instance id %s, session timeout %d ms",
-        s.group_instance_id or "none (dynamic membership)", s.kafka_session_timeout_ms,
+        s.group_instance_id or "none (dynamic membership)", s.kafka.session_timeout_ms,
     )  # fmt: skip
     return app
 
@@ -130,7 +130,7 @@ def _add_label_images(
         rt = await runtime.ready()
         step = BatchStep(
             agent="label_images",
-            out_topic=s.topic_product_labels,
+            out_topic=s.topics.product_labels,
             process=rt.labeller.process,
             route=route(
                 delivery,
@@ -149,8 +149,8 @@ def _add_label_images(
             await handle_batch(step, records, delivery, after)
 
         await run_batches(
-            stream, handle, max_size=s.max_batch_size,
-            max_latency_ms=s.max_batch_latency_ms, in_flight=s.image_batches_in_flight,
+            stream, handle, max_size=s.model.max_batch_size,
+            max_latency_ms=s.model.max_batch_latency_ms, in_flight=s.model.image_batches_in_flight,
         )  # fmt: skip
 
     return label_images
@@ -171,7 +171,7 @@ def _order_consumer(
             step_.append(
                 BatchStep(
                     agent="enrich_orders",
-                    out_topic=s.topic_orders_enriched,
+                    out_topic=s.topics.orders_enriched,
                     process=runtime.enricher.process,
                     route=route(
                         delivery,
@@ -179,22 +179,22 @@ def _order_consumer(
                         topics.orders_dlq.get_topic_name(),
                     ),
                     batch_outputs=sales_deltas(
-                        delivery, topics.deltas.get_topic_name(), s.sales_window_s
+                        delivery, topics.deltas.get_topic_name(), s.orders.sales_window_s
                     ),
                 )
             )
         await handle_batch(step_[0], records, delivery)
 
     return BatchConsumer(
-        topics=[s.topic_orders],
-        group_id=s.order_consumer_group,
+        topics=[s.topics.orders],
+        group_id=s.kafka.order_consumer_group,
         handle=enrich_orders,
         client_config=aiokafka_config(s),
-        max_records=s.order_max_batch_size,
-        max_latency_ms=s.order_max_batch_latency_ms,
+        max_records=s.orders.max_batch_size,
+        max_latency_ms=s.orders.max_batch_latency_ms,
         before_start=runtime.ready,
         # Orders were consumed in the Faust group before: start where it stopped.
-        inherit_offsets_from=s.app_id,
+        inherit_offsets_from=s.kafka.app_id,
         membership=group_membership(s),
     )
 
@@ -231,14 +231,14 @@ def _search_follower(topics: Topics, runtime: Runtime, s: Settings) -> Embedding
         if rt.projection is None:
             return None
         return SearchIndex(
-            rt.projection.dims, rt.engine.model_version, expansion_search=s.search_expansion
+            rt.projection.dims, rt.engine.model_version, expansion_search=s.search.expansion
         )
 
     return EmbeddingFollower(
         topic=topics.embeddings.get_topic_name(),
         client_config=aiokafka_config(s),
         build=build,
-        snapshot=s.search_snapshot_dir,
+        snapshot=s.search.snapshot_dir,
     )
 
 
@@ -250,7 +250,7 @@ def _view_builder(topics: Topics, runtime: Runtime, s: Settings) -> ViewBuilder:
         cache=runtime.cache,
         recommender=runtime.recommender,
         client_config=aiokafka_config(s),
-        group_id=s.views_consumer_group,
+        group_id=s.kafka.views_consumer_group,
         membership=group_membership(s),
     )
     runtime.coverage = views

@@ -124,14 +124,14 @@ class LabelCache:
     def from_settings(cls, s: Settings) -> LabelCache:
         """The cache the ``redis_*`` settings describe (the worker's, and the tools')."""
         return cls(
-            s.redis_url,
-            ttl_s=s.redis_ttl_s,
-            timeout_ms=s.redis_timeout_ms,
-            prefix=s.redis_key_prefix,
-            password=s.redis_password.get_secret_value(),
-            ssl_cafile=str(s.redis_ssl_cafile) if s.redis_ssl_cafile else None,
-            cluster=s.redis_cluster,
-            cluster_failover_ms=s.redis_cluster_failover_ms,
+            s.redis.url,
+            ttl_s=s.redis.ttl_s,
+            timeout_ms=s.redis.timeout_ms,
+            prefix=s.redis.key_prefix,
+            password=s.redis.password.get_secret_value(),
+            ssl_cafile=str(s.redis.ssl_cafile) if s.redis.ssl_cafile else None,
+            cluster=s.redis.cluster,
+            cluster_failover_ms=s.redis.cluster_failover_ms,
         )
 
     @property

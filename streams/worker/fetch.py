@@ -101,11 +101,11 @@ class FetchPolicy:
     def from_settings(cls, settings: Settings) -> FetchPolicy:
         """Build the policy from ``VITRINE_IMAGE_*`` settings."""
         return cls(
-            allowed_hosts=settings.allowed_hosts,
-            file_root=settings.image_file_root,
-            max_bytes=settings.max_image_bytes,
-            timeout_s=settings.image_fetch_timeout_ms / 1000,
-            allow_private_addresses=settings.image_fetch_allow_private_addresses,
+            allowed_hosts=settings.images.allowed_hosts,
+            file_root=settings.images.file_root,
+            max_bytes=settings.images.max_image_bytes,
+            timeout_s=settings.images.fetch_timeout_ms / 1000,
+            allow_private_addresses=settings.images.fetch_allow_private_addresses,
         )
 
 

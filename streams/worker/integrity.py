@@ -91,10 +91,11 @@ class IntegrityConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> IntegrityConfig:
         """The ``near_duplicate_*`` and ``category_mismatch_*`` settings."""
+        i = s.integrity
         return cls(
-            rule=DuplicateRule(s.near_duplicate_max_hamming, s.near_duplicate_min_cosine),
-            max_candidates=s.near_duplicate_max_candidates,
-            category_min_score=s.category_mismatch_min_score,
+            rule=DuplicateRule(i.near_duplicate_max_hamming, i.near_duplicate_min_cosine),
+            max_candidates=i.near_duplicate_max_candidates,
+            category_min_score=i.category_mismatch_min_score,
         )
 
 

@@ -48,25 +48,25 @@ class KafkaAccessError(RuntimeError):
 
 def sasl_config(settings: Settings) -> dict[str, Any]:
     """SASL mechanism and credentials, the same keywords in kafka-python and aiokafka."""
-    if not settings.kafka_security_protocol.startswith("SASL"):
+    if not settings.kafka.security_protocol.startswith("SASL"):
         return {}
     return {
-        "sasl_mechanism": settings.kafka_sasl_mechanism,
-        "sasl_plain_username": settings.kafka_sasl_username,
-        "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        "sasl_mechanism": settings.kafka.sasl_mechanism,
+        "sasl_plain_username": settings.kafka.sasl_username,
+        "sasl_plain_password": settings.kafka.sasl_password.get_secret_value(),
     }
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context for SSL and SASL_SSL (CA, and a client certificate if set)."""
-    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+    if settings.kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    cafile = str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None
     context = ssl.create_default_context(cafile=cafile)
-    if settings.kafka_ssl_certfile:
+    if settings.kafka.ssl_certfile:
         context.load_cert_chain(
-            str(settings.kafka_ssl_certfile),
-            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            str(settings.kafka.ssl_certfile),
+            str(settings.kafka.ssl_keyfile) if settings.kafka.ssl_keyfile else None,
         )
     return context
 
@@ -74,12 +74,12 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def aiokafka_config(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for an aiokafka client: brokers, security, message size."""
     conf: dict[str, Any] = {
-        "bootstrap_servers": list(settings.kafka_brokers),
-        "client_id": settings.app_id,
-        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_servers": list(settings.kafka.brokers),
+        "client_id": settings.kafka.app_id,
+        "security_protocol": settings.kafka.security_protocol,
         "ssl_context": ssl_context(settings),
-        "max_partition_fetch_bytes": settings.kafka_max_message_bytes + 64 * 1024,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka.max_message_bytes + 64 * 1024,
+        "fetch_max_wait_ms": settings.kafka.fetch_max_wait_ms,
     }
     conf.update(sasl_config(settings))
     return conf
@@ -93,25 +93,25 @@ def group_membership(settings: Settings) -> dict[str, Any]:
     back without a rebalance; with an id it also sends no LeaveGroup on stop.
     """
     return {
-        "session_timeout_ms": settings.kafka_session_timeout_ms,
-        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "session_timeout_ms": settings.kafka.session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka.heartbeat_interval_ms,
         "group_instance_id": settings.group_instance_id,
     }
 
 
 def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials``: None for PLAINTEXT, else TLS and/or SASL."""
-    proto = settings.kafka_security_protocol
+    proto = settings.kafka.security_protocol
     if proto == "PLAINTEXT":
         return None
     context = ssl_context(settings)
     if proto == "SSL":
         return faust.SSLCredentials(context)
     return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password.get_secret_value(),
+        username=settings.kafka.sasl_username,
+        password=settings.kafka.sasl_password.get_secret_value(),
         ssl_context=context,
-        mechanism=settings.kafka_sasl_mechanism,
+        mechanism=settings.kafka.sasl_mechanism,
     )
 
 
@@ -129,7 +129,7 @@ def _split_host_port(broker: str) -> tuple[str, int]:
 def tls_refused_message(broker: str, settings: Settings, exc: ssl.SSLError) -> str:
     """Why a TLS handshake failed, naming the setting that decides it."""
     reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-    cafile = settings.kafka_ssl_cafile or "unset: the system CAs"
+    cafile = settings.kafka.ssl_cafile or "unset: the system CAs"
     return (
         f"Kafka at {broker}: the TLS handshake failed ({reason}); the broker's certificate "
         f"must be signed by the CA in kafka_ssl_cafile={cafile} (VITRINE_KAFKA_SSL_CAFILE) "
@@ -141,7 +141,7 @@ def sasl_refused_message(broker: str, settings: Settings) -> str:
     """Why SASL authentication failed, naming the settings (never the password)."""
     return (
         f"Kafka at {broker} refused the SASL credentials of user "
-        f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}); check "
+        f"{settings.kafka.sasl_username!r} ({settings.kafka.sasl_mechanism}); check "
         "kafka_sasl_username and kafka_sasl_password (VITRINE_KAFKA_SASL_USERNAME, "
         "VITRINE_KAFKA_SASL_PASSWORD) and kafka_sasl_mechanism (VITRINE_KAFKA_SASL_MECHANISM)"
     )
@@ -155,18 +155,18 @@ async def check_kafka_access(settings: Settings, timeout_s: float = 10.0) -> Non
     the clients' own retries (a cluster that is starting is not an error).
     Does nothing for PLAINTEXT.
     """
-    if settings.kafka_security_protocol == "PLAINTEXT":
+    if settings.kafka.security_protocol == "PLAINTEXT":
         return
     conf = aiokafka_config(settings)
     keys = ("ssl_context", "security_protocol", *sasl_config(settings))
-    for broker in settings.kafka_brokers:
+    for broker in settings.kafka.brokers:
         host, port = _split_host_port(broker)
         try:
             conn = await asyncio.wait_for(
                 create_conn(
                     host,
                     port,
-                    client_id=settings.app_id,
+                    client_id=settings.kafka.app_id,
                     request_timeout_ms=int(timeout_s * 1000),
                     **{k: conf[k] for k in keys},
                 ),

@@ -19,7 +19,9 @@ __all__ = ["build_engine", "image_limits"]
 
 def image_limits(settings: Settings) -> ImageLimits:
     """The image limits the settings ask for (``VITRINE_MAX_IMAGE_BYTES``/``_PIXELS``)."""
-    return ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return ImageLimits(
+        max_bytes=settings.images.max_image_bytes, max_pixels=settings.images.max_image_pixels
+    )
 
 
 def build_engine(
@@ -36,19 +38,19 @@ def build_engine(
     product model (``grocery-store``). TensorRT engine caches go under ``<state_dir>/trt-cache``.
     Raises :class:`ModelError` when the model cannot be used.
     """
-    manifest = ModelManifest.load(model_dir or settings.model_path or default_model_dir())
+    manifest = ModelManifest.load(model_dir or settings.model.model_path or default_model_dir())
     return Engine(
         manifest,
-        providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        device_id=settings.gpu_device_id,
-        fp16=settings.fp16,
-        precision=precision or settings.precision,
-        top_k=top_k or settings.top_k,
-        max_batch_size=settings.max_batch_size,
+        providers=settings.model.providers,
+        intra_op_threads=settings.model.intra_op_threads,
+        inter_op_threads=settings.model.inter_op_threads,
+        device_id=settings.model.gpu_device_id,
+        fp16=settings.model.fp16,
+        precision=precision or settings.model.precision,
+        top_k=top_k or settings.model.top_k,
+        max_batch_size=settings.model.max_batch_size,
         cache_dir=settings.state_dir / "trt-cache",
         warmup=warmup,
-        confidence_threshold=settings.confidence_threshold,
-        ood_threshold=settings.ood_threshold,
+        confidence_threshold=settings.model.confidence_threshold,
+        ood_threshold=settings.model.ood_threshold,
     )

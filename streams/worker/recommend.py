@@ -129,11 +129,11 @@ class RecommendConfig:
     def from_settings(cls, s: Settings) -> RecommendConfig:
         """The configuration the ``recommend_*`` settings describe."""
         return cls(
-            prefix=s.redis_key_prefix,
-            half_life_days=s.recommend_half_life_days,
-            southern_regions=s.southern_regions,
-            max_members=s.recommend_max_members,
-            max_basket_lines=s.recommend_max_basket_lines,
+            prefix=s.redis.key_prefix,
+            half_life_days=s.recommend.half_life_days,
+            southern_regions=s.orders.southern_regions,
+            max_members=s.recommend.max_members,
+            max_basket_lines=s.recommend.max_basket_lines,
         )
 
     @property

@@ -38,7 +38,7 @@ class Runtime:
         self.declare = list(declare)
         self._ready: asyncio.Future[Runtime] | None = None
         self.executor = ThreadPoolExecutor(
-            max_workers=settings.inference_workers, thread_name_prefix="vitrine-infer"
+            max_workers=settings.model.inference_workers, thread_name_prefix="vitrine-infer"
         )
         # Redis needs no model: the view builder starts with these at once.
         self.cache = LabelCache.from_settings(settings)
@@ -86,7 +86,7 @@ class Runtime:
             self.executor, lambda: build_engine(s, warmup=False)
         )
         # One warm-up, with a full batch, so the first real one does not grow the arenas.
-        await loop.run_in_executor(self.executor, self.engine.warmup, s.max_batch_size)
+        await loop.run_in_executor(self.executor, self.engine.warmup, s.model.max_batch_size)
         self._log_engine()
         self.projection = EmbeddingProjection.for_model(self.engine.manifest)
         self.labeller = ImageLabeller(
@@ -95,8 +95,8 @@ class Runtime:
             self.executor,
             limits=image_limits(s),
             fetch_policy=FetchPolicy.from_settings(s),
-            fetch_retries=s.image_fetch_retries,
-            claim_ttl_ms=s.image_claim_ttl_ms,
+            fetch_retries=s.images.fetch_retries,
+            claim_ttl_ms=s.images.claim_ttl_ms,
             integrity=IntegrityConfig.from_settings(s),
             projection=self.projection,
             integrity_view=self.integrity_view,
@@ -104,9 +104,9 @@ class Runtime:
         )
         self.enricher = OrderEnricher(
             self.cache,
-            label_wait_ms=s.order_label_wait_ms,
-            retry_interval_ms=s.order_label_retry_interval_ms,
-            hold_max_ms=s.order_hold_max_ms,
+            label_wait_ms=s.orders.label_wait_ms,
+            retry_interval_ms=s.orders.label_retry_interval_ms,
+            hold_max_ms=s.orders.hold_max_ms,
             coverage=self.coverage,
         )
         return self
@@ -126,8 +126,8 @@ class Runtime:
             engine.model_version,
             engine.provider,
             engine.device,
-            self.settings.max_batch_size,
-            self.settings.max_batch_latency_ms,
+            self.settings.model.max_batch_size,
+            self.settings.model.max_batch_latency_ms,
         )
 
     async def close(self) -> None:

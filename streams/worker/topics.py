@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from streams.settings import Settings
+from streams.settings import Settings, TopicSettings
 
 if TYPE_CHECKING:
     import faust
@@ -36,10 +36,11 @@ class TopicSpec:
 
     #: Its field on :class:`Topics`.
     field: str
-    #: The setting that names it (``topic_product_images``); ``None`` for the
-    #: worker's internal topics, named after ``app_id``.
+    #: Its field of :class:`TopicSettings` (``product_images``, read from
+    #: ``VITRINE_TOPIC_PRODUCT_IMAGES``); ``None`` for the worker's internal
+    #: topics, named after ``kafka.app_id``.
     setting: str | None
-    #: Internal topics only: the name from ``app_id``.
+    #: Internal topics only: the name from ``kafka.app_id``.
     internal_name: Callable[[Settings], str] | None = None
     #: ``cleanup.policy`` includes ``compact``: a record replaces the earlier ones of its key.
     compact: bool = False
@@ -51,7 +52,7 @@ class TopicSpec:
     def name(self, s: Settings) -> str:
         """The topic's name under ``s``."""
         if self.setting is not None:
-            return str(getattr(s, self.setting))
+            return str(getattr(s.topics, self.setting))
         assert self.internal_name is not None
         return self.internal_name(s)
 
@@ -69,34 +70,34 @@ class TopicSpec:
 def _history(s: Settings) -> timedelta:
     # Compacted (one record per order) and deleted after the history the
     # recommendations count.
-    return timedelta(days=s.recommend_history_days)
+    return timedelta(days=s.recommend.history_days)
 
 
 #: Every topic the worker reads or writes, but Faust's own.
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("images", "topic_product_images", agent_input=True),
-    TopicSpec("orders", "topic_orders"),
+    TopicSpec("images", "product_images", agent_input=True),
+    TopicSpec("orders", "orders"),
     # The records the Redis views are rebuilt from (streams.worker.views).
-    TopicSpec("labels", "topic_product_labels", compact=True),
-    TopicSpec("enriched", "topic_orders_enriched", compact=True, retention=_history),
+    TopicSpec("labels", "product_labels", compact=True),
+    TopicSpec("enriched", "orders_enriched", compact=True, retention=_history),
     # Keyed category|region|window_start: compaction keeps every window's latest value.
-    TopicSpec("sales", "topic_category_sales", compact=True),
-    TopicSpec("images_dlq", "topic_product_images_dlq"),
-    TopicSpec("orders_dlq", "topic_orders_dlq"),
-    TopicSpec("review", "topic_product_review"),
-    TopicSpec("listing_review", "topic_listing_review"),
+    TopicSpec("sales", "category_sales", compact=True),
+    TopicSpec("images_dlq", "product_images_dlq"),
+    TopicSpec("orders_dlq", "orders_dlq"),
+    TopicSpec("review", "product_review"),
+    TopicSpec("listing_review", "listing_review"),
     # Never compacted: each record is a delta to add. The runtime declares it
     # too, so that the order consumer can write it before aggregate_sales starts.
-    TopicSpec("deltas", None, internal_name=lambda s: f"{s.app_id}-sales-deltas"),
-    TopicSpec("embeddings", "topic_product_embeddings", compact=True),
+    TopicSpec("deltas", None, internal_name=lambda s: f"{s.kafka.app_id}-sales-deltas"),
+    TopicSpec("embeddings", "product_embeddings", compact=True),
     # The integrity index's record.
-    TopicSpec("fingerprints", "topic_listing_fingerprints", compact=True),
+    TopicSpec("fingerprints", "listing_fingerprints", compact=True),
 )
 
 
 def topic_partitions(s: Settings) -> dict[str, int]:
     """The topics named by settings (the ones created in advance) and their partition counts."""
-    return {t.name(s): s.topic_partitions for t in TOPICS if t.setting is not None}
+    return {t.name(s): s.topics.partitions for t in TOPICS if t.setting is not None}
 
 
 def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
@@ -105,13 +106,9 @@ def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
 
 
 def topic_settings() -> dict[str, str]:
-    """Each topic setting without its prefix (``product_images``) -> its default name."""
-    defaults = Settings.model_fields
-    return {
-        t.setting.removeprefix("topic_"): str(defaults[t.setting].default)
-        for t in TOPICS
-        if t.setting is not None
-    }
+    """Each topic setting (``product_images``) -> its default name."""
+    defaults = TopicSettings.model_fields
+    return {t.setting: str(defaults[t.setting].default) for t in TOPICS if t.setting is not None}
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ class Topics:
                 kw["compacting"] = True
             if spec.retention is not None:
                 kw.update(deleting=True, retention=spec.retention(s))
-            return app.topic(spec.name(s), internal=True, partitions=s.topic_partitions, **kw)
+            return app.topic(spec.name(s), internal=True, partitions=s.topics.partitions, **kw)
 
         return cls(**{spec.field: topic(spec) for spec in TOPICS})
 

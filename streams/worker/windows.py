@@ -322,20 +322,20 @@ class SalesAggregation:
     """
 
     def __init__(self, app: faust.App, s: Settings, delivery: Delivery) -> None:
-        self.windows = SalesWindows(s.sales_window_s)
-        self.window = EventTimeWindow(s.sales_window_s, s.sales_window_expires_s)
+        self.windows = SalesWindows(s.orders.sales_window_s)
+        self.window = EventTimeWindow(s.orders.sales_window_s, s.orders.sales_window_expires_s)
         self.table = (
             app.Table(
                 "category-sales-windows",
                 default=dict,
                 schema=faust.Schema(key_serializer="json", value_serializer="json"),
-                partitions=s.topic_partitions,
+                partitions=s.topics.partitions,
             )
             .using_window(self.window)
             .relative_to(lambda event: decode_delta(event.value).timestamp_s)  # type: ignore[attr-defined]
         )
         self.delivery = delivery
-        self.sales_topic = s.topic_category_sales
+        self.sales_topic = s.topics.category_sales
 
     async def aggregate(self, events: AsyncIterator[Any]) -> None:
         """Fold each delta event into its window; a delta for an expired window is late."""

@@ -22,7 +22,7 @@ def test_stack_status_reports_both_servers_up(kafka_stack: LocalStack) -> None:
     states = {s.name: s for s in kafka_stack.stack.status()}
     assert states["kafka"].running
     assert states["redis"].running
-    assert states["kafka"].address.endswith(str(kafka_stack.settings.kafka_port))
+    assert states["kafka"].address.endswith(str(kafka_stack.stack.local.kafka_port))
 
 
 def test_stack_up_is_idempotent(kafka_stack: LocalStack) -> None:
@@ -87,21 +87,22 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from streams.settings import Settings
+    from streams.settings import Settings, TopicSettings
     from streams.worker.topics import topic_configs, topic_partitions
 
     suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        topic_product_embeddings=f"product-embeddings-{suffix}",
-        topic_category_sales=f"category-sales-{suffix}",
-        topic_product_labels=f"product-labels-{suffix}",
-        topic_orders_enriched=f"orders-enriched-{suffix}",
-        topic_product_review=f"product-review-{suffix}",
-        topic_listing_fingerprints=f"listing-fingerprints-{suffix}",
+    names = TopicSettings(
+        product_embeddings=f"product-embeddings-{suffix}",
+        category_sales=f"category-sales-{suffix}",
+        product_labels=f"product-labels-{suffix}",
+        orders_enriched=f"orders-enriched-{suffix}",
+        product_review=f"product-review-{suffix}",
+        listing_fingerprints=f"listing-fingerprints-{suffix}",
     )
-    assert settings.topic_product_embeddings in topic_partitions(settings)
+    settings = Settings(topics=names)
+    assert names.product_embeddings in topic_partitions(settings)
     configs = topic_configs(settings)
-    specs = dict.fromkeys((*configs, settings.topic_product_review), 1)
+    specs = dict.fromkeys((*configs, names.product_review), 1)
     create_topics(kafka_stack.bootstrap, specs, configs=configs)
     admin = KafkaAdminClient(bootstrap_servers=kafka_stack.bootstrap)
     try:
@@ -112,12 +113,12 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
     policy = {
         name: configs["cleanup.policy"]["value"] for name, configs in described["topic"].items()
     }
-    assert policy[settings.topic_product_embeddings] == "compact"
-    assert policy[settings.topic_category_sales] == "compact"
+    assert policy[names.product_embeddings] == "compact"
+    assert policy[names.category_sales] == "compact"
     # The records the Redis views are rebuilt from.
-    assert policy[settings.topic_product_labels] == "compact"
-    assert policy[settings.topic_orders_enriched] == "compact,delete"
-    assert policy[settings.topic_product_review] == "delete"
-    retention = described["topic"][settings.topic_orders_enriched]["retention.ms"]["value"]
-    assert int(retention) == settings.recommend_history_days * 86_400_000
-    assert policy[settings.topic_listing_fingerprints] == "compact"
+    assert policy[names.product_labels] == "compact"
+    assert policy[names.orders_enriched] == "compact,delete"
+    assert policy[names.product_review] == "delete"
+    retention = described["topic"][names.orders_enriched]["retention.ms"]["value"]
+    assert int(retention) == settings.recommend.history_days * 86_400_000
+    assert policy[names.listing_fingerprints] == "compact"

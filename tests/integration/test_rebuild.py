@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from schemas import codec
-from streams.settings import Settings
+from streams.settings import KafkaSettings, RedisSettings, Settings, TopicSettings
 from streams.tools.rebuild import _label, bench_rebuild, rebuild_views
 from streams.tools.stack import create_topics
 from streams.worker.state import decode_product_state
@@ -23,9 +23,9 @@ def test_bench_rebuild_reports_both_rates_and_the_bytes_per_product(
     kafka_stack: LocalStack,
 ) -> None:
     s = Settings(
-        kafka_bootstrap_servers=kafka_stack.bootstrap,
-        redis_url=kafka_stack.redis_url,
-        topic_partitions=2,
+        kafka=KafkaSettings(bootstrap_servers=kafka_stack.bootstrap),
+        redis=RedisSettings(url=kafka_stack.redis_url),
+        topics=TopicSettings(partitions=2),
     )
     out = bench_rebuild(s, n_products=5000, say=lambda _m: None)
     assert out["rebuild"]["records"] == 5000
@@ -48,28 +48,28 @@ def test_rebuild_with_reset_replaces_a_wrong_view_with_the_record(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     s = Settings(
-        kafka_bootstrap_servers=kafka_stack.bootstrap,
-        redis_url=kafka_stack.redis_url,
-        redis_key_prefix=f"rb-{tag}",
-        app_id=f"rb-{tag}",
-        topic_product_labels=f"product-labels-rb-{tag}",
-        topic_orders_enriched=f"orders-enriched-rb-{tag}",
-        topic_partitions=2,
+        kafka=KafkaSettings(bootstrap_servers=kafka_stack.bootstrap, app_id=f"rb-{tag}"),
+        redis=RedisSettings(url=kafka_stack.redis_url, key_prefix=f"rb-{tag}"),
+        topics=TopicSettings(
+            product_labels=f"product-labels-rb-{tag}",
+            orders_enriched=f"orders-enriched-rb-{tag}",
+            partitions=2,
+        ),
     )
-    create_topics(kafka_stack.bootstrap, {s.topic_product_labels: 2, s.topic_orders_enriched: 2})
+    create_topics(kafka_stack.bootstrap, {s.topics.product_labels: 2, s.topics.orders_enriched: 2})
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=kafka_stack.bootstrap)
     now = datetime.now(UTC)
     labels = [_label(i, tag, now) for i in range(30)]
     for lab in labels:
-        producer.send(s.topic_product_labels, key=lab.product_id.encode(), value=codec.encode(lab))
+        producer.send(s.topics.product_labels, key=lab.product_id.encode(), value=codec.encode(lab))
     producer.flush()
     producer.close()
     with redis.Redis.from_url(kafka_stack.redis_url) as client:
         # A view left wrong by hand (or by an older version): --reset drops it.
         client.set(f"rb-{tag}:product:{labels[0].product_id}", b"not a state")
-        client.hset(f"rb-{tag}:views:offsets", f"{s.topic_product_labels}:0", 10**6)
+        client.hset(f"rb-{tag}:views:offsets", f"{s.topics.product_labels}:0", 10**6)
         result = asyncio.run(rebuild_views(s, reset=True, say=lambda _m: None))
         assert result.records == 30
         for lab in labels:

@@ -125,7 +125,7 @@ def test_planted_pairs_come_first_and_a_new_product_gets_its_category(
 
     # Bounded, and state (no TTL, never evicted): the big basket gave the lemon 12
     # partners, 10 kept.
-    key = f"{s.redis_key_prefix}:rec:{pid['lemon']}"
+    key = f"{s.redis.key_prefix}:rec:{pid['lemon']}"
     with topics.redis_client() as client:
         assert client.zcard(key) == 10
         assert client.ttl(key) == -1

@@ -26,9 +26,9 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas import codec
-from streams.settings import Settings
+from streams.settings import Settings, settings_from_env
 from streams.tools.certs import make_certs
-from streams.tools.stack import Stack, create_topics, free_ports
+from streams.tools.stack import Stack, StackSettings, create_topics, free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics
 from tests.conftest import ROOT
 from tests.events import SAMPLES_DIR, listing, order, photo_bytes
@@ -43,14 +43,15 @@ REFUSAL_BOUND_S = 45.0
 @pytest.fixture(scope="module")
 def secure_stack() -> Iterator[Stack]:
     kp, cp, sp, rp, tp = free_ports(5)
-    settings = Settings(
+    local = StackSettings(
         kafka_port=kp,
         kafka_controller_port=cp,
         kafka_sasl_ssl_port=sp,
         redis_port=rp,
         redis_tls_port=tp,
     )
-    stack = Stack(settings, name=f"sec-{os.getpid()}-{uuid.uuid4().hex[:6]}", secure=True)
+    name = f"sec-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    stack = Stack(Settings(), name=name, local=local, secure=True)
     shutil.rmtree(stack.root, ignore_errors=True)
     try:
         stack.up(timeout_s=240, create_topics=False)
@@ -214,16 +215,8 @@ def test_a_worker_labels_and_enriches_over_sasl_ssl_and_caches_in_tls_redis(
         for line in metrics.splitlines()
         if line.startswith("vitrine_cache_bypassed_total")
     )
-    settings = Settings(**_settings_kwargs(secured.env()))
+    settings = settings_from_env(secured.env())
     assert_no_secret(stack, worker.log_path.read_text(), metrics, repr(settings), str(settings))
-
-
-def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
-    return {
-        k.removeprefix("VITRINE_").lower(): v
-        for k, v in env.items()
-        if k.startswith("VITRINE_") and k.removeprefix("VITRINE_").lower() in Settings.model_fields
-    }
 
 
 def run_tool(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -94,7 +94,7 @@ def test_back_filled_quarter_lands_in_its_windows_and_late_orders_are_not_counte
     assert as_sums(windows) == hand_sums(sim)
     # What `vitrine report` ranks, seasons local to each region's hemisphere.
     for by in DIMENSIONS:
-        rows = rank(windows, by, southern=settings.southern_regions)
+        rows = rank(windows, by, southern=settings.orders.southern_regions)
         assert [row.name for row in rows] == sim.ranking(by)
         assert {row.name: row.revenue for row in rows} == pytest.approx(sim.revenue_by(by))
     assert late_orders(worker) == 0

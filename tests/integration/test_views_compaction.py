@@ -15,7 +15,7 @@ import redis
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from streams.settings import Settings
+from streams.settings import KafkaSettings, RedisSettings, Settings, TopicSettings
 from streams.tools.rebuild import rebuild_views
 from tests.compaction import force_compaction
 from tests.conftest import LocalStack, Topics, consume, make_topics
@@ -107,12 +107,13 @@ def test_views_rebuilt_from_compacted_topics_are_the_views_of_before(
     assert removed[topics.product_labels] > 0, removed
 
     s = Settings(
-        kafka_bootstrap_servers=topics.bootstrap,
-        redis_url=topics.redis_url,
-        redis_key_prefix=prefix,
-        app_id=f"vitrine-test-{topics.suffix}",
-        topic_product_labels=topics.product_labels,
-        topic_orders_enriched=topics.orders_enriched,
+        kafka=KafkaSettings(
+            bootstrap_servers=topics.bootstrap, app_id=f"vitrine-test-{topics.suffix}"
+        ),
+        redis=RedisSettings(url=topics.redis_url, key_prefix=prefix),
+        topics=TopicSettings(
+            product_labels=topics.product_labels, orders_enriched=topics.orders_enriched
+        ),
     )
     asyncio.run(rebuild_views(s, reset=True, say=lambda _m: None))
     with redis.Redis.from_url(topics.redis_url) as client:

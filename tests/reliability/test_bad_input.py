@@ -93,7 +93,7 @@ def test_the_whole_corpus_through_one_worker(
             file_root=root,
             outside=outside,
             max_image_bytes=MAX_IMAGE_BYTES,
-            kafka_max_message_bytes=Settings().kafka_max_message_bytes,
+            kafka_max_message_bytes=Settings().kafka.max_message_bytes,
         )
         cases = build_corpus(ctx)
         assert len(cases) >= 40

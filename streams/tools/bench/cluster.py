@@ -42,7 +42,7 @@ BACKENDS = ("one redis", "redis cluster")
 @contextlib.contextmanager
 def _cluster_settings(settings: Settings, say: Callable[[str], None]) -> Iterator[Settings]:
     """The configured cluster's settings, or a local cluster's for the duration."""
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         yield settings
         return
     with tempfile.TemporaryDirectory(prefix="vitrine-bench-cluster-") as tmp:
@@ -50,7 +50,8 @@ def _cluster_settings(settings: Settings, say: Callable[[str], None]) -> Iterato
         say(f"starting a local Redis Cluster (3 masters, 3 replicas) under {tmp} ...")
         try:
             cluster.up()
-            yield settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+            redis = settings.redis.model_copy(update={"url": cluster.url, "cluster": True})
+            yield settings.model_copy(update={"redis": redis})
         finally:
             cluster.down()
 
@@ -64,7 +65,7 @@ def run_cluster_bench(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Orders/s on one Redis and on the cluster, trial after trial."""
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         raise SystemExit(
             "bench cluster compares one Redis (VITRINE_REDIS_URL) with a Redis Cluster it "
             "starts; unset VITRINE_REDIS_CLUSTER to name the single one"
@@ -94,7 +95,7 @@ def run_cluster_bench(
                 backlog = b.orders(n_orders, f"t{t}")
                 worker = WorkerProcess(b.env(), logs[name], web_port=free_ports(1)[0])
                 try:
-                    first = b.settings.order_max_batch_size
+                    first = b.settings.orders.max_batch_size
                     phase = _drained(
                         b, f"{name} orders", backlog, worker, "orders", "orders_enriched", first
                     )
@@ -106,7 +107,7 @@ def run_cluster_bench(
         "orders": n_orders,
         "products": n_products,
         "trials": trials,
-        "order_max_batch_size": settings.order_max_batch_size,
+        "order_max_batch_size": settings.orders.max_batch_size,
         "orders_per_s": {name: statistics.median(v) for name, v in per_s.items()},
         "per_trial": per_s,
         "cluster_vs_one": round(statistics.median(ratios), 2),

@@ -61,7 +61,7 @@ def _run_faust(mode: str, topic: str, meter: _Meter) -> None:
     settings = get_settings()
     app = faust.App(
         f"bench-consume-{uuid.uuid4().hex[:8]}",
-        broker=["kafka://" + h for h in settings.kafka_brokers],
+        broker=["kafka://" + h for h in settings.kafka.brokers],
         broker_credentials=faust_credentials(settings),
         store="memory://",
         key_serializer="raw",
@@ -132,13 +132,13 @@ def bench_consume_command(*, as_json: bool, n_events: int) -> int:
     settings = get_settings()
     topic = f"bench-consume-{uuid.uuid4().hex[:8]}"
     producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
-    create_topics(settings, {topic: settings.topic_partitions})
+    create_topics(settings, {topic: settings.topics.partitions})
     for i in range(n_events):
         order = make_order(f"o-{i}", [(f"p-{i % 500}", 1, 2.5)], region="eu-north")
         producer.send(topic, key=order.order_id.encode(), value=codec.encode(order))
     producer.flush()
     producer.close()
-    results: dict[str, Any] = {"events": n_events, "partitions": settings.topic_partitions}
+    results: dict[str, Any] = {"events": n_events, "partitions": settings.topics.partitions}
     for mode in MODES:
         if not as_json:
             print(f"{mode} ...")
@@ -161,7 +161,7 @@ def bench_consume_command(*, as_json: bool, n_events: int) -> int:
     if as_json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"\n{n_events} orders, {settings.topic_partitions} partitions, consumed and dropped")
+    print(f"\n{n_events} orders, {settings.topics.partitions} partitions, consumed and dropped")
     print(f"{'consumer':<16} {'events/s':>10} {'CPU µs/event':>13}")
     for mode in MODES:
         r = results[mode]

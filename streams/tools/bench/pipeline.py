@@ -115,7 +115,7 @@ class BenchRun:
         self.settings = settings
         self.n = n_images
         self.run = uuid.uuid4().hex[:8]
-        self.partitions = settings.topic_partitions
+        self.partitions = settings.topics.partitions
         self.topics = isolated_topics(f"bench-{self.run}")
         self.photos = [p.read_bytes() for p, _ in sample_photos()]
         self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
@@ -124,19 +124,19 @@ class BenchRun:
 
     def env(self) -> dict[str, str]:
         return isolated_env(
-            bootstrap=self.settings.kafka_bootstrap_servers,
-            redis_url=self.settings.redis_url,
+            bootstrap=self.settings.kafka.bootstrap_servers,
+            redis_url=self.settings.redis.url,
             tag=f"bench-{self.run}",
             partitions=self.partitions,
             topics=self.topics,
-            VITRINE_MAX_BATCH_SIZE=str(self.settings.max_batch_size),
-            VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.max_batch_latency_ms),
+            VITRINE_MAX_BATCH_SIZE=str(self.settings.model.max_batch_size),
+            VITRINE_MAX_BATCH_LATENCY_MS=str(self.settings.model.max_batch_latency_ms),
             # The worker serves the graph the engine-alone phase measures.
-            VITRINE_PRECISION=self.settings.precision,
+            VITRINE_PRECISION=self.settings.model.precision,
             # Under the default prefix, so that a Redis ACL that grants vitrine*
             # keys (the secured stack's) lets the bench's worker keep its views.
             VITRINE_REDIS_KEY_PREFIX=f"vitrine-bench-{self.run}",
-            VITRINE_REDIS_CLUSTER=str(self.settings.redis_cluster).lower(),
+            VITRINE_REDIS_CLUSTER=str(self.settings.redis.cluster).lower(),
             **security_env(self.settings),
         )
 
@@ -176,7 +176,7 @@ class BenchRun:
             self.engine = build_engine(self.settings)
         engine = self.engine
         limits = image_limits(self.settings)
-        size = self.settings.max_batch_size
+        size = self.settings.model.max_batch_size
 
         def stage(batch: list[bytes]) -> object:
             if fingerprints:
@@ -266,7 +266,7 @@ def run_pipeline_bench(
     b = BenchRun(settings, n_images)
     create_topics(settings, dict.fromkeys(b.topics.values(), b.partitions))
     say(f"bench pipeline: {n_images} images x {trials} trials, batch <= "
-        f"{settings.max_batch_size}, latency <= {settings.max_batch_latency_ms} ms, "
+        f"{settings.model.max_batch_size}, latency <= {settings.model.max_batch_latency_ms} ms, "
         f"{b.partitions} partitions")  # fmt: skip
     log = settings.state_dir / f"bench-worker-{b.run}.log"
     worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
@@ -283,13 +283,13 @@ def run_pipeline_bench(
         backlog = [b.listing(i, img, "backlog") for i, img in enumerate(images)]
         worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
         extra.insert(1, _drained(b, "pipeline backlog", backlog, worker, "product_images",
-                                 "product_labels", b.settings.max_batch_size))  # fmt: skip
+                                 "product_labels", b.settings.model.max_batch_size))  # fmt: skip
         say(f"orders, backlog ({2 * len(b.orders_live)}, drained by a restarted worker) ...")
         worker.stop()
         backlog = b.orders(2 * len(b.orders_live), "backlog")
         worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
         extra.append(_drained(b, "orders backlog", backlog, worker, "orders", "orders_enriched",
-                              b.settings.order_max_batch_size))  # fmt: skip
+                              b.settings.orders.max_batch_size))  # fmt: skip
     finally:
         worker.stop()
     results, phases = _summarise(b, n_images, trials, per_trial, extra)
@@ -395,8 +395,8 @@ def _summarise(
         "provider": b.engine.provider, "device": b.engine.device,
         "model": f"{b.engine.model_name}:{b.engine.model_version}",
         "precision": b.engine.precision,
-        "images": n_images, "trials": trials, "max_batch_size": settings.max_batch_size,
-        "max_batch_latency_ms": settings.max_batch_latency_ms, "partitions": b.partitions,
+        "images": n_images, "trials": trials, "max_batch_size": settings.model.max_batch_size,
+        "max_batch_latency_ms": settings.model.max_batch_latency_ms, "partitions": b.partitions,
         "cpu_count": os.cpu_count(),
     }  # fmt: skip
     results["phases"] = {p.name: p.summary() for p in phases}

@@ -40,8 +40,8 @@ def read_windows(timeout_s: float) -> tuple[list[CategorySales], int]:
     settings = get_settings()
     consumer = make_consumer(settings)
     try:
-        parts = consumer.partitions_for_topic(settings.topic_category_sales) or set()
-        start = {TopicPartition(settings.topic_category_sales, p): 0 for p in parts}
+        parts = consumer.partitions_for_topic(settings.topics.category_sales) or set()
+        start = {TopicPartition(settings.topics.category_sales, p): 0 for p in parts}
         ends = consumer.end_offsets(list(start)) if start else {}
 
         # Done by position, not by count: compaction leaves gaps in the offsets, so a
@@ -98,13 +98,13 @@ def run_report(
     settings = get_settings()
     windows, updates = read_windows(timeout_s)
     if not windows:
-        print(f"no category sales on {settings.topic_category_sales} yet; run `vitrine demo`")
+        print(f"no category sales on {settings.topics.category_sales} yet; run `vitrine demo`")
         return 1
-    print(f"{updates:,} updates read from {settings.topic_category_sales}")
+    print(f"{updates:,} updates read from {settings.topics.category_sales}")
     text, files = report_windows(
         windows,
         out_dir,
-        southern=settings.southern_regions,
+        southern=settings.orders.southern_regions,
         period=period,
         min_orders=min_orders,
         top=top,

@@ -60,7 +60,7 @@ def list_products(
     producer = make_producer(settings)
     consumer = make_consumer(settings)
     try:
-        start = end_offsets(consumer, settings.topic_product_labels)
+        start = end_offsets(consumer, settings.topics.product_labels)
         for p in products:
             ev = make_listing(
                 p.product_id,
@@ -69,7 +69,7 @@ def list_products(
                 title=p.class_name.replace("-", " "),
             )
             producer.send(
-                settings.topic_product_images, key=p.product_id.encode(), value=codec.encode(ev)
+                settings.topics.product_images, key=p.product_id.encode(), value=codec.encode(ev)
             )
         producer.flush()
         wanted = {p.product_id for p in products}
@@ -134,7 +134,7 @@ def publish_history(
     """Publish ``sim``'s orders in time order, a chunk at a time, each once enriched."""
     producer = make_producer(settings)
     consumer = make_consumer(settings)
-    outputs = (settings.topic_orders_enriched, settings.topic_orders_dlq)
+    outputs = (settings.topics.orders_enriched, settings.topics.orders_dlq)
     seen: dict[str, set[str]] = {topic: set() for topic in outputs}
     ours = {o.order_id for o in sim.orders}
     started = time.monotonic()
@@ -144,7 +144,9 @@ def publish_history(
         chunks = _chunks(sim, chunk_days)
         for chunk in tqdm(chunks, desc="days", unit="chunk", disable=not progress):
             for o in chunk:
-                producer.send(settings.topic_orders, key=o.order_id.encode(), value=codec.encode(o))
+                producer.send(
+                    settings.topics.orders, key=o.order_id.encode(), value=codec.encode(o)
+                )
             producer.flush()
             published += len(chunk)
             _await_outputs(consumer, seen, ours, published, chunk_timeout_s)
@@ -153,8 +155,8 @@ def publish_history(
         consumer.close()
     return Backfill(
         published=published,
-        enriched=len(seen[settings.topic_orders_enriched]),
-        dead_lettered=len(seen[settings.topic_orders_dlq]),
+        enriched=len(seen[settings.topics.orders_enriched]),
+        dead_lettered=len(seen[settings.topics.orders_dlq]),
         seconds=time.monotonic() - started,
     )
 
@@ -173,7 +175,7 @@ def settled_windows(
     truth = round(sum(sim.revenue_by("region").values()), 2)
     latest: dict[tuple[str, str, datetime], CategorySales] = {}
     try:
-        start = dict.fromkeys(end_offsets(consumer, settings.topic_category_sales), 0)
+        start = dict.fromkeys(end_offsets(consumer, settings.topics.category_sales), 0)
         _assigned(consumer, start)
         deadline = time.monotonic() + timeout_s
         last_update = time.monotonic()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from streams.settings import Settings
+from streams.settings import Settings, WebSettings
 
 from .yaml_text import COMPOSE, block, compose_services, scalars, vitrine_assignments
 
@@ -14,7 +14,7 @@ TEXT = COMPOSE.read_text()
 SERVICES = compose_services(TEXT)
 WORKERS = ["worker", "worker-gpu"]
 SHUTDOWN_S = Settings.model_fields["shutdown_timeout_s"].default
-WEB_PORT = Settings.model_fields["web_port"].default
+WEB_PORT = WebSettings.model_fields["port"].default
 
 
 def _seconds(duration: str) -> float:

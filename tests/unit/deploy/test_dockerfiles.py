@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inference.serving.providers import PROVIDERS
-from streams.settings import Settings
+from streams.settings import WebSettings, settings_from_env
 
 from .yaml_text import COMPOSE, DEPLOY, ROOT, compose_services, scalars
 
@@ -92,7 +92,7 @@ def test_runs_as_a_non_root_user(dockerfile: Path) -> None:
 def test_serves_metrics_on_all_interfaces(dockerfile: Path) -> None:
     env = _env(dockerfile)
     assert env["VITRINE_WEB_HOST"] == "0.0.0.0"
-    port = Settings.model_fields["web_port"].default
+    port = WebSettings.model_fields["port"].default
     assert env["VITRINE_WEB_PORT"] == str(port)
     assert _one(dockerfile, "EXPOSE").split() == [str(port)]
 
@@ -103,10 +103,8 @@ def test_no_torch(dockerfile: Path) -> None:
 
 
 def test_execution_providers_are_known(dockerfile: Path) -> None:
-    providers = Settings(
-        _env_file=None,
-        execution_providers=_env(dockerfile)["VITRINE_EXECUTION_PROVIDERS"],
-    ).providers
+    env = {"VITRINE_EXECUTION_PROVIDERS": _env(dockerfile)["VITRINE_EXECUTION_PROVIDERS"]}
+    providers = settings_from_env(env).model.providers
     assert providers
     assert set(providers) <= set(PROVIDERS)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
 
-from streams.settings import Settings
+from streams.settings import env_fields, settings_from_env
 
 from .yaml_text import (
     K8S,
@@ -19,15 +20,17 @@ from .yaml_text import (
     vitrine_assignments,
 )
 
+DEFAULTS = settings_from_env({})
 CONFIG = dict(vitrine_assignments((K8S / "configmap.yaml").read_text()))
 # The CPU workers are a StatefulSet (stable pod names: static group instance ids).
 DEPLOYMENTS = manifests("Deployment") + manifests("StatefulSet")
 WORKERS = [(p, d) for p, d in DEPLOYMENTS if "vitrine-worker" in (name(d) or "")]
 
 
-def setting(field: str) -> str:
-    """The ConfigMap's value of a setting, or the settings default."""
-    return CONFIG.get("VITRINE_" + field.upper(), str(Settings.model_fields[field].default))
+def setting(suffix: str) -> str:
+    """The ConfigMap's value of ``VITRINE_<SUFFIX>``, or the settings default."""
+    var = "VITRINE_" + suffix.upper()
+    return CONFIG.get(var, str(functools.reduce(getattr, env_fields()[var], DEFAULTS)))
 
 
 def _labels(text: str) -> dict[str, str]:

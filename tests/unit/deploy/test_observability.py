@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from streams.worker import metrics
-from streams.settings import Settings
+from streams.settings import WebSettings
 
 from .yaml_text import COMPOSE, DEPLOY, block, compose_services, scalars
 
@@ -196,7 +196,7 @@ def test_grafana_provisioning_points_at_compose_prometheus_and_dashboards() -> N
 
 def test_prometheus_scrapes_the_workers_on_the_web_port() -> None:
     text = (PROMETHEUS / "prometheus.yml").read_text()
-    port = Settings.model_fields["web_port"].default
+    port = WebSettings.model_fields["port"].default
     assert scalars(text, "port") == [str(port)]
     assert scalars(text, "metrics_path") == ["/metrics"]
     services = compose_services(COMPOSE.read_text())

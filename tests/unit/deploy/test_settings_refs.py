@@ -1,19 +1,22 @@
 """Everything under deploy/ speaks the one settings object's language.
 
-Every ``VITRINE_*`` name is a field of :class:`streams.settings.Settings`,
-every value set for one parses as that field, and topic names, the consumer
-group and partition counts agree with the settings defaults (the native stack's).
+Every ``VITRINE_*`` name is read by :class:`streams.settings.Settings` (one of
+its groups' fields), every value set for one parses as that field, and topic
+names, the consumer group and partition counts agree with the settings
+defaults (the native stack's).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streams.settings import Settings
+from streams.settings import env_fields, settings_from_env
 
 from .yaml_text import (
     COMPOSE,
@@ -25,10 +28,12 @@ from .yaml_text import (
     vitrine_assignments,
 )
 
-PREFIX = "VITRINE_"
-FIELDS = {PREFIX + name.upper(): name for name in Settings.model_fields}
-DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
-TOPIC_FIELDS = {n for n in DEFAULTS if n.startswith("topic_") and isinstance(DEFAULTS[n], str)}
+#: Each variable -> its field's path in the settings (``("kafka", "app_id")``).
+FIELDS = env_fields()
+_DEFAULT = settings_from_env({})
+DEFAULTS: dict[str, Any] = {var: functools.reduce(getattr, path, _DEFAULT) for var, path in FIELDS.items()}
+#: The variables that name a topic (``VITRINE_TOPIC_ORDERS``, not ``..._PARTITIONS``).
+TOPIC_VARS = {v for v, path in FIELDS.items() if path[0] == "topics" and isinstance(DEFAULTS[v], str)}
 _MENTION = re.compile(r"\bVITRINE_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -61,7 +66,7 @@ def test_every_vitrine_variable_is_a_settings_field() -> None:
         for var in _MENTION.findall(path.read_text())
         if var not in FIELDS
     }
-    assert not unknown, f"not fields of streams.settings.Settings: {sorted(unknown)}"
+    assert not unknown, f"not read by streams.settings.Settings: {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: p.name)
@@ -70,7 +75,7 @@ def test_every_value_set_parses_as_its_setting(path: Path) -> None:
         if "${" in value or var not in FIELDS:  # compose interpolation; unknown: other test
             continue
         try:
-            Settings(_env_file=None, **{FIELDS[var]: value})
+            settings_from_env({var: value})
         except ValidationError as exc:
             pytest.fail(f"{path.name}: {var}={value!r} is not a valid setting: {exc}")
 
@@ -78,9 +83,8 @@ def test_every_value_set_parses_as_its_setting(path: Path) -> None:
 @pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: p.name)
 def test_topic_names_and_group_are_the_settings_defaults(path: Path) -> None:
     for var, value in vitrine_assignments(path.read_text()):
-        field = FIELDS.get(var)
-        if field in TOPIC_FIELDS or field == "app_id":
-            assert value == DEFAULTS[field], f"{path.name}: {var}={value!r}, default {field}"
+        if var in TOPIC_VARS or var == "VITRINE_APP_ID":
+            assert value == DEFAULTS[var], f"{path.name}: {var}={value!r}, default {DEFAULTS[var]}"
 
 
 def test_compose_creates_exactly_the_settings_topics() -> None:
@@ -89,14 +93,14 @@ def test_compose_creates_exactly_the_settings_topics() -> None:
     assert looped, "kafka-init: expected `for t in <topics>; do`"
     created = set(looped.group(1).split())
     created |= {t for t in re.findall(r"--topic\s+(\S+)", init) if "$" not in t}
-    assert created == {DEFAULTS[f] for f in TOPIC_FIELDS}
+    assert created == {DEFAULTS[v] for v in TOPIC_VARS}
 
 
 def test_compose_partitions_agree() -> None:
     text = COMPOSE.read_text()
     services = compose_services(text)
     configured = {v for k, v in vitrine_assignments(text) if k == "VITRINE_TOPIC_PARTITIONS"}
-    assert configured == {str(DEFAULTS["topic_partitions"])}
+    assert configured == {str(DEFAULTS["VITRINE_TOPIC_PARTITIONS"])}
     assert set(re.findall(r"--partitions\s+(\d+)", services["kafka-init"])) == configured
     assert set(scalars(services["kafka"], "KAFKA_NUM_PARTITIONS")) == configured
 
@@ -105,13 +109,11 @@ def test_compose_broker_accepts_the_largest_message() -> None:
     kafka = compose_services(COMPOSE.read_text())["kafka"]
     (max_bytes,) = scalars(kafka, "KAFKA_MESSAGE_MAX_BYTES")
     # As the native stack: the record limit plus room for the envelope.
-    assert int(max_bytes) >= DEFAULTS["kafka_max_message_bytes"] + 64 * 1024
+    assert int(max_bytes) >= DEFAULTS["VITRINE_KAFKA_MAX_MESSAGE_BYTES"] + 64 * 1024
 
 
 def test_secrets_only_in_secrets() -> None:
-    secret_fields = {
-        var for var, name in FIELDS.items() if Settings.model_fields[name].annotation is SecretStr
-    }
+    secret_fields = {var for var, default in DEFAULTS.items() if isinstance(default, SecretStr)}
     assert secret_fields, "Settings has no SecretStr fields?"
     for path in [COMPOSE, K8S / "configmap.yaml"]:
         leaked = {var for var, _ in vitrine_assignments(path.read_text())} & secret_fields

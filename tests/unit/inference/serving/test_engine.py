@@ -485,10 +485,10 @@ def test_engine_and_worker_share_the_default_batch_size() -> None:
     import inspect
 
     from inference.serving.engine import DEFAULT_MAX_BATCH_SIZE
-    from streams.settings import Settings
+    from streams.settings import ModelSettings
 
     engine_default = inspect.signature(Engine).parameters["max_batch_size"].default
-    assert engine_default == Settings.model_fields["max_batch_size"].default
+    assert engine_default == ModelSettings.model_fields["max_batch_size"].default
     assert engine_default == DEFAULT_MAX_BATCH_SIZE == 32
 
 

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from streams.settings import ModelSettings, Settings
 from streams.tools.bench.inference import run_bench_inference
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        execution_providers="cpu",
-        intra_op_threads=2,
-        max_batch_size=4,
-        state_dir=tmp_path,
-    )
+    model = ModelSettings(execution_providers="cpu", intra_op_threads=2, max_batch_size=4)
+    return Settings(model=model, state_dir=tmp_path)
 
 
 def test_bench_command_json(settings: Settings) -> None:

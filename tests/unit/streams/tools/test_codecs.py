@@ -12,7 +12,7 @@ import kafka.codec
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from streams.tools.bench.codecs import CODECS
 
 
@@ -40,5 +40,5 @@ def test_the_worker_compresses_with_the_setting() -> None:
     from streams.worker.app import create_app
 
     assert create_app(Settings()).conf.producer_compression_type == "zstd"
-    app = create_app(Settings(kafka_compression_type="none"))
+    app = create_app(Settings(kafka=KafkaSettings(compression_type="none")))
     assert app.conf.producer_compression_type is None

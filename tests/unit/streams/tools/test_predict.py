@@ -10,7 +10,7 @@ import pytest
 
 from inference.samples import samples
 from inference.serving.engine import Engine
-from streams.settings import Settings
+from streams.settings import ModelSettings, Settings
 from streams.tools.predict import run_predict
 from streams.worker.model import build_engine, image_limits
 
@@ -19,13 +19,8 @@ CORPUS = Path(__file__).resolve().parents[3] / "fixtures" / "bad_images"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        execution_providers="cpu",
-        intra_op_threads=2,
-        max_batch_size=4,
-        state_dir=tmp_path,
-    )
+    model = ModelSettings(execution_providers="cpu", intra_op_threads=2, max_batch_size=4)
+    return Settings(model=model, state_dir=tmp_path)
 
 
 def test_build_engine_follows_settings(settings: Settings) -> None:
@@ -35,8 +30,8 @@ def test_build_engine_follows_settings(settings: Settings) -> None:
     assert engine.model_name == "grocery-store"
     limits = image_limits(settings)
     assert (limits.max_bytes, limits.max_pixels) == (
-        settings.max_image_bytes,
-        settings.max_image_pixels,
+        settings.images.max_image_bytes,
+        settings.images.max_image_pixels,
     )
 
 

@@ -48,7 +48,7 @@ def year_forecast(windows: list[CategorySales]) -> Forecast:
 
 
 def test_the_simulated_southern_regions_are_the_default_setting() -> None:
-    assert Settings().southern_regions == SOUTH
+    assert Settings().orders.southern_regions == SOUTH
 
 
 @pytest.mark.parametrize("by", ["category", "region", "season"])

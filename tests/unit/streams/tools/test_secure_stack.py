@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings, settings_from_env
 from streams.tools.certs import SERVER_SAN, StackCerts, openssl_commands, read_or_create_secret
-from streams.tools.stack import SECURE_USER, Stack, redis_acl
+from streams.tools.stack import SECURE_USER, Stack, StackSettings, redis_acl
 from streams.worker.cache import LabelCache, _refused
 from streams.worker.kafka_config import sasl_refused_message, tls_refused_message
 
@@ -49,8 +49,8 @@ def test_the_redis_acl_turns_the_default_user_off() -> None:
 
 
 def _stack(tmp_path: Path) -> Stack:
-    settings = Settings(state_dir=tmp_path, kafka_sasl_ssl_port=19095, redis_tls_port=16390)
-    return Stack(settings, name="s", secure=True)
+    local = StackSettings(kafka_sasl_ssl_port=19095, redis_tls_port=16390)
+    return Stack(Settings(state_dir=tmp_path), name="s", local=local, secure=True)
 
 
 def test_the_broker_gets_a_sasl_ssl_listener_beside_the_plaintext_one(tmp_path: Path) -> None:
@@ -70,9 +70,9 @@ def test_a_client_of_the_secure_stack_gets_every_setting_it_needs(tmp_path: Path
     env = stack.secure_client_env()
     assert env["VITRINE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19095"
     assert env["VITRINE_REDIS_URL"] == f"rediss://{SECURE_USER}@127.0.0.1:16390/0"
-    settings = Settings(**{k.removeprefix("VITRINE_").lower(): v for k, v in env.items()})
-    assert settings.kafka_sasl_password.get_secret_value() == env["VITRINE_KAFKA_SASL_PASSWORD"]
-    assert settings.redis_ssl_cafile == stack.ca_file
+    settings = settings_from_env(env)
+    assert settings.kafka.sasl_password.get_secret_value() == env["VITRINE_KAFKA_SASL_PASSWORD"]
+    assert settings.redis.ssl_cafile == stack.ca_file
     # What `vitrine stack up --secure` prints reads the passwords from their files.
     shell = stack.secure_client_shell()
     assert env["VITRINE_KAFKA_SASL_PASSWORD"] not in shell
@@ -84,13 +84,14 @@ def test_a_client_of_the_secure_stack_gets_every_setting_it_needs(tmp_path: Path
 
 
 def test_refusal_messages_name_the_settings_and_never_the_password() -> None:
-    s = Settings(
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="vitrine",
-        kafka_sasl_password="hunter2-secret",
-        kafka_ssl_cafile=Path("/etc/ca.pem"),
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="vitrine",
+        sasl_password=SecretStr("hunter2-secret"),
+        ssl_cafile=Path("/etc/ca.pem"),
     )
+    s = Settings(kafka=kafka)
     sasl = sasl_refused_message("b:9095", s)
     assert "VITRINE_KAFKA_SASL_PASSWORD" in sasl
     assert "'vitrine'" in sasl

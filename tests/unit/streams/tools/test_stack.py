@@ -6,13 +6,13 @@ import base64
 from pathlib import Path
 
 from streams.settings import Settings
-from streams.tools.stack import Stack
+from streams.tools.stack import Stack, StackSettings
 
 
 def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path)
+    settings, local = Settings(state_dir=tmp_path), StackSettings()
     # Test stacks are named after the pid: cover far more names than pids CI sees.
-    ids = {Stack(settings, name=f"test-{pid}").cluster_id() for pid in range(5000)}
+    ids = {Stack(settings, name=f"test-{pid}", local=local).cluster_id() for pid in range(5000)}
     assert len(ids) == 5000
     for cid in ids:
         assert not cid.startswith("-"), cid

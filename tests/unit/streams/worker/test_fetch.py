@@ -617,14 +617,15 @@ def test_bad_event_corpus_uris_are_refused(
 
 
 def test_policy_from_settings() -> None:
-    from streams.settings import Settings
+    from streams.settings import ImageSettings, Settings
 
-    settings = Settings(
-        image_fetch_allowed_hosts="Images.Internal , cdn.local",
-        image_file_root=Path("/srv/images"),
+    images = ImageSettings(
+        fetch_allowed_hosts="Images.Internal , cdn.local",
+        file_root=Path("/srv/images"),
         max_image_bytes=1234,
-        image_fetch_timeout_ms=2500,
+        fetch_timeout_ms=2500,
     )
+    settings = Settings(images=images)
     policy = FetchPolicy.from_settings(settings)
     assert policy == FetchPolicy(
         allowed_hosts=frozenset({"images.internal", "cdn.local"}),

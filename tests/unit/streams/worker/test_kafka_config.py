@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
 
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from streams.worker.kafka_config import aiokafka_config, ssl_context
 
 # The system CA bundle (Debian's ca-certificates) as the cluster's CA file.
@@ -17,7 +18,9 @@ CA = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificat
 
 
 def test_plaintext_has_no_tls_and_no_sasl() -> None:
-    conf = aiokafka_config(Settings(kafka_bootstrap_servers="a:9092, b:9092", app_id="shop"))
+    conf = aiokafka_config(
+        Settings(kafka=KafkaSettings(bootstrap_servers="a:9092, b:9092", app_id="shop"))
+    )
     assert conf["bootstrap_servers"] == ["a:9092", "b:9092"]
     assert conf["client_id"] == "shop"
     assert conf["security_protocol"] == "PLAINTEXT"
@@ -26,13 +29,14 @@ def test_plaintext_has_no_tls_and_no_sasl() -> None:
 
 
 def test_sasl_ssl_carries_mechanism_credentials_and_a_verifying_context() -> None:
-    s = Settings(
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="vitrine",
-        kafka_sasl_password="s3cret",
-        kafka_ssl_cafile=CA,
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="vitrine",
+        sasl_password=SecretStr("s3cret"),
+        ssl_cafile=CA,
     )
+    s = Settings(kafka=kafka)
     conf = aiokafka_config(s)
     assert conf["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (conf["sasl_plain_username"], conf["sasl_plain_password"]) == ("vitrine", "s3cret")
@@ -50,13 +54,13 @@ def test_sasl_ssl_carries_mechanism_credentials_and_a_verifying_context() -> Non
 
 
 def test_sasl_plaintext_has_no_tls() -> None:
-    s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="u")
+    s = Settings(kafka=KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_username="u"))
     assert ssl_context(s) is None
     assert aiokafka_config(s)["sasl_plain_username"] == "u"
 
 
 def test_a_missing_ca_file_fails_at_start_not_at_first_fetch(tmp_path: Path) -> None:
-    s = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "missing.pem")
+    s = Settings(kafka=KafkaSettings(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem"))
     with pytest.raises(FileNotFoundError):
         aiokafka_config(s)
 
@@ -69,7 +73,7 @@ def test_both_consumers_bound_how_long_the_broker_may_hold_an_empty_fetch() -> N
     """
     from streams.worker.app import create_app
 
-    settings = Settings(kafka_fetch_max_wait_ms=77)
+    settings = Settings(kafka=KafkaSettings(fetch_max_wait_ms=77))
     assert aiokafka_config(settings)["fetch_max_wait_ms"] == 77
 
     async def faust_consumer_wait() -> int:

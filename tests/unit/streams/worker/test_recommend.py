@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.records import SCHEMA_VERSION, EnrichedItem, EnrichedOrder
-from streams.settings import Settings
+from streams.settings import OrderSettings, RecommendSettings, RedisSettings, Settings
 from streams.tools.recommend_eval import MemoryStore, evaluate_recommendations
 from streams.worker.recommend import (
     Recommendations,
@@ -181,10 +181,9 @@ def test_the_store_keeps_the_best_max_members_per_key() -> None:
 
 def test_config_from_the_settings() -> None:
     s = Settings(
-        redis_key_prefix="shop",
-        recommend_half_life_days=14,
-        recommend_max_members=50,
-        southern_hemisphere_regions="x-south, y-south",
+        redis=RedisSettings(key_prefix="shop"),
+        recommend=RecommendSettings(half_life_days=14, max_members=50),
+        orders=OrderSettings(southern_hemisphere_regions="x-south, y-south"),
     )
     cfg = RecommendConfig.from_settings(s)
     assert cfg.prefix == "shop"

@@ -6,7 +6,7 @@ import dataclasses
 
 import faust
 
-from streams.settings import Settings
+from streams.settings import KafkaSettings, RecommendSettings, Settings, TopicSettings
 from streams.tools.workerproc import isolated_topics
 from streams.worker.topics import TOPICS, Topics, topic_configs, topic_partitions
 
@@ -16,7 +16,7 @@ def test_the_table_and_the_topics_record_name_the_same_topics() -> None:
 
 
 def test_the_record_topics_are_compacted_and_the_orders_also_deleted() -> None:
-    s = Settings(recommend_history_days=400)
+    s = Settings(recommend=RecommendSettings(history_days=400))
     assert topic_configs(s) == {
         "product-labels": {"cleanup.policy": "compact"},
         "orders-enriched": {"cleanup.policy": "compact,delete", "retention.ms": "34560000000"},
@@ -27,34 +27,32 @@ def test_the_record_topics_are_compacted_and_the_orders_also_deleted() -> None:
 
 
 NAMED_BY_SETTINGS = {
-    f
-    for f in Settings.model_fields
-    if f.startswith("topic_") and isinstance(Settings.model_fields[f].default, str)
+    f for f, info in TopicSettings.model_fields.items() if isinstance(info.default, str)
 }
 
 
 def test_the_stack_creates_every_topic_named_by_a_setting() -> None:
-    s = Settings(topic_partitions=3)
-    assert topic_partitions(s) == {getattr(s, f): 3 for f in NAMED_BY_SETTINGS}
+    s = Settings(topics=TopicSettings(partitions=3))
+    assert topic_partitions(s) == {getattr(s.topics, f): 3 for f in NAMED_BY_SETTINGS}
     assert "vitrine-sales-deltas" not in topic_partitions(s)  # the worker's own
 
 
 def test_a_test_gets_its_own_copy_of_every_topic() -> None:
     names = isolated_topics("t1")
-    assert set(names) == {f.removeprefix("topic_") for f in NAMED_BY_SETTINGS}
+    assert set(names) == NAMED_BY_SETTINGS
     assert names["product_images"] == "product-images-t1"
     assert names["orders_dlq"] == "orders.dlq-t1"
 
 
 def test_the_worker_declares_each_topic_with_its_policy() -> None:
-    s = Settings(topic_partitions=3, app_id="shop")
+    s = Settings(topics=TopicSettings(partitions=3), kafka=KafkaSettings(app_id="shop"))
     topics = Topics.on(faust.App("shop", broker="kafka://127.0.0.1:1"), s)
     assert topics.deltas.get_topic_name() == "shop-sales-deltas"
     assert topics.labels.compacting
     assert not topics.images.compacting
     assert topics.enriched.deleting
     assert topics.enriched.retention is not None
-    assert topics.enriched.retention.total_seconds() == s.recommend_history_days * 86_400
+    assert topics.enriched.retention.total_seconds() == s.recommend.history_days * 86_400
     assert {getattr(topics, f.name).partitions for f in dataclasses.fields(topics)} == {3}
     # Faust declares the agents' input; the runtime declares the rest.
     assert topics.images not in topics.outputs
