@@ -117,6 +117,9 @@ class LabelCache:
             failover_ms=cluster_failover_ms,
         )
         self._down_since: float | None = None
+        # The kinds of failure ("refused", "unreachable") logged in this outage, once
+        # each: a timeout before the first refusal must not hide refused credentials.
+        self._down_logged: set[str] = set()
         self._next_try = 0.0
         self._full_logged = -math.inf
 
@@ -179,7 +182,10 @@ class LabelCache:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-            if _refused(exc):
+        kind = "refused" if _refused(exc) else "unreachable"
+        if kind not in self._down_logged:
+            self._down_logged.add(kind)
+            if kind == "refused":
                 logger.warning(
                     "Redis refused the credentials (%s: %s); check the user in redis_url "
                     "(VITRINE_REDIS_URL) and redis_password (VITRINE_REDIS_PASSWORD); "
@@ -202,6 +208,7 @@ class LabelCache:
                 "Redis is back after %.1f s; caching resumed", time.monotonic() - self._down_since
             )
             self._down_since = None
+            self._down_logged.clear()
 
     async def _mget(self, op: str, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:

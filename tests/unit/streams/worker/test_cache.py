@@ -119,3 +119,28 @@ def test_while_redis_is_down_everything_misses_and_every_claim_is_ours(
             await cache.close()
 
     asyncio.run(run())
+
+
+def test_refused_credentials_are_logged_once_even_after_a_timeout(
+    redis_url: str, new_cache: Callable[..., LabelCache], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A loaded machine can time out the first call before Redis refuses the
+    # credentials: the operator must still be told which setting is wrong.
+    wrong = redis_url.replace("redis://", "redis://nobody:not-the-password@")
+
+    async def run() -> None:
+        cache = new_cache(wrong)
+        try:
+            cache._failed("views_offsets", redis.exceptions.TimeoutError("slow"))
+            for _ in range(3):
+                cache._next_try = 0.0  # retry at once instead of after the back-off
+                assert await cache.get_images(SHA[:1], "m", "v1") == [None]
+        finally:
+            await cache.close()
+
+    with caplog.at_level("WARNING", logger="streams.worker.cache"):
+        asyncio.run(run())
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis unreachable" in m for m in messages) == 1
+    assert sum("Redis refused the credentials" in m for m in messages) == 1
+    assert not any("not-the-password" in m for m in messages)
