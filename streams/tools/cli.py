@@ -672,11 +672,10 @@ def main() -> None:
     group = build_cli()
     _default_worker_loglevel()
     app = create_app()
-    # What faust.App.main() does, with vitrine's group in place of Faust's.
+    # What faust.App.main() does, with vitrine's group in place of Faust's; minus
+    # autodiscovery, which vitrine leaves off (its agents are declared in app.py).
     app.finalize()
     app.worker_init()
-    if app.conf.autodiscover:
-        app.discover()
     app.worker_init_post_autodiscover()
     group(app=app)
 
