@@ -1,27 +1,15 @@
 """Keys, ids and seasons of category-sales events, shared by the producer and consumers.
 
-Other languages reproduce these from the rules written here:
+- key: ``f"{category}|{region}|{window_start}"``, the start in UTC as
+  ``YYYY-MM-DDTHH:MM:SSZ``, so that every window keeps its own record on the
+  compacted topic (records of the older ``category|region`` form stay on it: name
+  a window by its value, never by its key);
+- event_id: the first 32 hex digits of SHA-256 over the key, the same for every
+  update of a window;
+- season: the meteorological season of ``window_start``, northern hemisphere
+  (``season_of(..., hemisphere="south")`` for the local one south of the equator).
 
-- key: ``f"{category}|{region}|{window_start}"`` (neither category nor region may
-  contain ``|``), where ``window_start`` is written in UTC as ``YYYY-MM-DDTHH:MM:SSZ``
-  (whole seconds), e.g. ``footwear|eu-north|2026-11-24T09:00:00Z``. The topic is
-  compacted: every update of a window has the same key and replaces the earlier ones,
-  and different windows never share a key, so the log cleaner keeps every window.
-  The window start is written as the contract writes every time (RFC 3339, UTC, ``Z``)
-  rather than as epoch seconds: a person reading keys with a console consumer sees
-  the window, the text sorts by time, and it is the very string the event_id hashes.
-  Earlier workers keyed by ``f"{category}|{region}"`` alone; records they wrote
-  stay on the topic (the cleaner keeps the last window of each pair), so a reader
-  identifies a window by the value's ``category``, ``region`` and ``window_start``,
-  never by the key (schemas/README.md, "Compatibility notes");
-- event_id: the first 32 hex digits of SHA-256 over the UTF-8 of the key
-  ``f"{category}|{region}|{window_start}"``, so every update of a window has the same id;
-- season: the meteorological season of ``window_start`` in UTC, northern hemisphere:
-  winter is December to February, spring March to May, summer June to August and
-  autumn September to November. A winter window in December 2026 and one in January
-  2027 are both "winter"; use ``window_start`` for the year. South of the equator the
-  local season is the northern one six months on (June is winter):
-  ``season_of(moment, hemisphere="south")``.
+Other languages reproduce these from the rules in schemas/README.md.
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
 """Make Kafka's log cleaner compact a topic now, on the real test broker, and wait for it.
 
-The local stack never compacts during a test on its own: the cleaner only cleans
-closed segments, and a topic's active segment closes after ``segment.ms`` (7 days)
-or ``segment.bytes`` (64 MiB here). A test of what survives compaction (a
-compacted topic keyed by what it describes, DESIGN.md principle 1) calls
-:func:`force_compaction` and then reads the topic as a consumer would.
-
-How: the topic's configs are set so that the cleaner takes everything at once
-(``segment.ms`` of 100 ms, ``min.cleanable.dirty.ratio`` 0.01,
-``min.compaction.lag.ms`` 0, ``delete.retention.ms`` 100 ms); the active segment of
-every non-empty partition is rolled by appending a copy of that partition's last
-record (same key, value and headers, a new timestamp): the copy lands right after
-the record it copies, so the latest value of every key is unchanged, and a reader
-that keeps the latest record per key sees what it saw before. Then it waits until
-no key appears twice below the copies, which is what a finished cleaning looks
-like from a client, and puts the configs back. Rolling by time needs no tiny
-``segment.bytes``, which would also split the topic's future writes into many
-files.
-
-The broker's cleaner wakes every ``log.cleaner.backoff.ms`` (1 s in the native
-stack's ``server.properties``, 15 s by default); on a broker with the default,
-this still works, only slower.
+The cleaner only cleans closed segments, which never close during a test on their
+own. A test of what survives compaction calls :func:`force_compaction`, which sets
+the topic's configs for an immediate clean, rolls each partition's active segment
+by appending a copy of its last record (so every key's latest value is unchanged),
+waits until no key appears twice below the copies, and puts the configs back; then
+the test reads the topic as a consumer would. Details: docs/DELIVERY.md ("Every
+window survives compaction").
 """
 
 from __future__ import annotations

@@ -1,28 +1,13 @@
 """The in-process index of listed photos that the duplicate checks query.
 
-It holds, for every listed photo (by sha256), its fingerprint and the first
-listing of it by each seller, and finds the photos whose indexed hashes are
-near a query's by multi-index hashing (:func:`~inference.serving.duplicates.lookup_bands`),
-exactly as the band sets in Redis did before. The layout is columnar numpy,
-not Python objects per hash, so that a million photos fit a worker:
-
-- per photo: its sha256 (32 bytes), mirror hash, where its indexed hashes and
-  its float16 embedding start in the flat arrays, its model version;
-- per indexed hash (whole photo and its crops): the uint64 hash and its photo's
-  row (int32);
-- per band (4 of 16 bits): the band values and entry ids of every indexed hash,
-  sorted, as a big sorted run, a smaller sorted run and an unsorted buffer of
-  the latest additions (:class:`_SortedMultiMap`): an addition costs a copy of
-  the small run now and then, and of the big one rarely (each entry is copied
-  a few times in all), and a lookup two binary searches and a scan of at most
-  :data:`_BUFFER` entries;
-- per (photo, seller): that seller's first product (UTF-8 bytes in one arena),
-  when, and the next seller of the same photo (a linked list: photos have one
-  or a few).
-
-The index only grows; a record for a (photo, seller) it has is idempotent.
-Pure numpy: the worker feeds it from Kafka (:mod:`streams.worker.integrity`),
-a benchmark from synthetic prints.
+It holds, for every listed photo (by sha256), its fingerprint and each seller's
+first listing of it, and finds the photos whose indexed hashes are near a query's
+by multi-index hashing (:func:`~inference.serving.duplicates.lookup_bands`). The
+layout is columnar numpy, not Python objects per hash, so that a million photos
+fit a worker; additions go to a small buffer merged into sorted runs
+(:class:`_SortedMultiMap`). The index only grows. Pure numpy: the worker feeds it
+from Kafka (:mod:`streams.worker.integrity`), a benchmark from synthetic prints.
+Layout and sizes: docs/INTEGRITY.md.
 """
 
 from __future__ import annotations

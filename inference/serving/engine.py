@@ -1,25 +1,14 @@
 """The inference engine: image bytes in, labelled predictions out, a batch at a time.
 
-``Engine`` owns one ONNX Runtime session built from a :class:`ModelManifest`.
-Its batch-first API takes N images and returns N results in input order; an
-image that cannot be used comes back as an :class:`InferenceError` value in its
-position and never sinks the rest of the batch.
-
-Execution providers are tried in the order asked (TensorRT -> CUDA -> CPU by
-default), each GPU one only if :mod:`inference.serving.providers` finds that it
-can really run here; a CPU-only start logs one line: provider, device, input shape.
-
-On CUDA the engine binds inputs and outputs with IOBinding and, when asked,
-runs an FP16 copy of the graph if its answers match FP32 on a check batch
-(otherwise it keeps FP32 and says why). On CPU it runs FP32 or the model's
-INT8 graph (``precision``), and batches of two or more images are split into
-``cpu_streams`` sub-batches run at once on single-threaded sessions (data
-parallelism), which uses the cores better than intra-op threads for a network
-this small; a single image still gets all cores.
-
-:func:`predict_with_fingerprints` is the worker's model stage: a batch's
-predictions with embeddings, and each photo's fingerprint hashed from the
-pixels the engine already decoded.
+``Engine`` owns one ONNX Runtime session built from a :class:`ModelManifest`. It
+takes N images and returns N results in input order; an unusable image comes back
+as an :class:`InferenceError` in its position and never sinks the batch. Providers
+are tried in order (TensorRT -> CUDA -> CPU), each GPU one only if
+:mod:`inference.serving.providers` finds it can run here. On CUDA it uses IOBinding
+and, if its answers match FP32, an FP16 graph; on CPU the FP32 or INT8 graph, with
+a batch split into ``cpu_streams`` single-threaded sub-batches run at once, which
+uses the cores better than intra-op threads for a network this small.
+:func:`predict_with_fingerprints` is the worker's model stage. Figures: docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

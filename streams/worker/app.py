@@ -1,42 +1,15 @@
 """The Faust app, wired from named pieces: topics, agents, the sales table, timers, web pages.
 
-Agents:
+- ``label_images``: product-images -> product-labels and the review, search,
+  fingerprint and dead-letter topics, in overlapping micro-batches;
+- ``enrich_orders``: orders -> orders-enriched and sales deltas, through
+  :class:`~streams.worker.batchconsumer.BatchConsumer` (Faust's per-event path
+  costs more CPU than an order's budget);
+- ``aggregate_sales``: sales deltas -> a tumbling-window table -> category-sales;
+- the view builder (:mod:`streams.worker.views`): the record topics -> Redis views.
 
-- ``label_images`` (Faust agent): product-images -> product-labels
-  (+ product-images.dlq; flagged labels also to product-review and
-  listing-review), in micro-batches (:mod:`streams.worker.batcher`), inference
-  off the event loop. Two batches overlap (``image_batches_in_flight``): one is
-  in the model while the next is parsed and looked up and the previous one is
-  cached and produced; the cache writes and outputs stay in input order.
-- ``enrich_orders``: orders -> orders-enriched (+ orders.dlq), and per-order
-  sales deltas to an internal topic keyed ``category|region``. It consumes
-  through :class:`~streams.worker.batchconsumer.BatchConsumer`, a service of this app
-  with its own consumer group, because Faust's per-event stream path alone
-  costs more CPU than an order's budget (measurements in that module).
-- ``aggregate_sales`` (Faust agent): the internal topic -> a tumbling-window
-  table -> category-sales (changed windows emitted by a timer).
-- the view builder (:mod:`streams.worker.views`, a service with its own
-  consumer group): product-labels and orders-enriched, the record topics, into
-  the Redis views that enrichment and recommendations read.
-
-Delivery is at-least-once: a batch's events are acked (or, for orders,
-committed) only after every output of the batch (labels, enriched orders, dead
-letters) is confirmed by the broker, and Faust commits only acked offsets. On
-SIGTERM the order consumer finishes its batch and commits first, while Redis and
-the producer are still up; then Faust stops fetching, waits until every fetched
-event is acked (so the in-flight batches finish and are produced), commits, and
-exits.
-
-All values are raw bytes on the wire; decoding is ours (:mod:`schemas.codec`),
-so a bad value becomes a dead letter instead of a Faust decode error.
-
-:func:`create_app` only wires named pieces: the Faust app and transport
-(:mod:`streams.worker.transport`), the topics (:mod:`streams.worker.topics`),
-delivery (:mod:`streams.worker.delivery`) and where each result goes
-(:mod:`streams.worker.routes`), the batch runner (:mod:`streams.worker.batches`),
-the sales windows (:mod:`streams.worker.windows`), consumer lag
-(:mod:`streams.worker.lag`), the shared runtime (:mod:`streams.worker.runtime`)
-and the web pages (:mod:`streams.worker.web`).
+:func:`create_app` only wires; the logic lives in the modules it names. Delivery
+is at-least-once. Data flow and shutdown order: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,14 @@
 """A batch consumer for high-rate topics, run as a service of the Faust worker.
 
-The order agent consumes ``orders`` through this instead of a Faust stream.
-Faust's per-event path (the conductor, the stream iterator, ack bookkeeping and
-its sensors) costs more CPU than an order's whole budget. ``vitrine bench
-consume`` (N orders read from a fresh group and dropped, 2-core machine):
-
-- a Faust agent, ``async for value in stream``: 4,497-4,962 events/s at
-  209-227 µs of CPU per event; ``stream.take(512, within=0.05)``: 4,393-4,476/s;
-- this consumer with a handler that returns at once: 108,000-139,000 events/s
-  at 6-7.5 µs per event.
-
-At the 5,000 orders/s target one core has 200 µs per order for everything, and
-the broker shares the two cores.
-
-Semantics are those of the Faust agents (at-least-once):
-
-- records are fetched with ``getmany`` (up to ``max_records``, waiting up to
-  ``max_latency_ms`` when none are buffered) and handed to ``handle`` as one
-  batch; ``handle`` returns only once every output of the batch is confirmed;
-- then the batch's offsets are committed. A crash before the commit means the
-  batch is delivered again, never lost;
-- on a rebalance the revoked partitions' in-flight batch finishes and is
-  committed before the partitions are given up;
-- on stop (SIGTERM) fetching stops, the in-flight batch finishes, its offsets
-  are committed, and the consumer leaves its group;
-- a record batch that cannot be read (a codec the client lacks, a corrupt
-  segment) pauses its partition and makes the worker not ready, with one log
-  line naming it (:mod:`streams.worker.unreadable`); the others go on;
-- a ``handle`` that raises crashes the worker (like a Faust agent under
-  ``CrashingSupervisor``): the process supervisor restarts it, and the
-  uncommitted batch is delivered again.
-
-The consumer has a group of its own (the worker's Faust group runs Faust's
-assignor protocol, which a plain consumer cannot join). A partition the group
-has never committed starts where ``inherit_offsets_from`` (the Faust group that
-consumed the topic before) left it, so an upgrade does not re-enrich and
-re-count every retained order; without either commit, at the earliest offset.
+The order agent consumes ``orders`` through this instead of a Faust stream,
+because Faust's per-event path costs more CPU than an order's whole budget at the
+5,000 orders/s target (measured with ``vitrine bench consume``: docs/PERFORMANCE.md).
+It keeps the agents' at-least-once semantics: a batch is committed only once
+``handle`` has confirmed every output, and on a rebalance or SIGTERM the in-flight
+batch finishes and is committed first; a ``handle`` that raises crashes the
+worker; an unreadable record batch pauses only its partition
+(:mod:`streams.worker.unreadable`). It has a consumer group of its own, which
+inherits the Faust group's offsets on first start. Design: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

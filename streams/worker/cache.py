@@ -1,43 +1,15 @@
 """Vitrine's Redis: the image-result cache, and the connection the views share.
 
-Keys (``<prefix>`` is ``redis_key_prefix``), cache and state apart:
-
-- cache, may be evicted (every key has a TTL, and Redis runs ``volatile-lru``):
-  ``<prefix>:img:{<sha256>}`` -> the image's
-  :class:`~streams.worker.imageresult.ImageResult`, JSON (``redis_ttl_s``; the
-  model's name and version are in the value, and a result from another model is
-  a miss); ``<prefix>:claim:<model_version>:{<sha256>}`` -> the id of the worker
-  inferring that image with that model, for ``image_claim_ttl_ms`` (``SET NX
-  PX``), deleted with the result's write or when the image fails to decode;
-- state, never evicted (no TTL), views of the record topics kept by
-  :mod:`streams.worker.views`: ``<prefix>:product:<product_id>`` ->
-  :class:`~streams.worker.state.ProductState`, the recommendation sorted sets
-  (:mod:`streams.worker.recommend`), and ``<prefix>:views:offsets``.
-
-The ``{<sha256>}`` hash tag keeps an image's claim and result in one slot of a
-Redis Cluster, hence on one master, whose commands run in the order they were
-sent: the result is written before the claim is deleted, and read after the
-claim, as on one server. Other keys spread over the slots; multi-key calls are
-split per slot (:mod:`streams.worker.redisclient`).
-
-One MGET and one pipelined write per batch (on a Redis Cluster: one round trip
-to each master, in parallel). When Redis is down or slow the
-cache steps aside: lookups report misses (or :class:`CacheUnavailable` for
-product lookups, so that enrichment can hold its orders), writes are skipped,
-both are counted, and the outage is logged once when it starts and once when it
-ends. After a failure, Redis is not tried again for ``retry_after_s``, so a
-dead server costs one timeout per interval, not one per batch.
-
-A Redis at ``maxmemory`` with nothing left to evict (only state keys) refuses
-writes with OOM: that is not an outage (reads go on), but every refused write is
-counted in ``vitrine_redis_full_total`` and logged at most once a minute, and the
-alert ``VitrineRedisFull`` fires. Labelling goes on; the views stop advancing
-until there is room, and nothing is lost, since the record topics hold it all.
-
-Refused credentials (a wrong ``VITRINE_REDIS_PASSWORD``, or a user the ACL does
-not know) are handled like an outage, since labelling must not stop for the
-cache; the warning then names the settings to fix. ``rediss://`` URLs verify
-the server's certificate against the system CAs or ``ssl_cafile``.
+Cache keys (``<prefix>:img:{<sha256>}`` -> an
+:class:`~streams.worker.imageresult.ImageResult`, and the inference claims) have a
+TTL and may be evicted; the views' state keys (:mod:`streams.worker.views`) have
+none. An image's claim and result share the ``{<sha256>}`` hash tag, so that on a
+Redis Cluster one master serves both in the order they were sent. One MGET and one
+pipelined write per batch. When Redis is down, slow or refuses the credentials,
+the cache steps aside (misses, skipped writes, counted, logged once) rather than
+stop labelling; a Redis full of state refuses writes (counted) and the views
+wait for room, catching up from the topics.
+Keys and outage behaviour: docs/ARCHITECTURE.md ("State") and docs/OPERATIONS.md.
 """
 
 from __future__ import annotations

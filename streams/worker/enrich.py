@@ -1,26 +1,14 @@
 """Enrich a micro-batch of orders with the categories of their products.
 
-One Redis MGET per batch for every distinct product in it, from the product
-view (:mod:`streams.worker.views`). An order can arrive before its product's
-label (both topics are produced at about the same time upstream). Policy: an
-order may wait for missing labels until ``label_wait_ms`` after it was
-published (its record timestamp), re-reading only the missing products every
-``retry_interval_ms``. An old order (a replay) therefore never waits for that
-reason, and a burst of fresh orders waits at most ``label_wait_ms`` once per
-batch.
-
-A product missing from the view is called ``unknown`` / ``not_labelled`` only
-once the view has applied every ``product-labels`` record written before the
-lookup (:class:`ProductCoverage`): while Redis is down, or the view is behind
-(a Redis that came back empty and is being rebuilt, a builder catching up),
-the batch is held and looked up again every ``retry_interval_ms``. Only after
-``hold_max_ms`` of that are its missing items emitted ``unknown`` with
-``unknown_reason: cache_unavailable``, so that an outage that outlasts the
-hold cannot stop the orders partition for good.
-
-Each enriched order also yields per (category, region) sales deltas, which the
-order agent forwards, keyed by ``category|region``, to the windowed
-aggregation (:mod:`streams.worker.windows`).
+One Redis MGET per batch from the product view (:mod:`streams.worker.views`). An
+order may arrive before its product's label, so it may wait for it until
+``label_wait_ms`` after it was published (a replayed order never waits). A product
+missing from the view is called ``unknown`` only once the view covers every label
+written before the lookup (:class:`ProductCoverage`); while Redis is down or the
+view is behind, the batch is held, for at most ``hold_max_ms``, after which its
+missing items go out ``unknown`` (``cache_unavailable``) so that an outage cannot
+stop the partition for good. Each order also yields per (category, region) sales
+deltas for :mod:`streams.worker.windows`. Runbook: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations

@@ -1,32 +1,12 @@
 """Fetch a product image by reference (``image_uri``) under a strict policy.
 
-The policy (the README lists it with the inputs):
-
-- ``https://`` to any host whose addresses are all public;
-- ``http://`` only to a host in ``allowed_hosts`` (``VITRINE_IMAGE_FETCH_ALLOWED_HOSTS``);
-- ``file://`` only for a regular file under ``file_root`` (``VITRINE_IMAGE_FILE_ROOT``),
-  after resolving symlinks and ``..``;
-- nothing else (ftp, gopher, data:, ...), and no credentials in the URI.
-
-Server-side request forgery: a host name is resolved first and **every** address it
-resolves to must be public (not private, loopback, link-local, multicast, reserved,
-shared or unspecified; IPv4 embedded in IPv6 is unwrapped and checked too); aiohttp
-then connects to exactly those checked addresses, so a second DNS answer cannot
-re-bind the name to an internal address. Only a host in ``allowed_hosts`` may resolve
-to a private address, and only when ``allow_private_addresses`` is set (an internal
-image server). Redirects are followed by hand, at most ``max_redirects`` (3) times, and
-every hop is checked again like a new URI, so a redirect to a private address, to
-``file://`` or to a plain-``http`` host not on the list is refused.
-
-Limits: ``max_bytes`` is enforced on ``Content-Length`` before reading and on the
-bytes actually streamed, and ``timeout_s`` bounds the whole fetch (DNS, connect, TLS,
-redirects, body). Responses are asked for and read without content coding, so the
-byte count is what the image decoder gets. Only ``200 OK`` is a success.
-
-Errors are :class:`FetchError` with a stable ``code``: ``image.uri_refused`` (the
-policy said no; nothing was fetched), ``image.too_large``, or ``image.fetch_failed``
-with ``retriable`` telling whether trying again can help (timeouts, connection errors,
-5xx, 408, 429: yes; 4xx, a missing file, too many redirects, TLS errors: no).
+``https://`` to public addresses only, ``http://`` only to ``allowed_hosts``,
+``file://`` only under ``file_root``, nothing else. Against server-side request
+forgery every address a host resolves to must be public, the connection goes to
+exactly those checked addresses (no DNS re-binding), and every redirect hop is
+checked again like a new URI. Size and time are bounded over the whole fetch.
+Errors are :class:`FetchError` with a stable ``code`` and ``retriable``.
+The full policy: docs/SECURITY.md ("Fetching image_uri").
 """
 
 from __future__ import annotations

@@ -1,40 +1,14 @@
 """Integrity checks of listings (brand protection): duplicate photos across sellers.
 
-A listing is flagged ``duplicate_image`` when the same image file (sha256) was
-listed before by another seller, and ``near_duplicate`` when the same photo,
-re-encoded, resized, cropped or mirrored, was (the rule and its measurements:
-:mod:`inference.serving.duplicates`). The evidence, the other seller's product,
-goes in the event (:class:`~schemas.records.DuplicateOf`). Listings without a
-``seller_id`` are neither checked nor remembered: whose photo it is is unknown.
-
-The record is the compacted ``listing-fingerprints`` topic
-(:class:`~schemas.records.ListingFingerprint`, key ``<image_sha256>|<seller_id>``):
-when a worker first sees a seller list a photo, it writes that listing (product,
-time, model version) with the photo's fingerprint, produced and confirmed with
-the batch's other outputs before the batch is acked. Compaction keeps one
-record per (photo, seller), so the topic holds every photo's first listing by
-each seller for as long as the topic keeps it; Redis holds nothing of it.
-
-The view is an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
-(numpy arrays, about 4 KB a listing, most of it the 1280-d float16 embedding;
-``vitrine bench integrity``), which every worker fills by reading the whole
-topic, all partitions, from the beginning at start and then as it grows
-(:class:`IntegrityView` under a :class:`~streams.worker.follower.TopicFollower`).
-A restarted worker, or one whose Redis was emptied, rebuilds it from Kafka.
-Until the follower has read up to the end offsets it found at start, the checks
-wait (``/ready`` answers 503 and ``vitrine_follower_caught_up{view="integrity"}``
-is 0), so a copy is never missed for a view still loading.
-
-The checks run in input order, batch after batch, on the event loop, without
-I/O: each listing is checked against the index and then added to it at once,
-so later listings of the batch and later batches of this worker see it before
-its record comes back from Kafka (reading it back changes nothing: a record
-for a known (photo, seller) is idempotent). Listings that another worker
-labelled are found once their records are read, a few hundred milliseconds
-after that worker's batch is delivered (the follower polls every 200 ms): two
-copies listed within that window on two workers are not flagged against each
-other. A cache hit (a photo not decoded here) is checked with the photo's
-fingerprint from the index, by sha256.
+A listing is flagged ``duplicate_image`` when another seller listed the same
+image file before, and ``near_duplicate`` when another seller listed the same
+photo re-encoded, resized, cropped or mirrored (the rule:
+:mod:`inference.serving.duplicates`). Each seller's first listing of a photo is
+recorded on the compacted ``listing-fingerprints`` topic, which every worker reads
+whole into an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
+(:class:`IntegrityView`); the checks wait until it has caught up. Listings without
+a ``seller_id`` are neither checked nor remembered. Design, limits and
+measurements: docs/INTEGRITY.md.
 """
 
 from __future__ import annotations

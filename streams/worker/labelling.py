@@ -1,27 +1,15 @@
 """Label a micro-batch of product-image records: validate, fetch, hash, cache, infer.
 
-Kafka-free on purpose: the image agent hands this module a list of
-:class:`~streams.worker.consumed.ConsumedRecord` and gets back, in input order, either a
-labelled-product value or a dead-letter reason for every record. Nothing here
-raises for one bad record; the batch always goes on.
-
-Per batch: one Redis MGET for every image hash, one executor call that decodes,
-preprocesses and infers the misses (identical images in one batch are inferred
-once), and one pipelined Redis write of the new image results. The write is a
-separate step, :meth:`ImageLabeller.remember`, which the agent runs in input
-order after ``process``. Products' categories are not written here: the
-product-labels records this agent produces are the record, and the view builder
-(:mod:`streams.worker.views`) applies them to Redis. A new image is inferred
-once, however many batches in flight and workers miss it at once
-(:mod:`streams.worker.claims`). An image's result is an
-:class:`~streams.worker.imageresult.ImageResult`, cached as it is.
-
-Every image inferred here is also fingerprinted (perceptual hashes of the
-decoded pixels and the model's embedding). :meth:`ImageLabeller.check_integrity`,
-which the agent runs in input order before ``remember``, uses the fingerprints
-to flag copies of other sellers' photos and to record each seller's first
-listing of a photo on ``listing-fingerprints`` (:mod:`streams.worker.integrity`);
-``category_mismatch`` is decided with the label itself.
+Kafka-free on purpose: the image agent hands over a list of
+:class:`~streams.worker.consumed.ConsumedRecord` and gets back, in input order, a
+labelled product or a dead-letter reason for every record; one bad record never
+sinks the batch. Per batch: one Redis MGET, one executor call that decodes,
+preprocesses, infers and fingerprints the misses (each new image once, across
+batches and workers: :mod:`streams.worker.claims`), then, run by the agent in input
+order, :meth:`ImageLabeller.check_integrity` (:mod:`streams.worker.integrity`) and
+:meth:`ImageLabeller.remember`, one pipelined write of the new image results
+(:class:`~streams.worker.imageresult.ImageResult`). Products' categories reach
+Redis through the view builder (:mod:`streams.worker.views`), not from here.
 """
 
 from __future__ import annotations

@@ -1,70 +1,14 @@
 """Item-to-item "bought together" recommendations, kept in Redis sorted sets.
 
-The sorted sets are a view of the ``orders-enriched`` topic (its record:
-compacted by order id, kept for ``recommend_history_days``): the view builder
-(:mod:`streams.worker.views`) applies each batch of enriched orders it reads,
-and a Redis that comes back empty is refilled from the topic. Each batch adds
-to two families of sorted sets (``<prefix>`` is ``redis_key_prefix``):
-
-- ``<prefix>:rec:<product_id>``: the other products bought in the same orders,
-  scored by decayed co-purchases (one per order, whatever the quantities);
-- ``<prefix>:pop:<region>:<season>:<category>``: products of a category scored by
-  decayed units sold in a region in a *local* season (the hemisphere comes from
-  ``southern_hemisphere_regions``), and ``<prefix>:popall:<category>`` the same
-  over every region and season, for a region with no sales yet. Lines whose
-  category is ``unknown`` add no popularity (their product cannot be placed).
-
-**Forward decay** (Cormode et al., ICDE 2009): an order adds
-``exp((created_at - DECAY_EPOCH) / tau)`` rather than 1, with ``tau`` from
-``recommend_half_life_days``. Dividing every score by ``exp((now - DECAY_EPOCH) /
-tau)`` would give each order a weight of one half per half-life of age; that
-factor is the same for every member, so rankings never need it, nothing is ever
-rewritten as time passes, and an order weighs by its *event* time: back-filled
-history counts as old. Queries report scores divided by it, as "decayed
-co-purchases (units) as of ``at``". Doubles overflow near ``exp(709)``, that is
-about 1,000 half-lives after the epoch (84 years at the default 30 days; the
-setting's floor of 7 days still reaches 2044). An order stamped more than a day
-ahead of the worker's clock is not counted (logged): an upstream clock error
-would otherwise outweigh all real history, or overflow.
-
-Round trips: the whole batch's increments are summed in memory, then written by
-a small Lua script (per key: ZINCRBY each member, a ZREMRANGEBYRANK that keeps
-the ``recommend_max_members`` best; no TTL, since they are state), its calls
-in **one** pipeline: one round trip per batch, never one per order. On a Redis
-Cluster each call's KEYS lie in one hash slot (a call per slot the batch
-touches, about 45 small ones for the batch below, rather than one), still in one
-pipeline: one round trip to each master, in parallel. Summing first
-matters: a batch of 512 simulated orders makes about 5,800 increments but only
-about 700 distinct (key, member) pairs in 45 keys. The script, rather than one
-pipelined command per pair, because redis-py spends about 12 us of CPU on each
-pipelined command and its reply: measured on the 2-core VM with those batches,
-the script costs the worker 3 us of CPU per order (on top of 5 us for summing)
-and a batch 7-9 ms, where pipelined ZINCRBYs cost 24 us and 16 ms; on a catalogue
-so large that no two orders of a batch share a product, 38 us and 40 ms. It needs
-EVAL in the ACL.
-
-A member trimmed away starts again from its next increment, which forward decay
-weighs as recent: a newly popular pair climbs back in. An order with more than
-``recommend_max_basket_lines`` distinct products adds no pairs: the pairs grow
-with the square of its size (a wholesale basket of 1,000 lines would be a
-million increments) and say little about which two products go together.
-
-Redis down: the view builder does not advance (the outage is logged once by
-:class:`~streams.worker.cache.LabelCache`, whose connection and outage state this
-shares) and applies the batch when Redis is back; order enrichment itself does
-not wait for recommendations.
-
-Counting is at-least-once: an order that reached orders-enriched twice (a
-worker killed between producing and committing), or a view batch applied again
-after a crash, adds one co-purchase to its pairs; unlike the category-sales
-windows, this is accepted, since it shifts scores by a few recent orders at
-most. A rebuild counts each order once: compaction keeps one record per order.
-
-The update (:func:`increments`, :func:`merge_increments`) and the query
-(:func:`recommend`) are plain functions over (key, member, increment) triples and
-a :class:`SortedSetReader`, so the offline evaluation
-(``streams/tools/recommend_eval.py``) runs the worker's own logic on an
-in-memory store.
+The sets are a view of ``orders-enriched`` that the view builder
+(:mod:`streams.worker.views`) applies batch by batch, and refills from the topic
+when Redis comes back empty. Scores use forward decay by event time, so nothing
+is rewritten as time passes. A batch's increments are summed in memory and
+written by a Lua script (ZINCRBY, trim; one call per hash slot on a cluster) in
+one pipeline: one round trip per batch. The update (:func:`increments`,
+:func:`merge_increments`) and the query (:func:`recommend`) are plain functions
+over a :class:`SortedSetReader`, so ``streams/tools/recommend_eval.py`` runs the
+worker's own logic in memory. Keys, design and measurements: docs/RECOMMENDATIONS.md.
 """
 
 from __future__ import annotations

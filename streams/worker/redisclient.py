@@ -1,32 +1,14 @@
 """The Redis client the ``redis_*`` settings describe: one server, or a Redis Cluster.
 
-With ``redis_cluster`` set (``VITRINE_REDIS_CLUSTER=true``), ``redis_url`` names
-any one node of a cluster (``redis://`` or ``rediss://``, as for one server) and
-redis-py's :class:`~redis.asyncio.cluster.RedisCluster` finds the others, follows
-``MOVED`` and ``ASK`` redirects and refreshes its slot map itself. Password, TLS
-and timeouts are the same settings as for one server.
-
-A cluster serves each key from the master of its hash slot, so a command whose
-keys lie in several slots is refused (``CROSSSLOT``). This module makes the
-label cache's multi-key calls slot-safe without changing their shape:
-
-- :func:`mget` and :class:`SlotSafePipeline` split an MGET (or MSET) into one
-  per slot, queued in one pipeline, and give back one reply in the caller's
-  order.
-  redis-py sends a cluster pipeline's commands to each master in one round trip,
-  the masters in parallel: one round trip per batch, as on one server.
-- :func:`group_by_slot` groups keys for calls that must stay within one slot
-  (the recommendation script, one EVAL per slot group).
-
+With ``redis_cluster`` set, ``redis_url`` names any one node and redis-py's
+:class:`~redis.asyncio.cluster.RedisCluster` finds the others. A cluster refuses a
+command whose keys span hash slots (``CROSSSLOT``), so :func:`mget` and
+:class:`SlotSafePipeline` split an MGET or MSET into one per slot within one
+pipeline (still one round trip per batch, to each master in parallel), and
+:func:`group_by_slot` groups keys for calls that must stay in one slot. A failover
+is retried for up to ``redis_cluster_failover_ms`` before it counts as an outage.
 On one server the same calls are a plain MGET and a plain pipeline.
-
-A failover (a master down until its replica is promoted) costs retries, not an
-outage: the cluster client retries a command that met a dead master, a
-``CLUSTERDOWN`` or a ``TRYAGAIN`` (refreshing its slot map between tries) for up
-to ``redis_cluster_failover_ms``, which should be longer than the cluster's
-failover time (its ``cluster-node-timeout`` plus about a second). Only what is
-still failing after that, or a cluster none of whose nodes answers, reaches the
-label cache as an outage (bypassed, retried after its interval).
+Details: docs/REDIS-CLUSTER.md.
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
 """Record batches a consumer cannot read: found, paused, reported, never a crash loop.
 
-With every codec installed (see ``pyproject.toml``) the broker validates what
-producers send, so a batch this worker cannot read is rare: a codec the client
-lacks (a broken install, a codec newer than the client) or a corrupt log
-segment (CRC mismatch). aiokafka raises such an error from ``getmany`` without
-saying which partition it came from, and it drops the records it had already
-drained from other partitions in that call. Crashing would restart on the same
-batch forever, so instead:
-
-1. every assigned partition is rewound to where processing stands (nothing is
-   lost or skipped; the caller processes and commits each batch before the next
-   fetch);
-2. each partition is read alone until it raises, ends or a deadline passes,
-   then rewound again: the one that raises is the culprit, and its records
-   before the batch are handed back to be processed;
-3. the culprit is paused at the batch (the others go on), counted in
-   ``vitrine_unreadable_partitions{topic,partition}``, and named in one ERROR
-   log line with its offset and cause; the worker reports not ready.
-
-The way out (docs/DELIVERY.md, "Unreadable record batches"): install the missing codec
-library and restart; for a corrupt batch, stop the workers and move the group
-past it with ``kafka-consumer-groups --reset-offsets --to-offset``.
+A batch the worker cannot read (a codec the client lacks, a corrupt log segment) is
+rare, and aiokafka raises it from ``getmany`` without naming its partition.
+Crashing would restart on the same batch forever, so the partitions are rewound to
+where processing stands, read one at a time to find the culprit, and the culprit
+alone is paused (counted in ``vitrine_unreadable_partitions``, named in one ERROR
+line, the worker not ready); nothing is lost or skipped. How it works and the way
+out: docs/DELIVERY.md ("Unreadable record batches").
 """
 
 from __future__ import annotations

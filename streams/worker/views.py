@@ -1,40 +1,14 @@
 """The Redis views of the record topics, and the builder that keeps them.
 
-Kafka is the record; Redis holds views of it (``../shared/DESIGN.md``,
-principle 1). :class:`ViewBuilder` materialises two compacted record topics:
-
-- ``product-labels`` (key product_id) into the product view,
-  ``<prefix>:product:<product_id>`` -> :class:`~streams.worker.state.ProductState`
-  (MessagePack, no TTL), which order enrichment reads;
-- ``orders-enriched`` (key order_id) into the recommendation sorted sets
-  (:mod:`streams.worker.recommend`), which ``/recommend`` reads.
-
-The builders of all workers form one consumer group (``<app_id>-views``): each
-applies the partitions it is assigned. The offsets a view covers live in Redis
-beside the view, in the hash ``<prefix>:views:offsets`` (field
-``<topic>:<partition>`` -> the next offset to apply), not in Kafka: a Redis that
-comes back empty has lost its offsets with its data, and the builder starts
-those partitions again from the beginning. Before each batch it reads the
-stored offsets of the batch's partitions (one HMGET) and compares them with
-where it stands: a field that is gone or moved means Redis lost state (a
-restart without persistence, a failover to a replica that lags, a flush), and
-the partition is read again from what Redis still has. The batch's writes and
-its offsets then go in one pipelined round trip.
-
-A builder that reaches the end offsets it found when it (re)started a
-partition logs how long that took; until then :attr:`ViewBuilder.caught_up` is
-clear and the worker is not ready (unless Redis is down or refuses the worker:
-then the views cannot advance, labelling goes on, and readiness does not wait
-for the outage to end). Order enrichment never takes a missing
-product for an unlabelled one while the view is behind: :meth:`ViewBuilder.mark`
-and :meth:`ViewBuilder.covers` tell it whether every label record written before
-a lookup is applied (see :mod:`streams.worker.enrich`).
-
-Delivery into the views is at-least-once: after a crash between a batch's
-writes and its offsets, or a Redis lost mid-batch, the batch is applied again.
-Product states are overwritten with the same value; an order counted twice in
-the recommendations adds one recent co-purchase, as
-:mod:`streams.worker.recommend` accepts.
+Kafka is the record and Redis holds views of it (``../shared/DESIGN.md``,
+principle 1). :class:`ViewBuilder`, one consumer group over all workers, applies
+``product-labels`` into the product view that order enrichment reads and
+``orders-enriched`` into the recommendation sets (:mod:`streams.worker.recommend`).
+The offsets a view covers are kept in Redis beside it, not in Kafka, so that a
+Redis that lost state is noticed and its partitions are read again; each batch's
+writes and offsets go in one pipelined round trip. :meth:`ViewBuilder.mark` and
+:meth:`ViewBuilder.covers` tell enrichment whether the view is behind.
+Design and rebuilds: docs/ARCHITECTURE.md ("How a view is rebuilt").
 """
 
 from __future__ import annotations

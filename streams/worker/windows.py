@@ -1,36 +1,14 @@
 """Windowed category-sales aggregation: tumbling windows per ``category|region``.
 
 The order agent forwards each order's :class:`SalesDelta` to an internal topic
-keyed by ``category|region``, so every window of one key is
-owned by one partition, hence one worker, however many workers run. The sales
-agent folds the deltas into a Faust tumbling-window table (changelog-backed, so
-it survives a worker restart) relative to the order's ``created_at``, and a
-timer emits the changed windows to ``category-sales`` at most once per
-interval: one CategorySales per window, keyed ``category|region|window_start``
-(:func:`schemas.sales.category_sales_key`), each update replacing the last (same
-key, same deterministic ``event_id``). The window is in the key because the topic
-is compacted: keyed by ``category|region`` alone, the log cleaner kept only the
-newest window of each pair and a report read from the beginning lost the rest.
-
-A redelivered order is counted once: each window keeps, per orders partition,
-the highest offset it has counted (:class:`SalesAggregate`).
-
-Windows live in *order time*, and so does their retention
-(:class:`EventTimeWindow`). Faust's table cleanup asks whether a window is stale
-against the wall clock, so back-filled history (orders placed months ago, the
-``vitrine simulate`` year) had every window deleted at the next cleanup while
-its orders were still arriving; the next delta restarted it from zero and its
-update replaced the full total with a partial one. Here a window expires once
-the watermark (the order time of the slowest deltas partition this worker
-reads, :class:`EventTimeWindow`) is ``sales_window_expires_s`` past its end,
-and the rule for late orders follows from it: a delta for a window
-that has expired is **late**; it is not counted (it would reopen a window
-whose state is gone), it is counted in ``vitrine_sales_late_orders_total`` and
-logged at most once a minute, and the order itself is still on
-``orders-enriched``, where an analytics job can recount it. Live orders arrive
-within seconds of their time and are never late; to back-fill history, publish
-it in time order (as ``vitrine simulate`` does), or raise
-``VITRINE_SALES_WINDOW_EXPIRES_S`` to cover the disorder.
+keyed ``category|region``, so each key's windows belong to one partition, hence one
+worker. The sales agent folds them into a Faust tumbling-window table by order
+time, and a timer emits changed windows to ``category-sales``, keyed by window
+(:func:`schemas.sales.category_sales_key`) so that compaction keeps every window.
+An order redelivered is counted once (:class:`SalesAggregate`), and windows
+expire by order time against a watermark (:class:`EventTimeWindow`), not the wall
+clock, so back-filled history is kept; a delta for an expired window is late and
+not counted. Why, and what to do with late orders: docs/DELIVERY.md.
 """
 
 from __future__ import annotations

@@ -1,44 +1,11 @@
 """``vitrine bench pipeline``: the worker end to end, beside its ceiling and a naive baseline.
 
-One run, same images, same machine, with the local stack up. Phases 1, 2 and
-7 run side by side in each of ``--trials`` trials (fresh images each time), so
-that a change of load on a shared machine hits all three alike; their ratios
-are the medians of the trials' own ratios:
-
-1. **engine alone**: ``Engine.predict_bytes`` over the images in batches of
-   ``max_batch_size``, in this process, no Kafka (``bench inference``'s ceiling);
-   then **engine + fingerprints**: the worker's own model stage, which also
-   takes the embeddings and fingerprints each photo for the integrity checks;
-2. **pipeline, misses**: N listings with distinct images published at once to
-   fresh topics; a real ``vitrine worker`` labels them; throughput from the
-   first publish to the last label, latency per event from the input record's
-   timestamp to the output record's;
-3. **pipeline, cache hits**: every trial's images again under new event ids;
-4. **pipeline, half rate**: fresh images paced at half the median rate of 2,
-   for the publish-to-label latency percentiles a user would see;
-5. **orders, live**: enriched orders per second for orders of the labelled
-   products, published while the worker runs (from the first publish to the
-   last output: bounded by this process's publishing too);
-6. **images and orders, backlog**: the worker is stopped, a backlog of fresh
-   images is published, and a fresh worker drains it (its capacity with no
-   publisher beside it on the same cores); then the same for orders:
-   the worker is stopped, a backlog of orders is
-   published, and a fresh worker drains it: the worker's own capacity, from
-   its first output to its last (the first batch is left out of the count, so
-   the figure errs low);
-7. **naive baseline**: a kafka-python consumer that decodes and infers one
-   message at a time and produces each result before the next;
-8. **scaling** (``--workers 1,2``): 1, 2, ... worker processes in one consumer
-   group on fresh images, one count after another, listings/s and the ratio to
-   the first count.
-
-While the worker works, this process only publishes and polls end offsets; it
-reads the outputs afterwards, from their record timestamps, so that on two
-cores it does not take CPU from the worker it measures.
-
-Images are the shipped product photos; each event gets a unique trailer after
-the JPEG end-of-image marker, so every image has its own content hash (a
-cache miss) while decoding costs the same.
+In one run, with the same images on the same machine and the local stack up,
+it measures the engine alone (the ceiling), a real ``vitrine worker`` labelling
+new and cached listings and enriching orders, a naive one-message-at-a-time
+consumer, and optionally several worker processes. The ceiling, the pipeline
+and the baseline take turns within each trial so that a shared machine's load
+hits them alike. The phases and the latest figures: docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

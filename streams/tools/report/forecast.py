@@ -1,30 +1,13 @@
 """Next-week demand per category and region from the sales windows, and how wrong it was.
 
-The windows are summed into UTC days per category x region (a day with no window
-sold nothing), revenue and units apart. Two models forecast each daily series:
-
-- **seasonal-naive**: each day is the same weekday of the last week seen. It is the
-  baseline any model must beat: weekly rhythm is the strongest pattern in orders.
-- **Holt-Winters** (statsmodels' ``ExponentialSmoothing``): additive weekly seasonality
-  (7 days) and an additive *damped* trend, parameters fitted by least squares. It
-  smooths the day-to-day noise that seasonal-naive copies, and the damped trend
-  follows a drift (growth, a season coming) without projecting it for ever. A yearly
-  season cannot be fitted from one year of days; the level tracks it instead.
-  Forecasts are clipped at zero (demand is never negative; an additive model can dip
-  below on a quiet series).
-
-Evaluation: the last :data:`HOLDOUT_DAYS` days are held out, both models are fitted
-on the days before, and each is scored by sMAPE on the held-out days (see
-:func:`smape`). The next-week forecast refits both on every day. A series needs
-:data:`MIN_FIT_DAYS` days to fit (two weekly cycles) plus the held-out week; with
-fewer days the report says "not enough history" rather than fitting noise.
-
-Measured on the simulated year (``simulate(..., start=2025-01-01, seed=7)``, 18
-series, about 68 orders a day in all; docs/ANALYTICS.md): revenue sMAPE
-64.0 % for Holt-Winters against 82.5 % for seasonal-naive on the last week, and
-Holt-Winters won overall on each of the eight weeks before too, but lost on 2 to 6
-of the 18 series each week: the sparse ones (a few orders a day) are noise either
-way, which is why the report names the series where it does not win.
+The windows are summed into UTC days per category x region, and two models
+forecast each daily series: seasonal-naive (the same weekday last week: the
+baseline, since weekly rhythm is the strongest pattern in orders) and
+Holt-Winters (additive weekly season, damped additive trend). The last
+:data:`HOLDOUT_DAYS` days are held out and both models scored by sMAPE
+(:func:`smape`); the next week comes from a refit on every day. Under
+:data:`MIN_FIT_DAYS` days plus the held-out week the report says "not enough
+history". Method and measurements: docs/ANALYTICS.md.
 """
 
 from __future__ import annotations

@@ -1,30 +1,13 @@
 """A year of realistic orders over the sample products: the generator and its ground truth.
 
-``vitrine simulate`` (:mod:`.command` publishes it) and the offline
-evaluations of recommendations and forecasts all draw their orders from
-:func:`simulate`, so what they are scored against is written down here, once:
-
-- **Catalogue**: one product per shipped sample photo (Grocery Store data set),
-  with its true kind and category, a base price per kind and a popularity.
-- **Regions** in both hemispheres (:data:`REGIONS`), each with its own size; all
-  prices in EUR (one marketplace, one settlement currency), so revenue compares
-  across regions.
-- **Seasons**: each kind's demand follows ``1 + amplitude * cos(2 pi (d - peak) / 365)``
-  of the *local* day of year ``d`` (south of the equator the peak is six months on):
-  citrus peaks in mid-winter, summer vegetables and juice in mid-summer, cabbage,
-  mushrooms and pomegranates in late autumn, dairy hardly moves (:data:`SEASONALITY`).
-- **Weekly rhythm**: more orders on Fridays and Saturdays, fewer on Sundays
-  (:data:`WEEKDAY_FACTOR`).
-- **Promotions**: in each region, a few kinds each run one week at 20 % off with
-  2.5x demand (drawn from the seed; listed in :attr:`Simulation.promotions`).
-- **Baskets**: one to six lines; the first of each :data:`PLANTED_PAIRS` pair pulls
-  its partner into the same basket with probability :data:`PAIR_PROBABILITY`
-  (what the recommendations must find).
-- A slow growth over the year (``GROWTH_PER_YEAR``) that an analyst would see as
-  period-on-period growth.
-
-Everything is drawn from one ``random.Random(seed)``: the same arguments give the
-same orders, byte for byte.
+``vitrine simulate`` (:mod:`.command` publishes it) and the offline evaluations of
+recommendations and forecasts all draw their orders from :func:`simulate`, so what
+they are scored against is written down here, once: the catalogue, the regions in
+both hemispheres (:data:`REGIONS`), local seasons (:data:`SEASONALITY`), the weekly
+rhythm (:data:`WEEKDAY_FACTOR`), promotions, the planted pairs the recommendations
+must find (:data:`PLANTED_PAIRS`) and a slow growth. Everything is drawn from one
+``random.Random(seed)``: the same arguments give the same orders, byte for byte.
+Overview: docs/ANALYTICS.md ("The simulated year").
 """
 
 from __future__ import annotations
