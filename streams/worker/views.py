@@ -179,6 +179,17 @@ class ViewBuilder(mode.Service):
         starts = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in tps:
             offset = stored[tp]
+            known = self.positions.get(tp)
+            if known is not None and (offset is None or offset < known):
+                # Found here after an outage, or by _verify between two batches. (An
+                # offset past ``known``: a batch landed whose reply the outage lost.)
+                logger.warning(
+                    "the view of %s[%d] is not where this builder left it (Redis has offset "
+                    "%s, expected %s): Redis lost state; rebuilding it from %s",
+                    tp.topic, tp.partition, offset, known,
+                    "the beginning" if offset is None else f"offset {offset}",
+                )  # fmt: skip
+                metrics.VIEW_REBUILDS.labels(tp.topic).inc()
             if offset is None:
                 await consumer.seek_to_beginning(tp)
             else:
@@ -205,8 +216,8 @@ class ViewBuilder(mode.Service):
         self._next_verify = time.monotonic() + 1.0
         stored = await self._stored(tps)
         lost = [tp for tp in tps if tp in self.positions and stored[tp] != self.positions[tp]]
-        if lost:
-            await self._restart(consumer, lost, stored)
+        if lost:  # Redis lost or moved their offsets: read them again from what it covers
+            await self._sync(consumer, lost)
         return lost
 
     async def _apply(
@@ -244,23 +255,6 @@ class ViewBuilder(mode.Service):
             n = len(fetched[tp])
             metrics.VIEW_RECORDS_APPLIED.labels(tp.topic).inc(n)
             self._applied_since_start += n
-
-    async def _restart(
-        self,
-        consumer: AIOKafkaConsumer,
-        lost: Sequence[TopicPartition],
-        stored: Mapping[TopicPartition, int | None],
-    ) -> None:
-        """Read ``lost`` again from what Redis still covers (it lost or moved their offsets)."""
-        for tp in lost:
-            logger.warning(
-                "the view of %s[%d] is not where this builder left it (Redis has offset %s, "
-                "expected %s): Redis lost state; rebuilding it from %s",
-                tp.topic, tp.partition, stored[tp], self.positions.get(tp),
-                "the beginning" if stored[tp] is None else f"offset {stored[tp]}",
-            )  # fmt: skip
-            metrics.VIEW_REBUILDS.labels(tp.topic).inc()
-        await self._sync(consumer, lost)
 
     def _decode(self, fetched: Mapping[TopicPartition, list[Any]]) -> _Batch:
         products: dict[str, bytes | None] = {}
