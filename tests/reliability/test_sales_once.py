@@ -128,8 +128,11 @@ def test_redelivered_orders_are_counted_once(
     worker = rworkers(**ENV).start()
     publishing = publish_steadily(rproducer, rtopics.orders, second_lot)
     wait_for_enriched(rtopics, len(first_lot) + 200, timeout_s=120)
-    # The rewound first lot came through again: each of its orders was skipped once.
-    assert wait_for_skipped(worker, len(first_lot)) == len(first_lot), worker.tail()
+    # The rewound first lot came through again: each of its orders was skipped. More
+    # may be: deltas the killed worker produced but had not committed on the deltas
+    # topic are read again and skipped too (648 of 600 once in CI). The windows
+    # below, equal to the hand-computed sums, show that none counted twice.
+    assert wait_for_skipped(worker, len(first_lot)) >= len(first_lot), worker.tail()
     worker.kill()
     publishing.join()
     worker = rworkers(**ENV).start()
