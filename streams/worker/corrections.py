@@ -179,6 +179,10 @@ class CorrectionsView:
             else:
                 del self._dismissed[pair]
 
+    def photos(self) -> dict[str, PhotoCorrection]:
+        """Every corrected photo (sha256) and the latest correction of it."""
+        return dict(self._photos)
+
     def for_photo(self, image_sha256: str) -> PhotoCorrection | None:
         """The reviewer's label of a photo, if a decision gave it one."""
         return self._photos.get(image_sha256)
