@@ -12,6 +12,7 @@ from schemas.codec import (
     decode_category_sales,
     decode_enriched_order,
     decode_inline_image,
+    decode_label_correction,
     decode_listing_fingerprint,
     decode_order,
     decode_product_embedding,
@@ -19,6 +20,7 @@ from schemas.codec import (
     decode_product_labelled,
     encode,
 )
+from schemas.corrections import correction_key
 from schemas.deadletter import DeadLetter, decode_headers, encode_headers
 from schemas.errors import SchemaError
 from schemas.records import (
@@ -28,6 +30,7 @@ from schemas.records import (
     EnrichedItem,
     EnrichedOrder,
     Label,
+    LabelCorrection,
     ListingFingerprint,
     OrderEvent,
     OrderItem,
@@ -49,6 +52,7 @@ __all__ = [
     "EnrichedItem",
     "EnrichedOrder",
     "Label",
+    "LabelCorrection",
     "ListingFingerprint",
     "OrderEvent",
     "OrderItem",
@@ -61,11 +65,13 @@ __all__ = [
     "Timings",
     "category_sales_event_id",
     "category_sales_key",
+    "correction_key",
     "decode",
     "decode_category_sales",
     "decode_enriched_order",
     "decode_headers",
     "decode_inline_image",
+    "decode_label_correction",
     "decode_listing_fingerprint",
     "decode_order",
     "decode_product_embedding",

@@ -38,6 +38,7 @@ from schemas.records import (
     SCHEMA_VERSION,
     CategorySales,
     EnrichedOrder,
+    LabelCorrection,
     ListingFingerprint,
     OrderEvent,
     ProductEmbedding,
@@ -52,6 +53,7 @@ __all__ = [
     "decode_category_sales",
     "decode_enriched_order",
     "decode_inline_image",
+    "decode_label_correction",
     "decode_listing_fingerprint",
     "decode_order",
     "decode_product_embedding",
@@ -69,6 +71,7 @@ RecordT = TypeVar(
     CategorySales,
     ProductEmbedding,
     ListingFingerprint,
+    LabelCorrection,
 )
 
 DEFAULT_MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
@@ -133,6 +136,11 @@ def decode_product_embedding(data: bytes | bytearray | memoryview) -> ProductEmb
 def decode_listing_fingerprint(data: bytes | bytearray | memoryview) -> ListingFingerprint:
     """Decode a value of the listing-fingerprints topic."""
     return decode(data, ListingFingerprint)
+
+
+def decode_label_correction(data: bytes | bytearray | memoryview) -> LabelCorrection:
+    """Decode a value of the label-corrections topic."""
+    return decode(data, LabelCorrection)
 
 
 def _run(

@@ -31,7 +31,34 @@ _EXTRA: Final[dict[str, dict[str, Any]]] = {
             {"required": ["image_b64"], "properties": {"image_b64": {"type": "string"}}},
             {"required": ["image_uri"], "properties": {"image_uri": {"type": "string"}}},
         ]
-    }
+    },
+    "LabelCorrection": {
+        "oneOf": [
+            {
+                "required": ["category"],
+                "properties": {
+                    "decision": {"enum": ["accept", "relabel"]},
+                    "category": {"type": "string"},
+                    "duplicate_of": {"type": "null"},
+                },
+            },
+            {
+                "properties": {
+                    "decision": {"const": "not_a_product"},
+                    "category": {"type": "null"},
+                    "duplicate_of": {"type": "null"},
+                },
+            },
+            {
+                "required": ["duplicate_of"],
+                "properties": {
+                    "decision": {"enum": ["duplicate_confirmed", "duplicate_dismissed"]},
+                    "category": {"type": "null"},
+                    "duplicate_of": {"type": "string"},
+                },
+            },
+        ]
+    },
 }
 
 

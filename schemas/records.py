@@ -28,6 +28,8 @@ __all__ = [
     "EnrichedItem",
     "EnrichedOrder",
     "Label",
+    "LabelCorrection",
+    "LabelDecision",
     "ListingFingerprint",
     "OrderEvent",
     "OrderItem",
@@ -98,9 +100,12 @@ Hash64 = Annotated[
     Meta(ge=0, description="A 64-bit perceptual hash, as an unsigned integer (below 2**64)."),
 ]
 
-CategoryStatus = Literal["labelled", "unknown"]
+CategoryStatus = Literal["labelled", "corrected", "unknown"]
 UnknownReason = Literal["not_labelled", "cache_unavailable"]
 Season = Literal["winter", "spring", "summer", "autumn"]
+LabelDecision = Literal[
+    "accept", "relabel", "not_a_product", "duplicate_confirmed", "duplicate_dismissed"
+]
 
 
 class ProductImageEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -271,6 +276,23 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = None
+    corrected_by: (
+        Annotated[
+            Id,
+            Meta(
+                description="The reviewer whose LabelCorrection gave this label and category;"
+                " null for the model's own label."
+            ),
+        ]
+        | None
+    ) = None
+    correction_id: (
+        Annotated[
+            Id,
+            Meta(description="event_id of that LabelCorrection; null for the model's own label."),
+        ]
+        | None
+    ) = None
 
 
 class ProductEmbedding(msgspec.Struct, frozen=True, kw_only=True):
@@ -412,7 +434,8 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
 class EnrichedItem(msgspec.Struct, frozen=True, kw_only=True):
     """An order line with its product's category.
 
-    category is "unknown" when category_status is unknown, and unknown_reason says why.
+    category is "unknown" when category_status is unknown, and unknown_reason says why;
+    category_status is corrected when a reviewer's LabelCorrection gave the category.
     """
 
     product_id: Id
@@ -425,7 +448,7 @@ class EnrichedItem(msgspec.Struct, frozen=True, kw_only=True):
     category_status: CategoryStatus
     unknown_reason: Annotated[
         UnknownReason | None,
-        Meta(description="Why the category is unknown; null when it is labelled."),
+        Meta(description="Why the category is unknown; null when it is labelled or corrected."),
     ] = None
 
 
@@ -494,6 +517,102 @@ class CategorySales(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: Annotated[datetime, Meta(tz=True, description="When this update was emitted.")]
 
 
+_CATEGORY_DECISIONS = ("accept", "relabel")
+_PAIR_DECISIONS = ("duplicate_confirmed", "duplicate_dismissed")
+
+
+class LabelCorrection(msgspec.Struct, frozen=True, kw_only=True):
+    """A reviewer's decision about a labelled listing.
+
+    Topic label-corrections (compacted). Key product_id for the label decisions
+    (accept, relabel, not_a_product: the product's latest one stands), and
+    ``<product_id>|<duplicate_of>`` for the duplicate decisions (every pair's latest
+    one stands): schemas.corrections.correction_key. accept and relabel set category;
+    not_a_product sets none (the category becomes "other"); the duplicate decisions
+    set duplicate_of and no category.
+    """
+
+    schema_version: SchemaVersion
+    event_id: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=128,
+            description=(
+                "The decision's id (a UUID): a decision sent again keeps it, and the "
+                "ProductLabelled the worker emits for it carries it as correction_id."
+            ),
+        ),
+    ]
+    occurred_at: Annotated[
+        datetime, Meta(tz=True, description="When the reviewer decided (RFC 3339).")
+    ]
+    product_id: Annotated[Id, Meta(description="The listing the decision is about.")]
+    image_sha256: Annotated[Sha256, Meta(description="Its photo as reviewed (lower-case hex).")]
+    decision: Annotated[
+        LabelDecision,
+        Meta(
+            description=(
+                "accept: the category (and label) stand as given; relabel: they replace "
+                "the model's; not_a_product: the photo shows no product (category other); "
+                "duplicate_confirmed / duplicate_dismissed: the listing does / does not copy "
+                "duplicate_of."
+            )
+        ),
+    ]
+    category: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description="The product's category; set exactly for accept and relabel.",
+            ),
+        ]
+        | None
+    ) = None
+    label: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=256,
+                description="The top-1 label for accept and relabel; null: the category only.",
+            ),
+        ]
+        | None
+    ) = None
+    duplicate_of: (
+        Annotated[
+            Id,
+            Meta(
+                description=(
+                    "product_id of the other listing; set exactly for the duplicate decisions."
+                )
+            ),
+        ]
+        | None
+    ) = None
+    reviewer: Annotated[Id, Meta(description="Who decided.")]
+    model_name: Annotated[
+        str, Meta(min_length=1, max_length=128, description="The model whose label was reviewed.")
+    ]
+    model_version: Annotated[str, Meta(min_length=1, max_length=64)]
+    source_flags: Annotated[
+        tuple[str, ...],
+        Meta(max_length=32, description="The flags that sent the listing to review."),
+    ] = ()
+
+    def __post_init__(self) -> None:
+        # msgspec turns these ValueErrors into a ValidationError on decode.
+        if (self.category is not None) != (self.decision in _CATEGORY_DECISIONS):
+            raise ValueError("`category` is set exactly for the decisions accept and relabel")
+        if (self.duplicate_of is not None) != (self.decision in _PAIR_DECISIONS):
+            raise ValueError(
+                "`duplicate_of` is set exactly for duplicate_confirmed and duplicate_dismissed"
+            )
+
+
 Record = (
     ProductImageEvent
     | ProductLabelled
@@ -502,6 +621,7 @@ Record = (
     | CategorySales
     | ProductEmbedding
     | ListingFingerprint
+    | LabelCorrection
 )
 """Any top-level event record."""
 
@@ -513,5 +633,6 @@ RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (
     CategorySales,
     ProductEmbedding,
     ListingFingerprint,
+    LabelCorrection,
 )
 """The top-level records, each with a JSON Schema file ``schemas/json/<Name>.schema.json``."""

@@ -154,6 +154,10 @@ class TopicSettings(BaseSettings):
     # each photo with the photo's fingerprint (ListingFingerprint), read whole by
     # every worker into its integrity index; its retention is the integrity state's.
     listing_fingerprints: str = "listing-fingerprints"
+    # Compacted, key product_id (label decisions) or ``<product_id>|<duplicate_of>``
+    # (pair decisions): reviewers' decisions (LabelCorrection), the record of what
+    # people decided; every worker reads it whole, one applies each decision.
+    label_corrections: str = "label-corrections"
     partitions: int = 4
     replication_factor: int = 1
 

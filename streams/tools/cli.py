@@ -377,6 +377,35 @@ def rebuild_command(reset: bool, timeout_s: float) -> None:
     )
 
 
+@click.group("corrections")
+def corrections_group() -> None:
+    """Reviewers' corrections (label-corrections): export them for training."""
+
+
+@corrections_group.command("export")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/corrections"),
+    show_default=True,
+    help="Where to write <label>/<sha256>.<format> and corrections.csv.",
+)
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True)
+def corrections_export_command(out_dir: Path, timeout_s: float) -> None:
+    """Write reviewers' corrected photos as a class-per-folder data set and a CSV."""
+    from streams.settings import get_settings  # noqa: PLC0415
+    from streams.tools.corrections import run_export  # noqa: PLC0415
+
+    _quiet_client_logs()
+    with _refused_access():
+        result = run_export(get_settings(), out_dir, timeout_s=timeout_s, say=click.echo)
+    click.echo(
+        f"{result.corrected} corrected photos, {result.written} of them found inline on "
+        f"product-images and written under {out_dir}; the list: {result.csv_path}"
+    )
+
+
 @click.command("report")
 @click.option(
     "--out",
@@ -573,7 +602,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Run", ("worker", "stack", "rebuild")),
     ("Try", ("demo", "simulate", "predict", "recommend", "similar")),
     ("Analyse", ("report", "evaluate-recs")),
-    ("Models", ("train", "evaluate", "quantize", "export-model")),
+    ("Models", ("train", "evaluate", "quantize", "export-model", "corrections")),
     ("Search and integrity", ("fit-search", "evaluate-search", "evaluate-duplicates")),
     ("Measure", ("bench",)),
 )
@@ -659,6 +688,7 @@ def build_cli() -> click.Group:
         evaluate_recs_command,
         evaluate_duplicates_command,
         export_model_command,
+        corrections_group,
     ):
         group.add_command(cmd)
     _add_training_commands(group)

@@ -6,6 +6,7 @@
   :class:`~streams.worker.batchconsumer.BatchConsumer` (Faust's per-event path
   costs more CPU than an order's budget);
 - ``aggregate_sales``: sales deltas -> a tumbling-window table -> category-sales;
+- ``apply_corrections``: label-corrections -> corrected product-labels;
 - the view builder (:mod:`streams.worker.views`): the record topics -> Redis views.
 
 :func:`create_app` only wires; the logic lives in the modules it names. Delivery
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import mode
 
+from schemas.codec import encode
 from streams.settings import Settings, get_settings
 from streams.worker.batchconsumer import BatchConsumer
 from streams.worker.batches import BatchStep, handle_batch, run_batches
 from streams.worker.consumed import ConsumedRecord
+from streams.worker.corrections import CorrectionsView, corrected_record, decode_correction
 from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower
 from streams.worker.integrity import IntegrityView
@@ -187,6 +191,34 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
     return aggregate_sales
 
 
+def _add_apply_corrections(app: faust.App, topics: Topics, delivery: Delivery) -> Any:
+    """``apply_corrections``: each label decision -> its product's corrected product-labels.
+
+    One worker applies each decision (the group's); its offset is acked only once
+    the corrected label is confirmed. Every worker also reads the whole topic into
+    its :class:`CorrectionsView` (:func:`_corrections_follower`).
+    """
+    labels = topics.labels.get_topic_name()
+
+    @app.agent(topics.corrections, name="apply_corrections")
+    async def apply_corrections(stream: Any) -> None:
+        async for event in stream.events():
+            correction = decode_correction(event.message.value)
+            if correction is None:
+                continue
+            record = corrected_record(correction, datetime.now(UTC))
+            if record is not None:
+                send = delivery.record(labels, correction.product_id.encode(), encode(record))
+                await delivery.deliver([send], labels)
+                logger.info(
+                    "applied %s of %s by %s (%s)",
+                    correction.decision, correction.product_id, correction.reviewer,
+                    correction.event_id,
+                )  # fmt: skip
+
+    return apply_corrections
+
+
 def _add_lag_timer(app: faust.App, topics: Topics, order_consumer: BatchConsumer) -> None:
     """Every 5 s, the records behind the end of each input partition (:mod:`.lag`)."""
     inputs = {topics.images.get_topic_name(), topics.deltas.get_topic_name()}
@@ -247,6 +279,26 @@ def _integrity_follower(
     )
 
 
+def _corrections_follower(
+    topics: Topics, runtime: Runtime, s: Settings, view: CorrectionsView
+) -> TopicFollower[CorrectionsView]:
+    """Every worker's view of reviewers' decisions, read from the whole label-corrections."""
+
+    async def build() -> CorrectionsView:
+        await runtime.ready()
+        # An agent's input, which Faust declares too, perhaps later: a follower
+        # that started before the topic existed would not see it for minutes.
+        await topics.corrections.maybe_declare()
+        return view
+
+    return TopicFollower(
+        name="corrections",
+        topic=topics.corrections.get_topic_name(),
+        client_config=aiokafka_config(s),
+        build=build,
+    )
+
+
 def create_app(settings: Settings | None = None) -> VitrineApp:
     """Build the worker's Faust app for ``settings`` (default: from the environment)."""
     s = settings or get_settings()
@@ -254,18 +306,25 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     topics = Topics.on(app, s)
     delivery = Delivery(app)
     view = IntegrityView()
-    app.runtime = runtime = Runtime(s, declare=topics.outputs, integrity=view)
+    corrections = CorrectionsView()
+    app.runtime = runtime = Runtime(
+        s, declare=topics.outputs, integrity=view, corrections=corrections
+    )
     _add_label_images(app, topics, runtime, delivery, s)
     app.order_consumer = order_consumer = _order_consumer(topics, runtime, delivery, s)
     app.service(order_consumer)  # type: ignore[arg-type]
     _add_sales(app, topics, delivery, s)
+    _add_apply_corrections(app, topics, delivery)
     _add_lag_timer(app, topics, order_consumer)
     app.search = search = _search_follower(topics, runtime, s)
     app.service(search)  # type: ignore[arg-type]
     app.integrity = integrity = _integrity_follower(topics, runtime, s, view)
     runtime.integrity_loaded = integrity.caught_up
     app.service(integrity)  # type: ignore[arg-type]
+    app.corrections = corrected = _corrections_follower(topics, runtime, s, corrections)
+    runtime.corrections_loaded = corrected.caught_up
+    app.service(corrected)  # type: ignore[arg-type]
     app.views = views = _view_builder(topics, runtime, s)
     app.service(views)  # type: ignore[arg-type]
-    add_pages(app, runtime, order_consumer, app.unreadable, search, integrity, views)
+    add_pages(app, runtime, order_consumer, app.unreadable, search, integrity, views, corrected)
     return app

@@ -3,6 +3,7 @@
 One Redis MGET per batch from the product view (:mod:`streams.worker.views`). An
 order may arrive before its product's label, so it may wait for it until
 ``label_wait_ms`` after it was published (a replayed order never waits). A product
+whose category a reviewer gave is ``corrected``, one the model gave ``labelled``. A product
 missing from the view is called ``unknown`` only once the view covers every label
 written before the lookup (:class:`ProductCoverage`); while Redis is down or the
 view is behind, the batch is held, for at most ``hold_max_ms``, after which its
@@ -212,7 +213,7 @@ class OrderEnricher:
                     item = msgspec.structs.replace(
                         item,
                         category=lab.category,
-                        category_status="labelled",
+                        category_status="labelled" if lab.corrected_by is None else "corrected",
                         unknown_reason=None,
                         category_score=lab.score,
                         model_version=lab.model_version,

@@ -34,6 +34,10 @@ class ImageResult(msgspec.Struct, frozen=True, kw_only=True):
     #: The search descriptor, base64 of its float16 bytes (about 350 bytes at 128
     #: dims), so that a cache hit is indexed for search without inference.
     vector: str | None = None
+    #: Set when a reviewer's correction of the photo replaced the model's label
+    #: (:mod:`streams.worker.corrections`); such a result is never cached.
+    corrected_by: str | None = None
+    correction_id: str | None = None
 
     @classmethod
     def of(cls, prediction: Prediction, vector: str | None = None) -> ImageResult:

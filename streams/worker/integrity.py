@@ -7,8 +7,9 @@ photo re-encoded, resized, cropped or mirrored (the rule:
 recorded on the compacted ``listing-fingerprints`` topic, which every worker reads
 whole into an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
 (:class:`IntegrityView`); the checks wait until it has caught up. Listings without
-a ``seller_id`` are neither checked nor remembered. Design, limits and
-measurements: docs/INTEGRITY.md.
+a ``seller_id`` are neither checked nor remembered, and two listings a reviewer
+dismissed as duplicates are not flagged again (:mod:`streams.worker.corrections`).
+Design, limits and measurements: docs/INTEGRITY.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import base64
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -36,6 +37,7 @@ from streams.worker import metrics
 __all__ = [
     "INTEGRITY_FLAGS",
     "Checked",
+    "Dismissed",
     "IntegrityChecker",
     "IntegrityConfig",
     "IntegrityView",
@@ -170,15 +172,34 @@ class IntegrityView:
         metrics.INTEGRITY_INDEXED.set(len(self.index))
 
 
+#: Whether a reviewer dismissed two products (listings) as duplicates of each other.
+Dismissed = Callable[[str, str], bool]
+
+
+def _never_dismissed(_product_id: str, _other_product_id: str) -> bool:
+    return False
+
+
 # --- the checks -----------------------------------------------------------------
-def _other(owners: Sequence[Owner], listing: Listing, before: tuple[float, int]) -> Owner | None:
+def _other(
+    owners: Sequence[Owner],
+    listing: Listing,
+    before: tuple[float, int],
+    dismissed: Dismissed = _never_dismissed,
+) -> Owner | None:
     """The earliest listing of a photo by another seller than ``listing``'s, before ``before``.
 
     A seller who listed a photo first is not flagged for listing it again after
-    others copied it.
+    others copied it, nor for copying a listing a reviewer dismissed as its duplicate.
     """
     return next(
-        (o for o in owners if o.seller_id != listing.seller_id and o.order < before),
+        (
+            o
+            for o in owners
+            if o.seller_id != listing.seller_id
+            and o.order < before
+            and not dismissed(listing.product_id, o.product_id)
+        ),
         None,
     )
 
@@ -197,8 +218,11 @@ class IntegrityChecker:
         view: IntegrityView | None = None,
         *,
         loaded: asyncio.Event | None = None,
+        dismissed: Dismissed | None = None,
     ) -> None:
         self.config = config or IntegrityConfig()
+        #: Pairs of products a reviewer dismissed as duplicates: never flagged again.
+        self.dismissed = dismissed or _never_dismissed
         self.view = view if view is not None else IntegrityView()
         #: Set once the view has read listing-fingerprints to its end (None: nothing to wait for).
         self.loaded = loaded
@@ -257,7 +281,7 @@ class IntegrityChecker:
     def _exact(
         self, item: Listing, owners: Sequence[Owner], first: tuple[float, int]
     ) -> DuplicateOf | None:
-        other = _other(owners, item, first)
+        other = _other(owners, item, first, self.dismissed)
         if other is None:
             return None
         return DuplicateOf(
@@ -287,7 +311,7 @@ class IntegrityChecker:
         pool = []
         for row, _bits in near:
             got = index.print_at(row)
-            owner = _other(index.owners_of(row), item, first)
+            owner = _other(index.owners_of(row), item, first, self.dismissed)
             if got is not None and owner is not None:
                 # Embeddings of two models do not compare: the hash alone decides.
                 other = got.fingerprint

@@ -8,8 +8,10 @@ preprocesses, infers and fingerprints the misses (each new image once, across
 batches and workers: :mod:`streams.worker.claims`), then, run by the agent in input
 order, :meth:`ImageLabeller.check_integrity` (:mod:`streams.worker.integrity`) and
 :meth:`ImageLabeller.remember`, one pipelined write of the new image results
-(:class:`~streams.worker.imageresult.ImageResult`). Products' categories reach
-Redis through the view builder (:mod:`streams.worker.views`), not from here.
+(:class:`~streams.worker.imageresult.ImageResult`). A photo a reviewer corrected
+is labelled as the reviewer said (:mod:`streams.worker.corrections`); the cache keeps
+the model's result. Products' categories reach Redis through the view builder
+(:mod:`streams.worker.views`), not from here.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from streams.worker import metrics
 from streams.worker.cache import LabelCache
 from streams.worker.claims import ImageClaims, Outcome, SingleFlight
 from streams.worker.consumed import ConsumedRecord, Rejected, decode_or_reject
+from streams.worker.corrections import CorrectionsView, PhotoCorrection
 from streams.worker.fetch import FetchError, FetchPolicy, ImageFetcher
 from streams.worker.imageresult import ImageResult
 from streams.worker.integrity import (
@@ -136,8 +139,14 @@ class ImageLabeller:
         projection: EmbeddingProjection | None = None,
         integrity_view: IntegrityView | None = None,
         integrity_loaded: asyncio.Event | None = None,
+        corrections: CorrectionsView | None = None,
+        corrections_loaded: asyncio.Event | None = None,
     ) -> None:
         self.engine = engine
+        #: Reviewers' corrections of photos and dismissed duplicate pairs (None: none).
+        self.corrections = corrections
+        #: Set once ``corrections`` has read label-corrections to its end at start.
+        self.corrections_loaded = corrections_loaded
         #: Maps the model's embedding to the search descriptor (None: no search).
         self.projection = projection
         self.cache = cache
@@ -146,7 +155,10 @@ class ImageLabeller:
         self.fetcher = ImageFetcher(fetch_policy)
         self.fetch_retries = fetch_retries
         self.integrity = IntegrityChecker(
-            integrity or IntegrityConfig(), integrity_view, loaded=integrity_loaded
+            integrity or IntegrityConfig(),
+            integrity_view,
+            loaded=integrity_loaded,
+            dismissed=None if corrections is None else corrections.dismissed,
         )
         self.flights = SingleFlight()
         self.claims = ImageClaims(
@@ -202,6 +214,7 @@ class ImageLabeller:
             blobs, hashes, results, hit_hashes, inferred
         )
         labelled_at = datetime.now(UTC)
+        await self._corrections_loaded()
         for i, sha in hashes.items():
             if sha in errors:
                 err = errors[sha]
@@ -216,13 +229,23 @@ class ImageLabeller:
             out[i] = _labelled(
                 records[i],
                 events[i],
-                _Image(sha, results[sha], was_cached, inferred.get(sha)),
+                _Image(sha, results[sha], was_cached, inferred.get(sha), self._correction(sha)),
                 timings,
                 labelled_at,
                 self.integrity.config.category_min_score,
             )
         assert all(o is not None for o in out)
         return out  # type: ignore[return-value]
+
+    async def _corrections_loaded(self) -> None:
+        """Wait until the corrections view has read the topic to the end it had at start."""
+        loaded = self.corrections_loaded
+        if loaded is not None and not loaded.is_set():
+            logger.info("labelling waits for the reviewers' corrections to load")
+            await loaded.wait()
+
+    def _correction(self, sha: str) -> PhotoCorrection | None:
+        return None if self.corrections is None else self.corrections.for_photo(sha)
 
     async def _fetch_all(
         self,
@@ -430,12 +453,15 @@ class ImageLabeller:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Image:
-    """One image's labelling: its hash, result, whether cached, fingerprint."""
+    """One image's labelling: its hash, result, whether cached, fingerprint, correction."""
 
     sha: str
+    #: The model's result (what the cache keeps).
     result: ImageResult
     cached: bool
     fingerprint: Fingerprint | None
+    #: A reviewer's label of the photo, which replaces the model's in the outputs.
+    correction: PhotoCorrection | None = None
 
 
 def _labelled(
@@ -447,7 +473,7 @@ def _labelled(
     category_min_score: float,
 ) -> Labelled:
     """The output of one labelled event: its ProductLabelled and what the cache keeps."""
-    res = image.result
+    res = image.result if image.correction is None else image.correction.apply(image.result)
     flags = res.flags
     if category_mismatch(ev.declared_category, res.category, res.score, flags, category_min_score):
         flags = (*flags, "category_mismatch")
@@ -468,6 +494,8 @@ def _labelled(
         labelled_at=labelled_at,
         seller_id=ev.seller_id,
         declared_category=ev.declared_category,
+        corrected_by=res.corrected_by,
+        correction_id=res.correction_id,
     )
     return Labelled(
         record=record,
@@ -475,7 +503,7 @@ def _labelled(
         value=codec.encode(value),
         cached=image.cached,
         image_sha256=image.sha,
-        image_result=None if image.cached else res,
+        image_result=None if image.cached else image.result,
         review=any(flag in REVIEW_FLAGS for flag in value.flags),
         output=value,
         fingerprint=image.fingerprint,

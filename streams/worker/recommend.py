@@ -113,7 +113,7 @@ def increments(order: EnrichedOrder, cfg: RecommendConfig) -> Iterator[Increment
     category: dict[str, str] = {}
     for it in order.items:
         units[it.product_id] = units.get(it.product_id, 0) + it.quantity
-        if it.category_status == "labelled":
+        if it.category_status != "unknown":
             category[it.product_id] = it.category
     products = list(units)
     if 2 <= len(products) <= cfg.max_basket_lines:

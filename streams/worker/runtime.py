@@ -27,13 +27,21 @@ class Runtime:
     """The engine, cache, labeller, enricher and recommender of one worker, built once."""
 
     def __init__(
-        self, settings: Settings, declare: Sequence[Any] = (), integrity: Any = None
+        self,
+        settings: Settings,
+        declare: Sequence[Any] = (),
+        integrity: Any = None,
+        corrections: Any = None,
     ) -> None:
         self.settings = settings
         #: The integrity index's view of listing-fingerprints (an IntegrityView; None:
         #: the labeller keeps one of its own), and the event set once it is loaded.
         self.integrity_view = integrity
         self.integrity_loaded: asyncio.Event | None = None
+        #: The view of label-corrections (a CorrectionsView; None: no corrections),
+        #: and the event set once it is loaded.
+        self.corrections = corrections
+        self.corrections_loaded: asyncio.Event | None = None
         # Faust declares only the topics agents subscribe to; outputs are ours.
         self.declare = list(declare)
         self._ready: asyncio.Future[Runtime] | None = None
@@ -101,6 +109,8 @@ class Runtime:
             projection=self.projection,
             integrity_view=self.integrity_view,
             integrity_loaded=self.integrity_loaded,
+            corrections=self.corrections,
+            corrections_loaded=self.corrections_loaded,
         )
         self.enricher = OrderEnricher(
             self.cache,

@@ -3,8 +3,10 @@
 Written only by the view builder (:mod:`streams.worker.views`), from the
 product's latest record on the compacted ``product-labels`` topic, and read by
 order enrichment (:mod:`streams.worker.enrich`) and recommendations (a product's
-category for the popularity top-up). Read by vitrine alone, so it is MessagePack
-rather than JSON: about 70 bytes a product instead of about 190.
+category for the popularity top-up). A label a reviewer gave (a ``product-labels``
+record with ``corrected_by``, :mod:`streams.worker.corrections`) keeps its reviewer
+here, so that enrichment calls it ``corrected``. Read by vitrine alone, so it is
+MessagePack rather than JSON: about 70 bytes a product instead of about 190.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ __all__ = [
 
 
 class ProductState(msgspec.Struct, frozen=True, array_like=True):
-    """A product's category as its latest label gave it."""
+    """A product's category as its latest label gave it.
+
+    Fields are added at the end with a default, so that states written before
+    still decode (they are arrays).
+    """
 
     category: str
     #: The category's score (calibrated probability mass of the category).
@@ -32,6 +38,8 @@ class ProductState(msgspec.Struct, frozen=True, array_like=True):
     model_version: str
     #: When the label was made (the label record's ``labelled_at``), epoch ms.
     labelled_at_ms: int
+    #: The reviewer whose correction gave the category; None: the model's.
+    corrected_by: str | None = None
 
     @classmethod
     def of(cls, label: ProductLabelled) -> ProductState:
@@ -41,6 +49,7 @@ class ProductState(msgspec.Struct, frozen=True, array_like=True):
             score=round(label.category_score, 6),
             model_version=label.model_version,
             labelled_at_ms=int(label.labelled_at.timestamp() * 1000),
+            corrected_by=label.corrected_by,
         )
 
 
@@ -52,6 +61,7 @@ class _LabelFacts(msgspec.Struct, frozen=True):
     category_score: float
     model_version: str
     labelled_at: datetime
+    corrected_by: str | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -74,6 +84,7 @@ def product_state_of_record(value: bytes) -> tuple[str, ProductState] | None:
         score=round(facts.category_score, 6),
         model_version=facts.model_version,
         labelled_at_ms=int(facts.labelled_at.timestamp() * 1000),
+        corrected_by=facts.corrected_by,
     )
     return facts.product_id, state
 

@@ -92,6 +92,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("embeddings", "product_embeddings", compact=True),
     # The integrity index's record.
     TopicSpec("fingerprints", "listing_fingerprints", compact=True),
+    # Reviewers' decisions: a product's latest label decision and every duplicate
+    # pair's latest decision (schemas.corrections.correction_key), for good.
+    TopicSpec("corrections", "label_corrections", compact=True, agent_input=True),
 )
 
 
@@ -133,6 +136,8 @@ class Topics:
     #: Compacted: each seller's first listing of each photo, with its fingerprint
     #: (read whole by every worker into its integrity index).
     fingerprints: faust.TopicT
+    #: Compacted: reviewers' decisions (applied by one worker, read whole by every worker).
+    corrections: faust.TopicT
 
     @classmethod
     def on(cls, app: faust.App, s: Settings) -> Topics:

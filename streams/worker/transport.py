@@ -32,6 +32,7 @@ from streams.worker.unreadable import UNREADABLE_ERRORS, UnreadablePartition, fi
 if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.worker.batchconsumer import BatchConsumer
+    from streams.worker.corrections import CorrectionsView
     from streams.worker.follower import TopicFollower
     from streams.worker.integrity import IntegrityView
     from streams.worker.runtime import Runtime
@@ -117,6 +118,8 @@ class VitrineApp(faust.App):
     views: ViewBuilder | None = None
     #: Reads listing-fingerprints into this worker's integrity index.
     integrity: TopicFollower[IntegrityView] | None = None
+    #: Reads label-corrections into this worker's view of reviewers' decisions.
+    corrections: TopicFollower[CorrectionsView] | None = None
     settings: Settings | None = None
     #: Partitions of Faust's consumer paused on a batch it cannot read.
     unreadable: list[UnreadablePartition]

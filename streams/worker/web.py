@@ -11,7 +11,8 @@ image is decoded and embedded in the inference executor, like a listing's.
 
 ``/ready`` answers 200 once the engine is loaded, the order consumer runs (and
 has paused no unreadable partition), the integrity index has read
-listing-fingerprints to the end it found at start, and this worker's share of
+listing-fingerprints and the corrections view label-corrections to the ends they
+found at start, and this worker's share of
 the Redis views has caught up with its record topics, 503 otherwise; :func:`worker_ready`
 is what health checks (docker-compose, the images' HEALTHCHECK, the tools'
 worker processes) call.
@@ -131,6 +132,7 @@ def add_pages(
     search: EmbeddingFollower | None = None,
     integrity: TopicFollower[Any] | None = None,
     views: ViewBuilder | None = None,
+    corrections: TopicFollower[Any] | None = None,
 ) -> None:
     """Serve ``/metrics``, ``/ready``, ``/recommend`` and ``/similar`` on the app's web port.
 
@@ -153,6 +155,8 @@ def add_pages(
         ready = runtime.built and order_consumer.running.is_set() and not paused and views_ready
         if integrity is not None:  # the duplicate checks wait for it
             ready = ready and integrity.caught_up.is_set()
+        if corrections is not None:  # labelling waits for it
+            ready = ready and corrections.caught_up.is_set()
         return web.json(
             {"ready": ready, "views_caught_up": views_ready}, status=200 if ready else 503
         )

@@ -98,6 +98,7 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
         orders_enriched=f"orders-enriched-{suffix}",
         product_review=f"product-review-{suffix}",
         listing_fingerprints=f"listing-fingerprints-{suffix}",
+        label_corrections=f"label-corrections-{suffix}",
     )
     settings = Settings(topics=names)
     assert names.product_embeddings in topic_partitions(settings)
@@ -122,3 +123,4 @@ def test_stack_creates_the_record_topics_compacted(kafka_stack: LocalStack) -> N
     retention = described["topic"][names.orders_enriched]["retention.ms"]["value"]
     assert int(retention) == settings.recommend.history_days * 86_400_000
     assert policy[names.listing_fingerprints] == "compact"
+    assert policy[names.label_corrections] == "compact"

@@ -149,3 +149,26 @@ def test_an_outage_longer_than_the_hold_emits_unknown_cache_unavailable(
     (item,) = out.order.items
     assert (item.category, item.unknown_reason) == ("unknown", "cache_unavailable")
     assert out.deltas[0].key == "unknown|eu-north"
+
+
+def test_a_product_whose_category_a_reviewer_gave_is_corrected(
+    new_cache: Callable[..., LabelCache],
+) -> None:
+    fixed = ProductState("produce", 1.0, "v1", 3, corrected_by="rev-1")
+
+    async def run() -> list[Enriched | Rejected]:
+        cache = new_cache()
+        try:
+            await _write(cache, {"banana": BANANA, "plantain": fixed})
+            records = [_record("o1", [("banana", 1, 0.5), ("plantain", 2, 1.0)], 7)]
+            return await _enricher(cache).process(records)
+        finally:
+            await cache.close()
+
+    (out,) = asyncio.run(run())
+    assert isinstance(out, Enriched)
+    assert [(i.category, i.category_status, i.unknown_reason) for i in out.order.items] == [
+        ("produce", "labelled", None),
+        ("produce", "corrected", None),
+    ]
+    assert codec.decode_enriched_order(out.value).items[1].category_status == "corrected"

@@ -175,3 +175,27 @@ def test_listings_without_a_seller_do_not_wait_for_the_view() -> None:
         assert got == [Checked()]
 
     asyncio.run(run())
+
+
+def test_a_pair_a_reviewer_dismissed_is_not_flagged_again() -> None:
+    dismissed = {("a-1", "b-1"), ("a-1", "b-2")}
+
+    async def run() -> list[Checked]:
+        checker = IntegrityChecker(
+            IntegrityConfig(), dismissed=lambda p, q: (p, q) in dismissed or (q, p) in dismissed
+        )
+        return await checker.check(
+            [
+                _listing("a-1", "A", "a" * 64, PHOTO),
+                _listing("b-1", "B", "a" * 64, PHOTO),  # exact copy of a-1: dismissed
+                _listing("b-2", "B", "b" * 64, NEAR),  # near copy of a-1: dismissed
+                _listing("e-1", "E", "a" * 64, PHOTO),  # exact copy of a-1: not dismissed
+            ]
+        )
+
+    original, exact, near, third = asyncio.run(run())
+    assert original.duplicate_of is None
+    assert exact.duplicate_of is None
+    assert near.duplicate_of is None
+    assert third.duplicate_of is not None
+    assert (third.duplicate_of.product_id, third.duplicate_of.match) == ("a-1", "exact")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -16,8 +17,11 @@ from schemas import codec
 from streams.tools.demo import make_listing
 from streams.worker.cache import LabelCache
 from streams.worker.consumed import ConsumedRecord
+from streams.worker.corrections import CorrectionsView
 from streams.worker.fetch import FetchPolicy
+from streams.worker.imageresult import ImageResult
 from streams.worker.labelling import ImageLabeller, Labelled, Rejected
+from tests.unit.streams.worker.test_corrections import correction
 
 #: What the scripted model says of each image's bytes.
 SAYS = {
@@ -26,6 +30,9 @@ SAYS = {
         (("Kiwi", 0.3), ("Lime", 0.2)), "produce", 0.5, "m", "v1", flags=("low_confidence",)
     ),
 }
+
+
+BANANA_SHA = hashlib.sha256(b"banana").hexdigest()
 
 
 class ScriptedEngine:
@@ -61,7 +68,10 @@ def _record(
 
 
 def _run(
-    new_cache: Callable[..., LabelCache], batches: list[list[ConsumedRecord]]
+    new_cache: Callable[..., LabelCache],
+    batches: list[list[ConsumedRecord]],
+    corrections: CorrectionsView | None = None,
+    cached: list[ImageResult | None] | None = None,
 ) -> tuple[list[list[Labelled | Rejected]], ScriptedEngine]:
     engine = ScriptedEngine()
 
@@ -75,6 +85,7 @@ def _run(
                 limits=ImageLimits(),
                 fetch_policy=FetchPolicy(),
                 claim_ttl_ms=10_000,
+                corrections=corrections,
             )
             outs = []
             try:
@@ -83,6 +94,8 @@ def _run(
                     await lab.remember(out)
                     outs.append(out)
                 assert lab.inflight == 0, "nothing held once Redis has the results"
+                if cached is not None:
+                    cached.extend(await cache.get_images([BANANA_SHA], "m", "v1"))
             finally:
                 await lab.close()
                 await cache.close()
@@ -179,3 +192,33 @@ def test_another_sellers_copy_is_flagged_with_its_evidence(
         True,
         False,
     ]
+
+
+def test_a_photo_a_reviewer_corrected_is_labelled_as_the_reviewer_said(
+    new_cache: Callable[..., LabelCache],
+) -> None:
+    corrections = CorrectionsView()
+    relabel = correction(product_id="p1", image_sha256=BANANA_SHA, label="Plantain")
+    corrections.apply([(b"p1", codec.encode(relabel))])
+    cached: list[ImageResult | None] = []
+    (first, second), engine = _run(
+        new_cache,
+        [[_record("p2", b"banana", 0)], [_record("p3", b"banana", 1), _record("p4", b"blur", 2)]],
+        corrections,
+        cached,
+    )
+    assert engine.inferred == [b"banana", b"blur"], "inferred once, then a cache hit"
+    (new,), (hit, other) = first, second
+    assert isinstance(new, Labelled)
+    assert isinstance(hit, Labelled)
+    for res in (new, hit):
+        out = codec.decode_product_labelled(res.value)
+        assert (out.labels[0].label, out.category, out.category_score) == ("Plantain", "produce", 1)
+        assert (out.corrected_by, out.correction_id) == ("rev-1", relabel.event_id)
+        assert not res.review
+    # The cache keeps the model's result: the correction is applied over it.
+    assert new.image_result is not None
+    assert new.image_result.corrected_by is None
+    assert [c.label if c else None for c in cached] == ["Banana"]
+    assert isinstance(other, Labelled)
+    assert codec.decode_product_labelled(other.value).corrected_by is None

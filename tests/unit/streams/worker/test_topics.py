@@ -23,6 +23,7 @@ def test_the_record_topics_are_compacted_and_the_orders_also_deleted() -> None:
         "category-sales": {"cleanup.policy": "compact"},
         "product-embeddings": {"cleanup.policy": "compact"},
         "listing-fingerprints": {"cleanup.policy": "compact"},
+        "label-corrections": {"cleanup.policy": "compact"},
     }
 
 
@@ -54,6 +55,8 @@ def test_the_worker_declares_each_topic_with_its_policy() -> None:
     assert topics.enriched.retention is not None
     assert topics.enriched.retention.total_seconds() == s.recommend.history_days * 86_400
     assert {getattr(topics, f.name).partitions for f in dataclasses.fields(topics)} == {3}
-    # Faust declares the agents' input; the runtime declares the rest.
+    assert topics.corrections.compacting
+    # Faust declares the agents' inputs; the runtime declares the rest.
     assert topics.images not in topics.outputs
-    assert len(topics.outputs) == len(TOPICS) - 1
+    assert topics.corrections not in topics.outputs
+    assert len(topics.outputs) == len(TOPICS) - 2
