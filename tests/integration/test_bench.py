@@ -15,6 +15,9 @@ from tests.conftest import LocalStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# 110-230 s on the 2-core VM while 3 other test processes run; it once ran past
+# the suite's 300 s when the machine was busier still.
+@pytest.mark.timeout(600)
 def test_bench_all_runs_every_benchmark_into_one_folder(
     kafka_stack: LocalStack,
     tmp_path: Path,
