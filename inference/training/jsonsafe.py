@@ -17,13 +17,15 @@ __all__ = ["json_safe"]
 
 
 def json_safe(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, tuples -> lists, paths -> str, numpy scalars -> Python."""
+    """JSON-safe copy: NaN/inf -> None, tuples, arrays -> lists, paths -> str, numpy -> Python."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

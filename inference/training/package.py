@@ -24,6 +24,7 @@ from typing import Any
 import onnx
 
 from inference.serving.manifest import FORMAT_VERSION, MANIFEST_FILE, ModelManifest, sha256_file
+from inference.training.jsonsafe import json_safe
 
 __all__ = ["MODEL_FILE", "model_version", "write_model_dir"]
 
@@ -99,16 +100,8 @@ def write_model_dir(
     if coarse:
         doc["coarse"] = list(coarse)
     doc["training"] = dict(training)
-    text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable)
+    text = json.dumps(json_safe(doc), indent=2, ensure_ascii=False, allow_nan=False)
     _atomic_write(out_dir / MANIFEST_FILE, (text + "\n").encode("utf-8"))
     loaded = ModelManifest.load(out_dir)
     logger.info("wrote %s (%s %s, %d classes)", out_dir, name, version, len(labels))
     return loaded
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} into manifest.json")

@@ -30,7 +30,7 @@ from streams.worker.batches import BatchStep, handle_batch, run_batches
 from streams.worker.consumed import ConsumedRecord
 from streams.worker.corrections import CorrectionsView, corrected_record, decode_correction
 from streams.worker.delivery import Delivery
-from streams.worker.follower import TopicFollower
+from streams.worker.follower import TopicFollower, V
 from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.lag import record_consumer_lag
@@ -262,40 +262,20 @@ def _view_builder(topics: Topics, runtime: Runtime, s: Settings) -> ViewBuilder:
     return views
 
 
-def _integrity_follower(
-    topics: Topics, runtime: Runtime, s: Settings, view: IntegrityView
-) -> TopicFollower[IntegrityView]:
-    """Every worker's integrity index, read from the whole listing-fingerprints topic."""
+def _whole_topic_follower(
+    name: str, topic: faust.TopicT, runtime: Runtime, s: Settings, view: V
+) -> TopicFollower[V]:
+    """Every worker's ``view`` of a whole topic: listing fingerprints, label corrections."""
 
-    async def build() -> IntegrityView:
-        await runtime.ready()  # the runtime declares the topic
-        return view
-
-    return TopicFollower(
-        name="integrity",
-        topic=topics.fingerprints.get_topic_name(),
-        client_config=aiokafka_config(s),
-        build=build,
-    )
-
-
-def _corrections_follower(
-    topics: Topics, runtime: Runtime, s: Settings, view: CorrectionsView
-) -> TopicFollower[CorrectionsView]:
-    """Every worker's view of reviewers' decisions, read from the whole label-corrections."""
-
-    async def build() -> CorrectionsView:
+    async def build() -> V:
         await runtime.ready()
-        # An agent's input, which Faust declares too, perhaps later: a follower
+        # A topic the runtime or an agent declares, perhaps later: a follower
         # that started before the topic existed would not see it for minutes.
-        await topics.corrections.maybe_declare()
+        await topic.maybe_declare()
         return view
 
     return TopicFollower(
-        name="corrections",
-        topic=topics.corrections.get_topic_name(),
-        client_config=aiokafka_config(s),
-        build=build,
+        name=name, topic=topic.get_topic_name(), client_config=aiokafka_config(s), build=build
     )
 
 
@@ -318,10 +298,14 @@ def create_app(settings: Settings | None = None) -> VitrineApp:
     _add_lag_timer(app, topics, order_consumer)
     app.search = search = _search_follower(topics, runtime, s)
     app.service(search)  # type: ignore[arg-type]
-    app.integrity = integrity = _integrity_follower(topics, runtime, s, view)
+    app.integrity = integrity = _whole_topic_follower(
+        "integrity", topics.fingerprints, runtime, s, view
+    )
     runtime.integrity_loaded = integrity.caught_up
     app.service(integrity)  # type: ignore[arg-type]
-    app.corrections = corrected = _corrections_follower(topics, runtime, s, corrections)
+    app.corrections = corrected = _whole_topic_follower(
+        "corrections", topics.corrections, runtime, s, corrections
+    )
     runtime.corrections_loaded = corrected.caught_up
     app.service(corrected)  # type: ignore[arg-type]
     app.views = views = _view_builder(topics, runtime, s)
