@@ -253,3 +253,13 @@ def consume(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60.0)
         return out
     finally:
         consumer.close()
+
+
+@pytest.fixture
+def bench_env(kafka_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The benches' settings: the session's stack, 2 partitions, state in ``tmp_path``."""
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP_SERVERS", kafka_stack.bootstrap)
+    monkeypatch.setenv("VITRINE_REDIS_URL", kafka_stack.redis_url)
+    monkeypatch.setenv("VITRINE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    return tmp_path
