@@ -178,7 +178,11 @@ def _order_consumer(
 
 def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) -> Any:
     """``aggregate_sales``: the deltas -> a tumbling-window table -> category-sales (a timer)."""
-    sales = SalesAggregation(app, s, delivery)
+    sales = SalesAggregation(app, s, delivery, topics.deltas.get_topic_name())
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def sales_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        sales.on_revoked()
 
     @app.agent(topics.deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:

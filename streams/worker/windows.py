@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 import msgspec
+from aiokafka.partitioner import murmur2
 from faust.windows import TumblingWindow
 
 from schemas import codec
@@ -41,6 +42,7 @@ __all__ = [
     "SalesPart",
     "SalesWindows",
     "decode_delta",
+    "deltas_partition",
     "encode_delta",
     "merge_deltas",
 ]
@@ -260,9 +262,14 @@ class SalesWindows:
         """Record that the window of ``key`` around ``timestamp`` now holds ``agg``."""
         self._dirty[(key, self.window_start(timestamp))] = agg
 
-    def drain(self) -> list[tuple[str, bytes]]:
-        """Encoded CategorySales for every changed window, and forget them."""
-        dirty, self._dirty = self._dirty, {}
+    def drain(self, owned: Callable[[str], bool] = lambda key: True) -> list[tuple[str, bytes]]:
+        """Encoded CategorySales for every changed window of an ``owned`` key; forget them.
+
+        The windows of other keys stay pending (a rebalance is deciding who owns them).
+        """
+        dirty = {k: agg for k, agg in self._dirty.items() if owned(k[0])}
+        for k in dirty:
+            del self._dirty[k]
         now = datetime.now(UTC)
         out = []
         for (key, start), agg in dirty.items():
@@ -287,9 +294,25 @@ class SalesWindows:
             out.append((category_sales_key(category, region, ws), codec.encode(value)))
         return out
 
+    def keep(self, owned: Callable[[str], bool]) -> int:
+        """Forget the pending windows of keys no longer ``owned``; return how many."""
+        gone = [k for k in self._dirty if not owned(k[0])]
+        for k in gone:
+            del self._dirty[k]
+        return len(gone)
+
     @property
     def pending(self) -> int:
         return len(self._dirty)
+
+
+def deltas_partition(key: str, partitions: int) -> int:
+    """The deltas partition of ``category|region``: the producer's default partitioner.
+
+    murmur2 of the key bytes, as Kafka's Java client and aiokafka place a keyed
+    record (the order agent produces deltas without a partition of its own).
+    """
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class SalesAggregation:
@@ -297,9 +320,17 @@ class SalesAggregation:
 
     :meth:`aggregate` is the body of the ``aggregate_sales`` agent and
     :meth:`emit` the body of its timer; :mod:`streams.worker.app` wires both.
+
+    Across a rebalance, a worker emits only the windows of the deltas
+    partitions it owns, and the owner after each rebalance emits every window
+    of its partitions again from the table it restored: the changes a worker
+    made after its last emit (it left, was killed, or lost the partition)
+    would otherwise reach ``category-sales`` only with that window's next
+    order, and an emit of the old owner's, late, could overwrite the new
+    owner's newer totals (both seen as windows a few orders short).
     """
 
-    def __init__(self, app: faust.App, s: Settings, delivery: Delivery) -> None:
+    def __init__(self, app: faust.App, s: Settings, delivery: Delivery, deltas_topic: str) -> None:
         self.windows = SalesWindows(s.orders.sales_window_s)
         self.window = EventTimeWindow(s.orders.sales_window_s, s.orders.sales_window_expires_s)
         self.table = (
@@ -312,8 +343,40 @@ class SalesAggregation:
             .using_window(self.window)
             .relative_to(lambda event: decode_delta(event.value).timestamp_s)  # type: ignore[attr-defined]
         )
+        self.table.table.on_recover(self.on_recovered)
+        self.app = app
         self.delivery = delivery
         self.sales_topic = s.topics.category_sales
+        self.deltas_topic = deltas_topic
+        self.partitions = s.topics.partitions
+        #: The deltas partitions this worker owns; None until the first recovery.
+        self.owned: set[int] | None = None
+
+    def owns(self, key: str) -> bool:
+        """True when this worker owns the deltas partition of ``key`` (``category|region``)."""
+        return self.owned is None or deltas_partition(key, self.partitions) in self.owned
+
+    def on_revoked(self) -> None:
+        """A rebalance began: emit nothing until it says which partitions are ours."""
+        self.owned = set()
+
+    async def on_recovered(self) -> None:
+        """The table is restored after a rebalance: own its partitions, emit their windows."""
+        self.owned = {
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.deltas_topic
+        }
+        dropped = self.windows.keep(self.owns)
+        again = 0
+        for stored_key, value in list(self.table.table.data.items()):
+            key, (start, _end) = stored_key
+            if self.owns(key):
+                self.windows.changed(key, start, SalesAggregate.from_json(value))
+                again += 1
+        logger.info(
+            "sales windows: deltas partitions %s owned; %d window(s) to emit again, "
+            "%d pending of other partitions dropped (their owner emits them)",
+            sorted(self.owned), again, dropped,
+        )  # fmt: skip
 
     async def aggregate(self, events: AsyncIterator[Any]) -> None:
         """Fold each delta event into its window; a delta for an expired window is late."""
@@ -338,7 +401,7 @@ class SalesAggregation:
 
     async def emit(self) -> None:
         """Produce every window changed since the last call to category-sales."""
-        pending = self.windows.drain()
+        pending = self.windows.drain(self.owns)
         if not pending:
             return
         d = self.delivery

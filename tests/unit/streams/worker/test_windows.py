@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from schemas import codec
 from schemas.sales import category_sales_event_id
 from streams.worker.windows import (
@@ -14,6 +16,7 @@ from streams.worker.windows import (
     SalesPart,
     SalesWindows,
     decode_delta,
+    deltas_partition,
     encode_delta,
     merge_deltas,
 )
@@ -223,3 +226,29 @@ def test_windows_of_one_category_and_region_have_keys_of_their_own() -> None:
     agg.add(delta(ts + 600))
     w.changed("produce|eu-north", ts + 600, agg)
     assert [k for k, _ in w.drain()] == ["produce|eu-north|2026-12-24T10:00:00Z"]
+
+
+def test_windows_of_keys_not_owned_stay_pending_until_dropped() -> None:
+    """During a rebalance nothing is emitted; after it, another owner's windows are let go."""
+    w = SalesWindows(3600)
+    ts = datetime(2026, 12, 24, 10, 15, tzinfo=UTC).timestamp()
+    for cat in ("produce", "dairy"):
+        agg = SalesAggregate()
+        agg.add(delta(ts, cat=cat))
+        w.changed(f"{cat}|eu-north", ts, agg)
+    assert w.drain(lambda key: False) == []
+    assert w.pending == 2
+    assert [k for k, _ in w.drain(lambda key: key.startswith("dairy"))] == [
+        "dairy|eu-north|2026-12-24T10:00:00Z"
+    ]
+    assert w.keep(lambda key: key.startswith("dairy")) == 1
+    assert w.pending == 0
+
+
+def test_deltas_partition_is_where_the_producer_puts_the_key() -> None:
+    partitions = list(range(6))
+    for cat in ("produce", "dairy", "beverages", "pantry", "frozen", "unknown"):
+        for region in ("eu-north", "eu-south", "us-east"):
+            key = f"{cat}|{region}"
+            want = DefaultPartitioner()(key.encode(), partitions, partitions)
+            assert deltas_partition(key, len(partitions)) == want
