@@ -11,7 +11,7 @@ misses. The product threshold (informational) is then the lowest top-1 probabili
 above which the kept photos are right at the product level as often as asked.
 
 :func:`kfold` measures that fit honestly: thresholds picked on k-1 folds, routing and
-accuracy measured on the held-out one. What was measured: docs/REVIEW_POLICY.md.
+accuracy measured on the held-out one. What was measured: docs/MODEL.md (review policy).
 """
 
 from __future__ import annotations

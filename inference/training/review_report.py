@@ -6,7 +6,7 @@ cached by model, graph and data so a rerun computes them once. The thresholds ar
 fitted (:mod:`inference.training.review_policy`) on the data sets named to fit on,
 measured by k-fold on every data set pooled and on the unseen ones alone, and
 written as ``report.json``, ``report.md`` and ``trade_off.png``; optionally into the
-manifest's ``review`` object. What was measured: docs/REVIEW_POLICY.md.
+manifest's ``review`` object. What was measured: docs/MODEL.md (review policy).
 """
 
 from __future__ import annotations
