@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 
+from inference.serving.engine import Engine
+from inference.serving.manifest import ModelManifest, default_model_dir
 from inference.serving.review import ReviewThresholds, group_matrix, level_scores
+from inference.training.evaluate import review_rates
 from inference.training.review_policy import (
     LabelledOutputs,
     NonProducts,
@@ -14,6 +21,12 @@ from inference.training.review_policy import (
     labelled_outputs,
     policy_rates,
     trade_off_curve,
+)
+from inference.training.review_report import (
+    BUDGETS,
+    review_policy,
+    write_manifest_thresholds,
+    write_report,
 )
 
 
@@ -105,3 +118,72 @@ def test_trade_off_curve_routes_more_as_the_threshold_rises() -> None:
     assert routed == sorted(routed)
     assert routed[0] == 0.0
     assert curve[-2]["kind"] == 1.0
+
+
+# ------------------------------------------------------------------ evaluate and the manifest
+
+
+def test_review_rates_are_the_engines_rule_at_every_level() -> None:
+    manifest = ModelManifest.load(default_model_dir())
+    engine = Engine(manifest, providers=("cpu",), intra_op_threads=1, warmup=False,
+                    kind_threshold=0.6, ood_threshold=0.5, product_threshold=0.9)  # fmt: skip
+    labels = manifest.labels
+    granny, golden = labels.index("Granny-Smith"), labels.index("Golden-Delicious")
+    milk = manifest.categories.index("dairy")
+    probs = np.zeros((4, len(labels)))
+    probs[0, [granny, golden]] = 0.55, 0.45  # sure it is an apple; the wrong apple
+    probs[1, [granny, milk]] = 0.5, 0.5  # apple or milk: uncertain_kind
+    probs[2, granny] = 1.0  # but unfamiliar: unknown_product
+    probs[3, [granny, golden]] = 0.95, 0.05
+    y = np.array([golden, granny, granny, granny])
+    ood = np.array([0.9, 0.9, 0.1, 0.9])
+    rates = review_rates(engine, probs, y, ood, collapsed=False)
+    assert rates["routed"] == 0.5
+    assert rates["flags"] == {
+        "uncertain_kind": 0.25,
+        "unknown_product": 0.25,
+        "low_confidence": 0.0,
+        "uncertain_product": 0.5,
+    }
+    assert rates["accuracy_of_kept"] == {"product": 0.5, "kind": 1.0, "category": 1.0}
+    assert rates["thresholds"]["kind_threshold"] == 0.6
+
+
+def test_fitted_thresholds_go_into_the_manifest_and_load_back(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    shutil.copytree(default_model_dir(), target)
+    fitted = ReviewThresholds(kind_threshold=0.7, ood_threshold=0.4, product_threshold=0.9)
+    write_manifest_thresholds(target, fitted, "a test")
+    loaded = ModelManifest.load(target)
+    assert (loaded.kind_threshold, loaded.ood_threshold, loaded.product_threshold) == (
+        0.7,
+        0.4,
+        0.9,
+    )
+    assert loaded.confidence_threshold is None
+    assert loaded.coarse == ModelManifest.load(default_model_dir()).coarse
+    assert json.loads((target / "manifest.json").read_text())["review"]["fitted"] == "a test"
+
+
+def test_the_command_fits_measures_and_writes_its_report(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    report = review_policy(default_model_dir(), [tiny_dataset], unseen=[tiny_dataset], folds=2,
+                           intra_op_threads=1, cache_dir=cache, progress=False)  # fmt: skip
+    assert report["engine"]["precision"] == "int8"  # the graph the worker serves on CPUs
+    assert report["data"] == {str(tiny_dataset): 24}
+    assert report["non_products"]["images"] == 20
+    fitted = report["fit"]["thresholds"]
+    assert fitted["kind_threshold"] is not None
+    assert report["kfold"]["unseen"]["folds"] == 2
+    assert [row["budget"] for row in report["curves"]["kfold_unseen"]] == list(BUDGETS)
+    assert len(list(cache.glob("outputs-*.npz"))) == 1  # computed once, then read back
+    again = review_policy(default_model_dir(), [tiny_dataset], folds=2, intra_op_threads=1,
+                          cache_dir=cache, progress=False)  # fmt: skip
+    assert again["fit"] == report["fit"]
+    paths = write_report(report, tmp_path / "out", "vitrine review-policy ...")
+    assert {p.name for p in paths} == {"report.json", "report.md", "trade_off.png"}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "kind_threshold" in text
+    assert "k-fold" in text
