@@ -285,17 +285,15 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Thresholds: `{report['shipped_thresholds']}`.",
         "",
-        "| data | images | routed | low_confidence | unknown_product "
-        "| kept right: product / kind / category |",
-        "|---|---:|---:|---:|---:|---|",
+        "| data | images | routed | flags | kept right: product / kind / category |",
+        "|---|---:|---:|---|---|",
     ]
     for name, s in report["shipped"].items():
         a = s["accuracy_of_kept"]
+        flags = ", ".join(f"{flag} {_pct(share)}" for flag, share in s["flags"].items() if share)
         out.append(
-            f"| {name} | {s['images']} | {_pct(s['routed'])} "
-            f"| {_pct(s['flags']['low_confidence'])} "
-            f"| {_pct(s['flags']['unknown_product'])} | {_pct(a['product'])} / {_pct(a['kind'])} "
-            f"/ {_pct(a['category'])} |"
+            f"| {name} | {s['images']} | {_pct(s['routed'])} | {flags or 'none'} "
+            f"| {_pct(a['product'])} / {_pct(a['kind'])} / {_pct(a['category'])} |"
         )
     npr = report["non_products"]
     out += [
