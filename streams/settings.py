@@ -209,10 +209,14 @@ class ModelSettings(BaseSettings):
     # (kept only if it held top-1 on validation), fp32 never, int8 insists.
     precision: Literal["auto", "fp32", "int8"] = "auto"
     top_k: int = Field(default=5, ge=1, le=100)
-    # Review thresholds; unset: the ones chosen on validation when the model was
-    # trained (its manifest). Below the calibrated top-1 probability threshold an
-    # image is flagged low_confidence, below the OOD score threshold
-    # unknown_product; either sends it to the product_review topic.
+    # Review thresholds; unset: the model's (its manifest, `vitrine review-policy`).
+    # Under the kind threshold (the top kind's summed probability) an image is
+    # flagged uncertain_kind, under the OOD score threshold unknown_product; either
+    # sends it to the product_review topic. Under the product threshold (top-1
+    # probability) it is flagged uncertain_product, which routes nothing. The
+    # confidence threshold is the older rule: top-1 under it -> low_confidence, routed.
+    kind_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    product_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     ood_threshold: float | None = None
 

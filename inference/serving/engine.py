@@ -42,9 +42,20 @@ from inference.serving.providers import (
     session_options,
     short_name,
 )
+from inference.serving.review import (
+    INFORMATIONAL_FLAGS,
+    REVIEW_FLAGS,
+    LevelScores,
+    ReviewThresholds,
+    group_matrix,
+    level_scores,
+    review_flags,
+    review_masks,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
+    "INFORMATIONAL_FLAGS",
     "REVIEW_FLAGS",
     "BatchResult",
     "Engine",
@@ -74,15 +85,13 @@ class Prediction:
     embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False)
     #: How familiar the image looks to the model (higher: more); None without an OOD output.
     ood_score: float | None = None
+    kind: str = ""  # the kind (manifest ``coarse``) with the largest summed probability
+    kind_score: float = 0.0  # that kind's summed probability
 
     @property
     def label(self) -> str:
         """The top-1 label."""
         return self.labels[0][0]
-
-
-#: Flags that send a product to review: the model cannot place the image.
-REVIEW_FLAGS = ("low_confidence", "unknown_product")
 
 
 @dataclass(frozen=True)
@@ -96,17 +105,6 @@ class ModelOutputs:
 
 def _first(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
-
-
-def _category_matrix(
-    categories: Sequence[str],
-) -> tuple[tuple[str, ...], npt.NDArray[np.float32]]:
-    """The distinct categories, and the (classes, categories) one-hot that sums into them."""
-    distinct = tuple(dict.fromkeys(categories))
-    index = {c: i for i, c in enumerate(distinct)}
-    one_hot = np.zeros((len(categories), len(distinct)), dtype=np.float32)
-    one_hot[np.arange(len(categories)), [index[c] for c in categories]] = 1
-    return distinct, one_hot
 
 
 @dataclass(frozen=True)
@@ -169,6 +167,8 @@ class Engine:
         confidence_threshold: float | None = None,
         ood_threshold: float | None = None,
         precision: str = "auto",
+        kind_threshold: float | None = None,
+        product_threshold: float | None = None,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -184,9 +184,13 @@ class Engine:
         # Review thresholds: the caller's (settings), else the ones trained with the model.
         self.confidence_threshold = _first(confidence_threshold, manifest.confidence_threshold)
         self.ood_threshold = _first(ood_threshold, manifest.ood_threshold)
+        self.kind_threshold = _first(kind_threshold, manifest.kind_threshold)
+        self.product_threshold = _first(product_threshold, manifest.product_threshold)
         self.preprocessor = Preprocessor.from_manifest(manifest)
         self._lock = threading.Lock()
-        self._categories, self._category_matrix = _category_matrix(manifest.categories)
+        self._categories, self._category_matrix = group_matrix(manifest.categories)
+        # A model without kinds: each label is its own kind.
+        self._kinds, self._kind_matrix = group_matrix(manifest.coarse or manifest.labels)
         self._provider_options = ProviderOptions(
             input_name=manifest.input_name,
             image_shape=self._image_shape,
@@ -577,23 +581,32 @@ class Engine:
             [Path(p).read_bytes() for p in paths], limits, with_embedding=with_embedding
         )
 
+    @property
+    def review_thresholds(self) -> ReviewThresholds:
+        """The thresholds this engine flags with (settings over the manifest's)."""
+        return ReviewThresholds(
+            kind_threshold=self.kind_threshold,
+            ood_threshold=self.ood_threshold,
+            product_threshold=self.product_threshold,
+            confidence_threshold=self.confidence_threshold,
+        )
+
+    def review_scores(
+        self, probabilities: npt.NDArray[np.floating], ood: npt.NDArray[np.floating] | None
+    ) -> LevelScores:
+        """The top product's probability and the top kind's and category's mass, per row."""
+        return level_scores(probabilities, self._kind_matrix, self._category_matrix, ood)
+
+    def review_masks(
+        self, probabilities: npt.NDArray[np.floating], ood: npt.NDArray[np.floating] | None
+    ) -> dict[str, npt.NDArray[np.bool_]]:
+        """Each review and informational flag's mask over the rows (``vitrine evaluate``)."""
+        return review_masks(self.review_scores(probabilities, ood), self.review_thresholds)
+
     def _review_flags(self, outputs: ModelOutputs) -> list[tuple[str, ...]]:
-        """``low_confidence`` / ``unknown_product`` per row, from the review thresholds."""
-        top1 = outputs.probabilities.max(axis=1)
-        low = (
-            top1 < self.confidence_threshold
-            if self.confidence_threshold is not None
-            else np.zeros(len(top1), dtype=bool)
-        )
-        unknown = (
-            outputs.ood < self.ood_threshold
-            if outputs.ood is not None and self.ood_threshold is not None
-            else np.zeros(len(top1), dtype=bool)
-        )
-        return [
-            (("low_confidence",) if lo else ()) + (("unknown_product",) if un else ())
-            for lo, un in zip(low.tolist(), unknown.tolist(), strict=True)
-        ]
+        """The review and informational flags per row (:mod:`inference.serving.review`)."""
+        scores = self.review_scores(outputs.probabilities, outputs.ood)
+        return review_flags(scores, self.review_thresholds)
 
     def _postprocess(
         self,
@@ -611,6 +624,8 @@ class Engine:
         top_scores = np.take_along_axis(top_scores, order, axis=1)
         category_scores = probabilities @ self._category_matrix
         best = category_scores.argmax(axis=1)
+        kind_scores = probabilities @ self._kind_matrix
+        best_kind = kind_scores.argmax(axis=1)
         labels = self.manifest.labels
         predictions = []
         for row, image in enumerate(images):
@@ -631,6 +646,8 @@ class Engine:
                     flags=flags,
                     embedding=embeddings[row].copy() if embeddings is not None else None,
                     ood_score=float(outputs.ood[row]) if outputs.ood is not None else None,
+                    kind=self._kinds[best_kind[row]],
+                    kind_score=float(kind_scores[row, best_kind[row]]),
                 )
             )
         return predictions

@@ -117,11 +117,18 @@ class ModelManifest:
     embedding_size: int | None = None
     #: Output scoring how familiar an image is (higher: more like the training data).
     ood_output: str | None = None
-    #: Review thresholds chosen at training time (settings may override them):
-    #: below ``confidence_threshold`` (top-1 probability) -> ``low_confidence``,
-    #: below ``ood_threshold`` (``ood_output``) -> ``unknown_product``.
+    #: Review thresholds (settings may override them; the rule: inference.serving.review):
+    #: below ``kind_threshold`` (top kind's summed probability) -> ``uncertain_kind``,
+    #: below ``ood_threshold`` (``ood_output``) -> ``unknown_product``, both routing;
+    #: below ``product_threshold`` (top-1 probability) -> ``uncertain_product``, routing
+    #: nothing; below ``confidence_threshold`` (top-1 probability, manifests written
+    #: before kinds were) -> ``low_confidence``, routing.
     confidence_threshold: float | None = None
     ood_threshold: float | None = None
+    kind_threshold: float | None = None
+    product_threshold: float | None = None
+    #: The kind of each label (``coarse`` in the JSON); empty when the model has none.
+    coarse: tuple[str, ...] = ()
     fp16_path: Path | None = None
     #: INT8 graph served on CPUs when present (``VITRINE_PRECISION`` picks).
     int8: QuantizedGraph | None = None
@@ -243,15 +250,24 @@ class ModelManifest:
                 "embedding_size": self.embedding_size,
                 "ood_score": self.ood_output,
             },
-            "review": {
-                "confidence_threshold": self.confidence_threshold,
-                "ood_threshold": self.ood_threshold,
-            },
+            "review": self._review_dict(),
             **self._search_dict(),
             "source": dict(self.source),
             "labels": list(self.labels),
             "categories": list(self.categories),
+            **({"coarse": list(self.coarse)} if self.coarse else {}),
         }
+
+    def _review_dict(self) -> dict[str, float | None]:
+        # The kind-level fields only when set: manifests without them are written as before.
+        review = {
+            "confidence_threshold": self.confidence_threshold,
+            "ood_threshold": self.ood_threshold,
+        }
+        for key in _KIND_LEVEL_THRESHOLDS:
+            if getattr(self, key) is not None:
+                review[key] = getattr(self, key)
+        return review
 
     def _search_dict(self) -> dict[str, Any]:
         # Only when there is a projection: manifests without one are written as before.
@@ -352,9 +368,24 @@ def _quantized(raw: Mapping[str, Any], model_dir: Path) -> QuantizedGraph | None
     )
 
 
+#: Review fields added with the kind-level rule; a manifest may lack them.
+_KIND_LEVEL_THRESHOLDS = ("kind_threshold", "product_threshold")
+
+
 def _thresholds(review: Mapping[str, Any]) -> dict[str, Any]:
     # dict[str, Any]: unpacked into ModelManifest beside fields of other types.
-    return {k: _optional_number(review, k) for k in ("confidence_threshold", "ood_threshold")}
+    keys = ("confidence_threshold", "ood_threshold", *_KIND_LEVEL_THRESHOLDS)
+    return {k: _optional_number(review, k) for k in keys}
+
+
+def _coarse(raw: Mapping[str, Any], n_labels: int) -> tuple[str, ...]:
+    """The optional ``coarse`` list: one kind per label."""
+    if raw.get("coarse") is None:
+        return ()
+    coarse = _strings(raw, "coarse")
+    if len(coarse) != n_labels:
+        raise ValueError(f"{n_labels} labels but {len(coarse)} coarse kinds")
+    return coarse
 
 
 def _search(raw: Mapping[str, Any], model_dir: Path) -> dict[str, Any]:
@@ -423,6 +454,7 @@ def _parse(raw: object, model_dir: Path) -> ModelManifest:
         path=_file_in(model_dir, raw["file"], "file"),
         labels=labels,
         categories=categories,
+        coarse=_coarse(raw, len(labels)),
         input_name=_str(inp, "name"),
         input_layout=cast(Layout, _choice(inp, "layout", ("NHWC", "NCHW"))),
         input_dtype=cast(InputDType, dtype),

@@ -19,13 +19,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from inference.serving.decode import LOCAL_FILE_LIMITS, decode_image
-from inference.serving.engine import Engine
+from inference.serving.engine import INFORMATIONAL_FLAGS, REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
 from inference.serving.manifest import ModelManifest
 from inference.training.dataset import Dataset, load_dataset
@@ -38,12 +38,15 @@ from inference.training.metrics import (
     risk_coverage,
     score,
 )
+from inference.training.non_products import non_product_images
+from inference.training.review_policy import LEVELS, labelled_outputs
 
 __all__ = [
     "EvaluationResult",
     "Throughput",
     "evaluate_model",
     "measure_throughput",
+    "non_product_review",
     "per_class_markdown",
     "per_class_rows",
     "predict_all",
@@ -242,11 +245,14 @@ def evaluate_model(
     throughput_baselines: Sequence[Path] = (),
     progress: bool = True,
     precision: str = "auto",
+    non_products: Path | Literal["synthetic"] | None = None,
 ) -> EvaluationResult:
     """Run the model in ``model_dir`` over the data set ``data`` and score it.
 
     ``throughput_baselines`` are other model directories (e.g. the shipped
     model) whose speed is measured in the same run, on the same images.
+    ``non_products``: a folder of images that are no product, or ``"synthetic"``
+    for the generated ones, whose routed share is reported (None: not measured).
     """
     manifest = ModelManifest.load(Path(model_dir))
     raw = json.loads((manifest.model_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -274,6 +280,9 @@ def evaluate_model(
     metrics = score(probs_all, y_true, class_names, coarse_of_class=coarse_of_class)
     metrics["failed_images"] = len(failed)
     metrics["review"] = review_rates(engine, probs_all, y_true, ood, collapse is not None)
+    if non_products is not None:
+        folder = None if non_products == "synthetic" else Path(non_products)
+        metrics["review"]["non_products"] = non_product_review(engine, folder)
 
     result = EvaluationResult(
         model_name=manifest.name,
@@ -306,32 +315,53 @@ def review_rates(
     ood: np.ndarray | None,
     collapsed: bool,
 ) -> dict[str, Any]:
-    """How many images the engine's review thresholds flag, and the accuracy of the rest."""
-    out: dict[str, Any] = {
-        "confidence_threshold": engine.confidence_threshold,
-        "ood_threshold": engine.ood_threshold,
-    }
+    """What the engine's own review rule routes, per flag, and how right the rest is per level.
+
+    The routed share, each flag's share (informational ones too) and the accuracy of
+    what is not routed at the product, kind and category levels.
+    """
+    out: dict[str, Any] = {"thresholds": asdict(engine.review_thresholds)}
     if collapsed or not len(y_true):
         return out  # thresholds apply to label probabilities, not summed categories
-    low = (
-        probs.max(axis=1) < engine.confidence_threshold
-        if engine.confidence_threshold is not None
-        else np.zeros(len(y_true), bool)
+    masks = engine.review_masks(probs, ood)
+    routed = np.any([masks[flag] for flag in REVIEW_FLAGS], axis=0)
+    kept = ~routed
+    manifest = engine.manifest
+    outputs = labelled_outputs(
+        engine.review_scores(probs, ood),
+        probs,
+        y_true,
+        manifest.coarse or manifest.labels,
+        manifest.categories,
     )
-    unknown = (
-        ood < engine.ood_threshold
-        if ood is not None and engine.ood_threshold is not None
-        else np.zeros(len(y_true), bool)
-    )
-    kept = ~(low | unknown)
-    correct = probs.argmax(axis=1) == y_true
     out |= {
-        "low_confidence_rate": float(low.mean()),
-        "unknown_product_rate": float(unknown.mean()),
+        "routed": float(routed.mean()),
         "coverage": float(kept.mean()),
-        "accuracy_of_kept": float(correct[kept].mean()) if kept.any() else float("nan"),
+        "flags": {name: float(mask.mean()) for name, mask in masks.items()},
+        "accuracy": {level: float(outputs.correct[level].mean()) for level in LEVELS},
+        "accuracy_of_kept": {
+            level: float(outputs.correct[level][kept].mean()) if kept.any() else float("nan")
+            for level in LEVELS
+        },
     }
     return out
+
+
+def non_product_review(engine: Engine, folder: Path | None) -> dict[str, Any]:
+    """The share of non-product images (``folder``, or synthetic ones) the engine routes."""
+    images = non_product_images(folder)
+    items = engine.predict_bytes(list(images.values()), LOCAL_FILE_LIMITS).items
+    flags = [item.flags for item in items if isinstance(item, Prediction)]
+    routed = [bool(set(f) & set(REVIEW_FLAGS)) for f in flags]
+    return {
+        "source": str(folder) if folder is not None else f"synthetic ({len(images)})",
+        "images": len(flags),
+        "routed": float(np.mean(routed)) if routed else float("nan"),
+        "flags": {
+            name: float(np.mean([name in f for f in flags])) if flags else float("nan")
+            for name in (*REVIEW_FLAGS, *INFORMATIONAL_FLAGS)
+        },
+    }
 
 
 def measure_throughput(
@@ -437,12 +467,20 @@ def _summary_lines(result: EvaluationResult) -> list[str]:
 
 def _review_lines(result: EvaluationResult) -> list[str]:
     review, lines = result.metrics.get("review") or {}, []
-    if "coverage" in review:
+    if "routed" in review:
+        t = {k: v for k, v in review["thresholds"].items() if v is not None}
+        named = ", ".join(f"{k} {v:.4g}" for k, v in t.items()) or "no thresholds"
+        flags = ", ".join(f"{name} {_fmt(share)}" for name, share in review["flags"].items())
+        kept = review["accuracy_of_kept"]
+        lines += [
+            f"| routed to review ({named}) | {_fmt(review['routed'])} (flags: {flags}) |",
+            f"| accuracy of what is not routed: product / kind / category | "
+            f"{_fmt(kept['product'])} / {_fmt(kept['kind'])} / {_fmt(kept['category'])} |",
+        ]
+    if "non_products" in review:
+        npr = review["non_products"]
         lines.append(
-            f"| flagged for review: low_confidence / unknown_product (thresholds "
-            f"{review['confidence_threshold']}, {review['ood_threshold']}) | "
-            f"{_fmt(review['low_confidence_rate'])} / {_fmt(review['unknown_product_rate'])}; "
-            f"accuracy of the rest {_fmt(review['accuracy_of_kept'])} |"
+            f"| non-products routed ({npr['images']}, {npr['source']}) | {_fmt(npr['routed'])} |"
         )
     o = result.open_set
     if o:

@@ -154,8 +154,13 @@ def evaluate_command(
     as_json: bool = False,
     progress: bool = True,
     precision: str | None = None,
+    non_products: Path | None = None,
 ) -> int:
-    """Evaluate ``model_dir`` on ``data``; write a report to ``out`` when given."""
+    """Evaluate ``model_dir`` on ``data``; write a report to ``out`` when given.
+
+    The review rule's routed share is also measured on ``non_products`` (a folder
+    of images that are no product; None: 20 synthetic ones).
+    """
     from inference.serving.errors import InferenceError  # noqa: PLC0415
     from inference.serving.manifest import default_model_dir  # noqa: PLC0415
     from inference.training.evaluate import (  # noqa: PLC0415
@@ -189,6 +194,7 @@ def evaluate_command(
             throughput_baselines=baselines,
             progress=progress,
             precision=precision or settings.model.precision,
+            non_products=non_products if non_products is not None else "synthetic",
         )
     except (InferenceError, ValueError, OSError) as exc:
         click.echo(f"vitrine evaluate: {exc}", err=True)
@@ -399,6 +405,12 @@ def train_click(
     default=None,
     help="CPU graph to score (default: VITRINE_PRECISION, auto: INT8 where the model has one).",
 )
+@click.option(
+    "--non-products",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Folder of images that are no product, for the routed share (default: 20 synthetic).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_click(
@@ -410,10 +422,11 @@ def evaluate_click(
     throughput_images: int,
     compare_default: bool,
     precision: str | None,
+    non_products: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Score MODEL_DIR on DATA: accuracy, P/R/F1, calibration, confusion matrix, speed."""
+    """Score MODEL_DIR on DATA: accuracy, P/R/F1, calibration, review, confusion matrix, speed."""
     sys.exit(
         evaluate_command(
             model_dir,
@@ -426,6 +439,7 @@ def evaluate_click(
             as_json=as_json,
             progress=not quiet,
             precision=precision,
+            non_products=non_products,
         )
     )
 

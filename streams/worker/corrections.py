@@ -20,7 +20,7 @@ from datetime import datetime
 
 import msgspec
 
-from inference.serving.engine import REVIEW_FLAGS
+from inference.serving.engine import INFORMATIONAL_FLAGS, REVIEW_FLAGS
 from inference.serving.taxonomy import OTHER
 from schemas import codec
 from schemas.errors import SchemaError
@@ -60,7 +60,8 @@ class PhotoCorrection:
     def apply(self, result: ImageResult) -> ImageResult:
         """``result`` (any model's) with the reviewer's label and category.
 
-        The review flags go: the photo has been placed. The search descriptor and
+        The review flags go, and what the model said of its label's certainty
+        (``uncertain_product``): the photo has been placed. The search descriptor and
         the model's name stay (the descriptor is still the model's).
         """
         return msgspec.structs.replace(
@@ -68,7 +69,7 @@ class PhotoCorrection:
             labels=((self.label, 1.0),),
             category=self.category,
             score=1.0,
-            flags=tuple(f for f in result.flags if f not in REVIEW_FLAGS),
+            flags=tuple(f for f in result.flags if f not in (*REVIEW_FLAGS, *INFORMATIONAL_FLAGS)),
             corrected_by=self.reviewer,
             correction_id=self.correction_id,
         )

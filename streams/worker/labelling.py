@@ -78,7 +78,7 @@ class Labelled:
     # came from the cache). The product's state is not written here: the view
     # builder takes it from the product-labels record (streams.worker.views).
     image_result: ImageResult | None
-    #: The model could not place the image (``low_confidence``/``unknown_product``):
+    #: The model could not place the image (a flag of ``REVIEW_FLAGS``):
     #: the event also goes to the product-review topic.
     review: bool = False
     #: The event as a record (``value`` encodes it), for the integrity checks.

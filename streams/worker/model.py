@@ -53,4 +53,6 @@ def build_engine(
         warmup=warmup,
         confidence_threshold=settings.model.confidence_threshold,
         ood_threshold=settings.model.ood_threshold,
+        kind_threshold=settings.model.kind_threshold,
+        product_threshold=settings.model.product_threshold,
     )

@@ -20,6 +20,7 @@ from inference.serving.engine import (
 )
 from inference.serving.errors import ImageError, InferenceRunError, ModelError
 from inference.serving.manifest import ModelManifest
+from inference.serving.review import ReviewThresholds
 from tests.not_products import not_products
 
 LIMITS = ImageLimits()
@@ -73,10 +74,10 @@ def test_product_category(sample: Sample, sample_predictions: dict[str, Predicti
 
     The vanilla yoghurt carton sits between dairy and juice (category score about
     0.5 either way): MLAS's AVX2 and AVX-512 VNNI INT8 kernels tip it to
-    different sides, so only its low_confidence flag is the same on every CPU.
+    different sides, so only its review flag (uncertain_kind) is the same on every CPU.
     """
     pred = sample_predictions[sample.class_name]
-    assert pred.category == sample.category or "low_confidence" in pred.flags, pred
+    assert pred.category == sample.category or set(REVIEW_FLAGS) & set(pred.flags), pred
 
 
 @pytest.mark.parametrize("sample", _params([s.class_name for s in samples()], TOP5_MISSES))
@@ -114,7 +115,7 @@ def test_cartons_are_why_the_default_is_the_product_model(
     assert len(cartons) == 5
     assert all(
         sample_predictions[s.class_name].category == s.category
-        or "low_confidence" in sample_predictions[s.class_name].flags
+        or set(REVIEW_FLAGS) & set(sample_predictions[s.class_name].flags)
         for s in cartons
     )
     # ImageNet has no milk, juice or yoghurt: none of them gets its category there.
@@ -499,13 +500,42 @@ def test_the_default_model_carries_its_review_thresholds(
     manifest: ModelManifest, engine: Engine
 ) -> None:
     assert manifest.ood_output == "ood_score"
-    assert manifest.confidence_threshold is not None
+    assert manifest.kind_threshold is not None
+    assert manifest.product_threshold is not None
     assert manifest.ood_threshold is not None
-    assert 0 < manifest.confidence_threshold < 1
-    assert (engine.confidence_threshold, engine.ood_threshold) == (
-        manifest.confidence_threshold,
-        manifest.ood_threshold,
+    assert 0 < manifest.kind_threshold < 1
+    assert manifest.confidence_threshold is None  # the kind-level rule replaced it
+    assert engine.review_thresholds == ReviewThresholds(
+        kind_threshold=manifest.kind_threshold,
+        ood_threshold=manifest.ood_threshold,
+        product_threshold=manifest.product_threshold,
     )
+
+
+def test_predictions_say_their_kind_and_its_mass(
+    sample_predictions: dict[str, Prediction], manifest: ModelManifest
+) -> None:
+    pred = sample_predictions["Granny-Smith"]
+    assert pred.kind == "Apple"
+    kind_of = dict(zip(manifest.labels, manifest.coarse, strict=True))
+    same_kind = sum(p for label, p in pred.labels if kind_of[label] == pred.kind)
+    assert same_kind <= pred.kind_score + 1e-6  # the top-5 are part of the kind's mass
+    assert pred.labels[0][1] <= pred.kind_score <= pred.score + 1e-6
+
+
+def test_only_an_uncertain_kind_routes_not_an_uncertain_product(manifest: ModelManifest) -> None:
+    paths = [SAMPLES["Cabbage"].path, SAMPLES["Granny-Smith"].path]
+    kind_sure = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False,
+                       kind_threshold=0.0, product_threshold=1.01)  # fmt: skip
+    for item in kind_sure.predict_paths(paths, LIMITS).items:
+        assert isinstance(item, Prediction)
+        assert "uncertain_product" in item.flags
+        assert not set(item.flags) & {"uncertain_kind", "low_confidence"}
+    kind_unsure = Engine(manifest, providers=("cpu",), intra_op_threads=2, warmup=False,
+                         kind_threshold=1.01)  # fmt: skip
+    for item in kind_unsure.predict_paths(paths, LIMITS).items:
+        assert isinstance(item, Prediction)
+        assert "uncertain_kind" in item.flags
 
 
 def test_unknown_product_fires_on_what_is_no_product(engine: Engine) -> None:

@@ -64,8 +64,12 @@ def test_grocery_manifest_records_how_it_was_trained(manifest: ModelManifest) ->
     assert len(training["history"]) == training["recipe"]["epochs"]
     assert training["export_check"]["onnx_vs_torch_max_abs_diff"]["probabilities"] < 1e-3
     assert training["review"]["temperature"] > 0
-    assert training["review"]["confidence_threshold"] == manifest.confidence_threshold
-    assert training["review"]["ood_threshold"] == manifest.ood_threshold
+    # Training fitted a product-level rule on FP32 outputs; the shipped review object
+    # holds the kind-level rule `vitrine review-policy` fitted on the INT8 graph since.
+    assert 0 < training["review"]["confidence_threshold"] < 1
+    assert manifest.confidence_threshold is None
+    assert manifest.kind_threshold is not None
+    assert 0 < manifest.kind_threshold < 1
 
 
 def test_shipped_imagenet_manifest_matches_the_committed_model(
@@ -207,7 +211,10 @@ def test_round_trip_keeps_the_ood_output_and_review_thresholds(
     assert raw["review"] == {
         "confidence_threshold": manifest.confidence_threshold,
         "ood_threshold": manifest.ood_threshold,
+        "kind_threshold": manifest.kind_threshold,
+        "product_threshold": manifest.product_threshold,
     }
+    assert raw["coarse"] == list(manifest.coarse)
     assert ModelManifest.from_dict(raw, model_dir=target) == loaded
     assert raw["search"]["projection_file"] == "embedding_projection.npz"
     same_paths = loaded.replace(
@@ -280,3 +287,44 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(b"vitrine" * 1000)
     assert sha256_file(path) == hashlib.sha256(b"vitrine" * 1000).hexdigest()
+
+
+# ------------------------------------------------------------------ review thresholds, kinds
+
+
+def test_the_default_model_knows_the_kind_of_each_label(manifest: ModelManifest) -> None:
+    assert len(manifest.coarse) == manifest.num_classes
+    assert len(set(manifest.coarse)) == 43
+    assert manifest.coarse[manifest.labels.index("Granny-Smith")] == "Apple"
+
+
+def test_a_manifest_from_before_kinds_loads_as_it_did(tmp_path: Path) -> None:
+    target = tmp_path / "old"
+    shutil.copytree(default_model_dir(), target)
+    raw = json.loads((target / MANIFEST_FILE).read_text())
+    del raw["coarse"]
+    raw["review"] = {"confidence_threshold": 0.9, "ood_threshold": 0.5}
+    old = ModelManifest.from_dict(raw, model_dir=target)
+    assert (old.confidence_threshold, old.ood_threshold) == (0.9, 0.5)
+    assert (old.kind_threshold, old.product_threshold, old.coarse) == (None, None, ())
+    written = old.to_dict()
+    assert written["review"] == {"confidence_threshold": 0.9, "ood_threshold": 0.5}
+    assert "coarse" not in written
+
+
+def test_a_coarse_list_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "bad"
+    shutil.copytree(default_model_dir(), target)
+    raw = json.loads((target / MANIFEST_FILE).read_text())
+    raw["coarse"] = raw["coarse"][:-1]
+    with pytest.raises(ModelError, match="81 labels but 80 coarse kinds"):
+        ModelManifest.from_dict(raw, model_dir=target)
+
+
+def test_a_kind_threshold_must_be_a_number(tmp_path: Path) -> None:
+    target = tmp_path / "bad"
+    shutil.copytree(default_model_dir(), target)
+    raw = json.loads((target / MANIFEST_FILE).read_text())
+    raw["review"]["kind_threshold"] = "high"
+    with pytest.raises(ModelError, match="kind_threshold"):
+        ModelManifest.from_dict(raw, model_dir=target)

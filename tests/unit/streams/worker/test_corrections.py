@@ -97,7 +97,7 @@ def test_a_photo_correction_replaces_any_models_label_and_its_review_flags() -> 
         score=0.5,
         model_name="m2",
         model_version="v9",
-        flags=("low_confidence", "low_resolution"),
+        flags=("uncertain_kind", "low_resolution", "uncertain_product"),
         vector="AAAA",
     )
     shown = fix.apply(model)
