@@ -221,17 +221,10 @@ class Engine:
         logger.info(
             "inference engine ready: model=%s %s provider=%s device=%r precision=%s "
             "input=%s batch=1..%d threads=intra:%s inter:%s streams=%d",
-            self.model_name,
-            self.model_version,
-            self.provider,
-            self.device,
-            self.precision,
-            self.input_shape,
-            self.max_batch_size,
-            intra_op_threads or "auto",
-            inter_op_threads,
-            self.cpu_streams,
-        )
+            self.model_name, self.model_version, self.provider, self.device, self.precision,
+            self.input_shape, self.max_batch_size, intra_op_threads or "auto",
+            inter_op_threads, self.cpu_streams,
+        )  # fmt: skip
 
     def _choose_graph(self, provider: str, precision: str) -> tuple[str, str]:
         """The graph to load and its precision: INT8 on the CPU where the model has one.

@@ -133,6 +133,23 @@ def _kfold_curve(
     return rows
 
 
+def _shipped_rates(
+    engine: Engine, probs: npt.NDArray[Any], ood: Any, outputs: LabelledOutputs
+) -> dict[str, Any]:
+    """Routing, each flag's share and accuracy per level at the engine's own thresholds."""
+    masks = engine.review_masks(probs, ood)
+    routed = np.any([masks[f] for f in REVIEW_FLAGS], axis=0)
+    return {
+        "images": len(routed),
+        "routed": float(routed.mean()),
+        "flags": {name: float(mask.mean()) for name, mask in masks.items()},
+        "accuracy_of_kept": {
+            level: float(outputs.correct[level][~routed].mean()) for level in LEVELS
+        },
+        "accuracy": {level: float(outputs.correct[level].mean()) for level in LEVELS},
+    }
+
+
 def review_policy(
     model_dir: Path,
     data: Sequence[Path],
@@ -166,17 +183,7 @@ def review_policy(
         scores = engine.review_scores(probs, ood)
         sets[str(path)] = labelled_outputs(scores, probs, y, kinds, manifest.categories)
         strata[str(path)] = y
-        masks = engine.review_masks(probs, ood)
-        routed = np.any([masks[f] for f in REVIEW_FLAGS], axis=0)
-        shipped[str(path)] = {
-            "images": len(y),
-            "routed": float(routed.mean()),
-            "flags": {name: float(mask.mean()) for name, mask in masks.items()},
-            "accuracy_of_kept": {
-                level: float(sets[str(path)].correct[level][~routed].mean()) for level in LEVELS
-            },
-            "accuracy": {level: float(sets[str(path)].correct[level].mean()) for level in LEVELS},
-        }
+        shipped[str(path)] = _shipped_rates(engine, probs, ood, sets[str(path)])
     np_scores, np_routed_shipped = non_product_scores(engine, non_products)
     fit_names = [str(p) for p in fit_on] or list(sets)
     unseen_names = [str(p) for p in unseen]
@@ -184,30 +191,17 @@ def review_policy(
     pooled = _concat(list(sets.values()))
     pooled_strata = np.concatenate(list(strata.values()))
     unseen_mask = np.concatenate([np.full(len(sets[n]), n in unseen_names) for n in sets])
-    validations: dict[str, Any] = {
-        "pooled": {
-            "data": list(sets),
-            **kfold(
-                pooled,
-                targets,
-                folds=folds,
-                seed=seed,
-                non_products=np_scores,
-                strata=pooled_strata,
-                also_on=unseen_mask if unseen_names else None,
-            ),
-        }
-    }
+    also_on = unseen_mask if unseen_names else None
+    pooled_kfold = kfold(pooled, targets, folds=folds, seed=seed, non_products=np_scores,
+                         strata=pooled_strata, also_on=also_on)  # fmt: skip
+    validations: dict[str, Any] = {"pooled": {"data": list(sets), **pooled_kfold}}
     curves: dict[str, Any] = {}
     if unseen_names:
         only = _concat([sets[n] for n in unseen_names])
         only_strata = np.concatenate([strata[n] for n in unseen_names])
-        validations["unseen"] = {
-            "data": unseen_names,
-            **kfold(
-                only, targets, folds=folds, seed=seed, non_products=np_scores, strata=only_strata
-            ),
-        }
+        only_kfold = kfold(only, targets, folds=folds, seed=seed, non_products=np_scores,
+                           strata=only_strata)  # fmt: skip
+        validations["unseen"] = {"data": unseen_names, **only_kfold}
         curves["kfold_unseen"] = _kfold_curve(only, targets, only_strata, folds, seed)
     for name, outputs in sets.items():
         curves[name] = trade_off_curve(outputs, fit.thresholds.ood_threshold)
@@ -319,7 +313,12 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
             f"| {name} | {_pct(r['routed'])} | {_pct(a['product'])} / {_pct(a['kind'])} / "
             f"{_pct(a['category'])} | {_pct(r.get('non_products_routed'))} |"
         )
-    out += ["", "## k-fold (fit on k-1 folds, measured on the held-out fold; mean ± std)", ""]
+    return "\n".join(out + _kfold_lines(report))
+
+
+def _kfold_lines(report: dict[str, Any]) -> list[str]:
+    """The report's k-fold table and its trade-off curve, as Markdown lines."""
+    out = ["", "## k-fold (fit on k-1 folds, measured on the held-out fold; mean ± std)", ""]
     out += [
         "| pool | folds | routed | kept right: product | kind | category | non-products routed |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -351,7 +350,7 @@ def render_markdown(report: dict[str, Any], command: str) -> str:
                 f"{_pm(a['kind'])} | {_pm(a['category'])} |"
             )
     out += ["", "![trade-off](trade_off.png)", ""]
-    return "\n".join(out)
+    return out
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
