@@ -352,6 +352,33 @@ def _bench_without_stack(
     return bench_codecs_command(as_json=as_json)
 
 
+@click.command("console")
+@click.option("--host", default=None, help="Address to listen on (VITRINE_CONSOLE_HOST).")
+@click.option("--port", type=int, default=None, help="Port (VITRINE_CONSOLE_PORT).")
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Without VITRINE_CONSOLE_SECRET on 127.0.0.1: make up a secret and log it.",
+)
+def console_command(host: str | None, port: int | None, dev: bool) -> None:
+    """Serve the reviewers' console: flagged listings, decisions to label-corrections."""
+    from streams.console.auth import ConsoleConfigError  # noqa: PLC0415
+    from streams.console.command import run_console  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    s = get_settings()
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if dev:
+        changes["dev"] = True
+    if changes:
+        s = s.model_copy(update={"console": s.console.model_copy(update=changes)})
+    _quiet_client_logs()
+    try:
+        run_console(s)
+    except ConsoleConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command("rebuild")
 @click.option(
     "--reset",
@@ -599,7 +626,7 @@ COMMAND --help` tells more."""
 
 #: The help's sections: a title and its commands, in the order listed.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Run", ("worker", "stack", "rebuild")),
+    ("Run", ("worker", "stack", "console", "rebuild")),
     ("Try", ("demo", "simulate", "predict", "recommend", "similar")),
     ("Analyse", ("report", "evaluate-recs")),
     ("Models", ("train", "evaluate", "quantize", "export-model", "corrections")),
@@ -689,6 +716,7 @@ def build_cli() -> click.Group:
         evaluate_duplicates_command,
         export_model_command,
         corrections_group,
+        console_command,
     ):
         group.add_command(cmd)
     _add_training_commands(group)

@@ -1,0 +1,52 @@
+"""``vitrine console``: start the feed, then serve the pages until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from streams.console.auth import console_secret
+from streams.console.web import Console, build_app
+from streams.settings import Settings
+
+__all__ = ["run_console", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the console until ``stop`` is set (or a signal arrives)."""
+    cfg = settings.console
+    console = Console(settings, console_secret(cfg))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await console.feed.start()
+    runner = web.AppRunner(build_app(console), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.host, cfg.port)
+        await site.start()
+        logger.info(
+            "console at http://%s:%d/ reviewing %s",
+            cfg.host, cfg.port, ", ".join(console.feed.review_topics),
+        )  # fmt: skip
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await console.feed.stop()
+        await console.photos.close()
+
+
+def run_console(settings: Settings) -> None:
+    """The command's body: log to stderr, serve until stopped."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))
