@@ -265,9 +265,7 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
         Annotated[Id, Meta(description="seller_id of the input ProductImageEvent.")] | None
     ) = None
     title: (
-        Annotated[
-            str, Meta(max_length=512, description="title of the input ProductImageEvent.")
-        ]
+        Annotated[str, Meta(max_length=512, description="title of the input ProductImageEvent.")]
         | None
     ) = None
     declared_category: (

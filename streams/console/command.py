@@ -27,10 +27,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await console.feed.start()
     runner = web.AppRunner(build_app(console), access_log=None)
-    await runner.setup()
     try:
+        await console.feed.start()
+        await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port)
         await site.start()
         logger.info(

@@ -185,16 +185,11 @@ class ConsoleFeed:
             auto_offset_reset="earliest",
         )
         await consumer.start()
+        await consumer.topics()  # loads the cluster's metadata, this topic's included
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
-            await consumer.stop()
-            consumer = self._corrections = AIOKafkaConsumer(
-                topic, **self._config, group_id=None, auto_offset_reset="earliest"
-            )
-            await consumer.start()
-            parts = consumer.partitions_for_topic(topic) or set()
-        else:
-            consumer.assign([TopicPartition(topic, p) for p in parts])
+            logger.warning("%s does not exist yet: no decisions to read", topic)
+        consumer.assign([TopicPartition(topic, p) for p in parts])
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps) if tps else {}
         started, n = time.monotonic(), 0
@@ -208,6 +203,9 @@ class ConsoleFeed:
     async def _follow_corrections(self) -> None:
         assert self._corrections is not None
         while True:
+            if not self._corrections.assignment():  # the topic did not exist at start
+                await asyncio.sleep(1.0)
+                continue
             batch = await self._corrections.getmany(timeout_ms=1000, max_records=1000)
             for records in batch.values():
                 self._take_values(r.value for r in records)

@@ -181,6 +181,7 @@ def predict_command(
             "rebuild",
             "cluster",
             "integrity",
+            "console",
             "all",
         ]
     ),
@@ -242,7 +243,7 @@ def predict_command(
     type=click.Path(path_type=Path),
     default=None,
     help="Output folder: soak.json and soak.png (soak, default out/soak); every report, "
-    "plot and summary.md (all, default out/bench).",
+    "plot and summary.md (all, default out/bench); console.json (console, default out/bench).",
 )
 def bench_command(
     target: str,
@@ -271,6 +272,10 @@ def bench_command(
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
+    if target == "console":
+        from streams.tools.bench.console import bench_console_command  # noqa: PLC0415
+
+        sys.exit(bench_console_command(as_json=as_json, out_dir=out_dir))
     if target in ("search", "integrity", "inference", "codecs"):
         sys.exit(
             _bench_without_stack(

@@ -18,7 +18,13 @@ def test_each_action_is_a_valid_correction() -> None:
     item = rec("p", flags=("duplicate_image",))
     got = {
         a: decide(item, a, reviewer="r", taxonomy=TAX, now=NOW, label="Oat-Milk")
-        for a in ("accept", "relabel", "not_a_product", "duplicate_confirmed", "duplicate_dismissed")
+        for a in (
+            "accept",
+            "relabel",
+            "not_a_product",
+            "duplicate_confirmed",
+            "duplicate_dismissed",
+        )
     }
     assert (got["accept"].category, got["accept"].label) == ("produce", "Banana")
     assert (got["relabel"].category, got["relabel"].label) == ("dairy", "Oat-Milk")

@@ -37,7 +37,9 @@ def rec(
         labelled_at=T0 + timedelta(seconds=at_s),
         seller_id=seller,
         duplicate_of=(
-            DuplicateOf(product_id="o", seller_id="s0", image_sha256="a" * 64, match="exact", hamming=0)
+            DuplicateOf(
+                product_id="o", seller_id="s0", image_sha256="a" * 64, match="exact", hamming=0
+            )
             if "duplicate_image" in flags
             else None
         ),
@@ -70,7 +72,8 @@ def test_newest_listing_of_a_product_wins_and_frees_the_older_offset() -> None:
     q.add(rec("p", sha="b", at_s=2), Ref(PR, 0, 1))
     assert len(q) == 1
     item = q.get("p")
-    assert item is not None and item.record.image_sha256 == "b" * 64
+    assert item is not None
+    assert item.record.image_sha256 == "b" * 64
     assert q.commit_points() == {(PR, 0): 1}
     # An older listing read later (another partition's order) does not replace it.
     assert not q.add(rec("p", sha="c", at_s=0), Ref(LR, 0, 0))
