@@ -277,6 +277,8 @@ def test_no_session_no_csrf_no_script(
     t = mtopics.suffix
     seller = f"xss-{t}"
     title = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+    # A review record that is not a ProductLabelled: skipped, counted, no crash.
+    _send(producer, mtopics.product_review, [(b"junk", b"{not json")])
     _first(producer, mtopics, f"avo-a-{t}", "Avocado", f"avo-orig-{t}")
     _send(
         producer, mtopics.product_images, [_listing(f"avo-b-{t}", "Avocado", seller, title=title)]
@@ -284,6 +286,7 @@ def test_no_session_no_csrf_no_script(
     [card] = _cards(page, f"seller={seller}", 1)
     assert card.query_selector("h2.title").inner_text() == title, "shown as text"
     assert page.evaluate("window.__pwned") is None
+    assert "1 unreadable records skipped" in page.inner_text("header")
     response = page.goto(f"/?seller={seller}")
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp
