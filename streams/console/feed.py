@@ -113,6 +113,9 @@ class ConsoleFeed:
         self._consumer = AIOKafkaConsumer(
             **{**self._config, "client_id": "vitrine-console"},
             group_id=self.settings.console.group_id,
+            # The worker's group timeouts; no static id: consoles come and go.
+            session_timeout_ms=self.settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka.heartbeat_interval_ms,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )

@@ -38,6 +38,8 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 CONSOLE: web.AppKey[Console] = web.AppKey("console")
+#: The request's session (None on the public pages before sign-in).
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
 _PUBLIC = ("/login", "/static/", "/healthz")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,6 +78,11 @@ class Console:
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
+def _see_other(location: str) -> web.Response:
+    """A 303 to ``location`` (a response, not aiohttp's exception, so headers can be added)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _session(request: web.Request) -> Session | None:
     console: Console = request.app[CONSOLE]
     return console.sessions.read(request.cookies.get(COOKIE))
@@ -88,17 +95,17 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     public = request.path.startswith(_PUBLIC)
     if not public and (session is None or session.reviewer is None):
         if request.method == "GET" and request.path == "/":
-            response: web.StreamResponse = web.HTTPSeeOther("/login")
+            response: web.StreamResponse = _see_other("/login")
         else:
             response = web.Response(status=401, text="sign in first")
     elif request.method == "POST" and not await _csrf_ok(request, session):
         response = web.Response(status=403, text="missing or wrong CSRF token")
     else:
-        request["session"] = session
+        request[SESSION] = session
         try:
             response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
+        except web.HTTPException as exc:  # aiohttp's own (404, 405, ...) as plain responses
+            response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -118,6 +125,13 @@ async def _csrf_ok(request: web.Request, session: Session | None) -> bool:
     return Sessions.csrf_ok(session, token)
 
 
+def _signed_in(request: web.Request) -> Session:
+    """The session the guard let through (a reviewer's, or the sign-in page's)."""
+    session = request[SESSION]
+    assert session is not None
+    return session
+
+
 def _set_cookie(console: Console, response: web.StreamResponse, value: str) -> None:
     response.set_cookie(
         COOKIE,
@@ -133,7 +147,7 @@ def _set_cookie(console: Console, response: web.StreamResponse, value: str) -> N
 async def login_page(request: web.Request) -> web.StreamResponse:
     """The sign-in form (it starts an anonymous session, for its CSRF token)."""
     console: Console = request.app[CONSOLE]
-    session = request.get("session")
+    session = request.get(SESSION)
     cookie = None
     if session is None:
         cookie, session = console.sessions.issue(None)
@@ -148,21 +162,21 @@ async def login(request: web.Request) -> web.StreamResponse:
     console: Console = request.app[CONSOLE]
     form = await request.post()
     name, secret = str(form.get("reviewer", "")).strip(), str(form.get("secret", ""))
-    session: Session = request["session"]
+    session = _signed_in(request)
     if not valid_reviewer(name) or not console.sessions.check_secret(secret):
         logger.warning("refused a sign-in as %r", name[:64])
         response = console.render("login.html", csrf=session.csrf, error="wrong name or secret")
         response.set_status(401)
         return response
     cookie, _ = console.sessions.issue(name)
-    response = web.HTTPSeeOther("/")
+    response = _see_other("/")
     _set_cookie(console, response, cookie)
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     """Sign out."""
-    response = web.HTTPSeeOther("/login")
+    response = _see_other("/login")
     response.del_cookie(COOKIE, path="/")
     return response
 
@@ -182,7 +196,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         number = 1
     page = console.queue.page(filters, number, console.settings.console.page_size)
     kept = {k: v for k, v in request.query.items() if k in ("flag", "category", "seller") and v}
-    session: Session = request["session"]
+    session = _signed_in(request)
     return console.render(
         "queue.html",
         page=page,
@@ -235,8 +249,8 @@ async def decision(request: web.Request) -> web.StreamResponse:
     if not back.startswith("/") or back.startswith("//"):
         back = "/"
     if item is None or item.record.event_id != event_id:
-        raise web.HTTPSeeOther(back)  # decided meanwhile (another tab, another reviewer)
-    session: Session = request["session"]
+        return _see_other(back)  # decided meanwhile (another tab, another reviewer)
+    session = _signed_in(request)
     assert session.reviewer is not None
     label = form.get("label")
     try:
@@ -251,7 +265,7 @@ async def decision(request: web.Request) -> web.StreamResponse:
     except DecisionError as exc:
         return web.Response(status=400, text=str(exc))
     await console.feed.publish(correction)
-    raise web.HTTPSeeOther(back)
+    return _see_other(back)
 
 
 async def labels(request: web.Request) -> web.StreamResponse:

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import codec
 from streams.console.decisions import DecisionError, Taxonomy, decide
-from tests.unit.streams.console.test_queue import rec
+from tests.unit.streams.console.records import rec
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 TAX = Taxonomy({"Banana": "produce", "Oat-Milk": "dairy"})
