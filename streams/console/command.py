@@ -37,7 +37,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             "console at http://%s:%d/ reviewing %s",
             cfg.host, cfg.port, ", ".join(console.feed.review_topics),
         )  # fmt: skip
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(console.feed.failed.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, failed):
+            task.cancel()
+        if console.feed.failed.is_set():
+            raise RuntimeError("the console stopped reading Kafka (see the error above)")
     finally:
         await runner.cleanup()
         await console.feed.stop()

@@ -89,6 +89,8 @@ class ConsoleFeed:
         #: Review records skipped because they did not decode.
         self.skipped = 0
         self.ready = asyncio.Event()
+        #: Set when reading a topic failed: the console then exits (to be restarted).
+        self.failed = asyncio.Event()
         self._config = aiokafka_config(settings)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -125,7 +127,14 @@ class ConsoleFeed:
             asyncio.create_task(self._read_reviews()),
             asyncio.create_task(self._follow_corrections()),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._on_done)
         self.ready.set()
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("the console's Kafka reader failed", exc_info=exc)
+            self.failed.set()
 
     async def stop(self) -> None:
         """Commit what is decided and close every client."""
@@ -181,19 +190,22 @@ class ConsoleFeed:
 
     async def _read_corrections(self) -> None:
         topic = self.settings.topics.label_corrections
+        # No group: aiokafka assigns every partition of the topic, from the earliest.
         consumer = self._corrections = AIOKafkaConsumer(
+            topic,
             **{**self._config, "client_id": "vitrine-console-corrections"},
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
         await consumer.start()
-        await consumer.topics()  # loads the cluster's metadata, this topic's included
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            logger.warning("%s does not exist yet: no decisions to read", topic)
-        consumer.assign([TopicPartition(topic, p) for p in parts])
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        for _ in range(200):  # the group-less assignment follows the first metadata
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        tps = sorted(consumer.assignment())
+        if not tps:
+            logger.warning("%s has no partitions yet: no decisions to read", topic)
         ends = await consumer.end_offsets(tps) if tps else {}
         started, n = time.monotonic(), 0
         while await _behind(consumer, ends):
@@ -206,9 +218,6 @@ class ConsoleFeed:
     async def _follow_corrections(self) -> None:
         assert self._corrections is not None
         while True:
-            if not self._corrections.assignment():  # the topic did not exist at start
-                await asyncio.sleep(1.0)
-                continue
             batch = await self._corrections.getmany(timeout_ms=1000, max_records=1000)
             for records in batch.values():
                 self._take_values(r.value for r in records)

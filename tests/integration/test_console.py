@@ -71,40 +71,70 @@ def worker(mtopics: Topics, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             w.kill()
 
 
-@pytest.fixture(scope="module")
-def console(
-    mtopics: Topics, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = free_ports(1)[0]
-    env = mtopics.env(
-        VITRINE_CONSOLE_PORT=str(port),
-        VITRINE_CONSOLE_SECRET=SECRET,
-        VITRINE_CONSOLE_GROUP_ID=f"console-{mtopics.suffix}",
-    )
-    log = tmp_path_factory.mktemp("console") / "console.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.console"], env=env, stdout=out, stderr=subprocess.STDOUT
+class ConsoleProcess:
+    """``python -m streams.console`` on a port of its own, started again on the same one."""
+
+    def __init__(self, topics: Topics, log: Path) -> None:
+        self.port = free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = topics.env(
+            VITRINE_CONSOLE_PORT=str(self.port),
+            VITRINE_CONSOLE_SECRET=SECRET,
+            VITRINE_CONSOLE_GROUP_ID=f"console-{topics.suffix}",
+            # A killed console's partitions go to the next one after this long.
+            VITRINE_KAFKA_SESSION_TIMEOUT_MS="6000",
+            VITRINE_KAFKA_HEARTBEAT_INTERVAL_MS="2000",
         )
-    url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def healthy() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+    def start(self) -> ConsoleProcess:
+        with self.log.open("ab") as out:
+            self.proc = proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.console"],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
-    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
         wait_until(healthy, "the console to start", timeout_s=60)
-        yield url
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no commit, no goodbye to the group."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def console_process(
+    mtopics: Topics, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleProcess]:
+    proc = ConsoleProcess(mtopics, tmp_path_factory.mktemp("console") / "console.log")
+    try:
+        yield proc.start()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def console(console_process: ConsoleProcess) -> str:
+    return console_process.url
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +366,22 @@ def test_twenty_items_reviewed_with_the_keyboard_alone(
         "accept", "duplicate_dismissed", "duplicate_confirmed", "not_a_product", "relabel"
     }  # fmt: skip
     assert all(c.image_sha256 == hashlib.sha256(PHOTOS["Cucumber"]).hexdigest() for c in mine)
+
+
+def test_a_killed_console_shows_the_undecided_items_again_and_no_decided_one(
+    page: Any, console_process: ConsoleProcess, mtopics: Topics, producer: KafkaProducer
+) -> None:
+    t = mtopics.suffix
+    seller = f"crash-{t}"
+    _first(producer, mtopics, f"crash-orig-{t}", "Aubergine", f"crash-first-{t}")
+    msgs = [_listing(f"crash-{i}-{t}", "Aubergine", seller) for i in range(2)]
+    _send(producer, mtopics.product_images, msgs)
+    _cards(page, f"seller={seller}", 2)
+    with page.expect_navigation():
+        page.click(f"article[data-product='crash-0-{t}'] button[data-key=a]")
+    assert page.locator("article.item").count() == 1
+    console_process.kill()
+    console_process.start()
+    cards = _cards(page, f"seller={seller}", 1, timeout_s=60)
+    shown = [c.get_attribute("data-product") for c in cards]
+    assert shown == [f"crash-1-{t}"], console_process.log.read_text()[-6000:]
