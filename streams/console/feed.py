@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from schemas import codec
 from schemas.corrections import correction_key
 from schemas.errors import SchemaError
-from schemas.records import LabelCorrection
+from schemas.records import LabelCorrection, ProductLabelled
 from streams.console.queue import DecisionRate, Ref, ReviewQueue
 from streams.settings import Settings
 from streams.worker.kafka_config import aiokafka_config
@@ -81,8 +81,16 @@ async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
 class ConsoleFeed:
     """Reads the review topics and corrections into the queue; publishes decisions."""
 
-    def __init__(self, settings: Settings, queue: ReviewQueue, history: History) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: ReviewQueue,
+        history: History,
+        on_queued: Callable[[ProductLabelled], None] | None = None,
+    ) -> None:
         self.settings = settings
+        #: Called with each record queued (the console remembers where its photo is).
+        self.on_queued = on_queued
         self.queue = queue
         self.history = history
         self.rate = DecisionRate()
@@ -250,4 +258,5 @@ class ConsoleFeed:
                 )
                 self.queue.skip(ref)
                 continue
-            self.queue.add(labelled, ref)
+            if self.queue.add(labelled, ref) and self.on_queued is not None:
+                self.on_queued(labelled)

@@ -60,8 +60,14 @@ class Console:
         self.settings = settings
         self.queue = ReviewQueue(cfg.max_items)
         self.history = History()
-        self.feed = feed or ConsoleFeed(settings, self.queue, self.history)
         self.photos = Photos(settings)
+        self.feed = feed or ConsoleFeed(
+            settings,
+            self.queue,
+            self.history,
+            # A duplicate's earlier listing may itself be (or have been) in review.
+            on_queued=lambda rec: self.photos.know(rec.image_sha256, rec.source),
+        )
         self.sessions = Sessions(secret, cfg.session_ttl_s)
         self.taxonomy = taxonomy or Taxonomy.from_model(settings.model.model_path)
         # Plain HTTP is only for the console on this machine; elsewhere put TLS in front.

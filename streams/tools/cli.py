@@ -272,14 +272,10 @@ def bench_command(
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
-    if target == "console":
-        from streams.tools.bench.console import bench_console_command  # noqa: PLC0415
-
-        sys.exit(bench_console_command(as_json=as_json, out_dir=out_dir))
-    if target in ("search", "integrity", "inference", "codecs"):
+    if target in ("search", "integrity", "inference", "codecs", "console"):
         sys.exit(
             _bench_without_stack(
-                target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings
+                target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings, out_dir
             )
         )
     _quiet_client_logs()
@@ -336,8 +332,13 @@ def _bench_without_stack(
     images_dir: Path | None,
     n_vectors: int,
     n_listings: int,
+    out_dir: Path | None,
 ) -> int:
-    """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs."""
+    """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs, console."""
+    if target == "console":
+        from streams.tools.bench.console import bench_console_command  # noqa: PLC0415
+
+        return bench_console_command(as_json=as_json, out_dir=out_dir)
     if target == "search":
         from streams.tools.search import bench_search_command  # noqa: PLC0415
 
