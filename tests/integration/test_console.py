@@ -173,9 +173,15 @@ def _send(producer: KafkaProducer, topic: str, msgs: list[tuple[bytes, bytes]]) 
 def _first(
     producer: KafkaProducer, topics: Topics, product_id: str, photo: str, seller: str
 ) -> None:
-    """List the original of a photo and wait until it is labelled: copies come after it."""
+    """List the original of a photo and wait until it is labelled: copies come after it.
+
+    Its product view is written once its label is on product-labels, after the
+    batch's duplicate checks; polling Redis is quicker than reading the topic.
+    """
     _send(producer, topics.product_images, [_listing(product_id, photo, seller)])
-    _labels(topics, product_id)
+    with redis.Redis.from_url(topics.redis_url) as client:
+        key = f"{topics.key_prefix}:product:{product_id}"
+        wait_until(lambda: client.exists(key), f"{product_id} labelled", timeout_s=120)
 
 
 def _cards(page: Any, query: str, expect: int, timeout_s: float = 120) -> list[Any]:
