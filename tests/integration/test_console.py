@@ -357,12 +357,19 @@ def test_twenty_items_reviewed_with_the_keyboard_alone(
     msgs = [_listing(f"kb-{i}-{t}", "Cucumber", seller) for i in range(20)]
     _send(producer, mtopics.product_images, msgs)
     _cards(page, f"seller={seller}", 20)
-    keys = ["a", "d", "c", "n", "2"]
+    keys = ["a", "d", "c", "n", "2", "/"]
     for i in range(20):
         page.keyboard.press("j")
         page.keyboard.press("k")
-        with page.expect_navigation():
-            page.keyboard.press(keys[i % len(keys)])
+        key = keys[i % len(keys)]
+        if key == "/":  # search the taxonomy, then Enter relabels
+            page.keyboard.press("/")
+            page.keyboard.type("Arla-Standard-Milk")
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+        else:
+            with page.expect_navigation():
+                page.keyboard.press(key)
         assert page.locator("article.item").count() == 19 - i
     corrections = consume(mtopics.bootstrap, mtopics.label_corrections, expect=10_000, timeout_s=1)
     decided = [codec.decode_label_correction(r.value) for r in corrections]
@@ -372,6 +379,7 @@ def test_twenty_items_reviewed_with_the_keyboard_alone(
         "accept", "duplicate_dismissed", "duplicate_confirmed", "not_a_product", "relabel"
     }  # fmt: skip
     assert all(c.image_sha256 == hashlib.sha256(PHOTOS["Cucumber"]).hexdigest() for c in mine)
+    assert "Arla-Standard-Milk" in {c.label for c in mine}, "the taxonomy search"
 
 
 def test_a_killed_console_shows_the_undecided_items_again_and_no_decided_one(
