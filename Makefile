@@ -11,6 +11,7 @@ setup:
 demo: setup
 	$(VENV)/vitrine stack up
 	$(VENV)/vitrine demo
+	@echo "Review the flagged listings: $(VENV)/vitrine console --dev, then open http://127.0.0.1:8070/ (docs/REVIEW.md)"
 
 # Lint, types, then every test suite: unit, integration (real Kafka + Redis
 # started by the test session) and reliability. Most integration tests wait on

@@ -31,6 +31,7 @@ __all__ = [
     "LabelCorrection",
     "LabelDecision",
     "ListingFingerprint",
+    "ListingSource",
     "OrderEvent",
     "OrderItem",
     "PhotoFingerprint",
@@ -216,6 +217,14 @@ class DuplicateOf(msgspec.Struct, frozen=True, kw_only=True):
     ) = None
 
 
+class ListingSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the labelled listing (its ProductImageEvent, with the photo) is on Kafka."""
+
+    topic: Annotated[str, Meta(min_length=1, max_length=249)]
+    partition: Annotated[int, Meta(ge=0)]
+    offset: Annotated[int, Meta(ge=0)]
+
+
 class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
     """The labels and category of a product image.
 
@@ -255,6 +264,10 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
     seller_id: (
         Annotated[Id, Meta(description="seller_id of the input ProductImageEvent.")] | None
     ) = None
+    title: (
+        Annotated[str, Meta(max_length=512, description="title of the input ProductImageEvent.")]
+        | None
+    ) = None
     declared_category: (
         Annotated[
             str,
@@ -290,6 +303,16 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
         Annotated[
             Id,
             Meta(description="event_id of that LabelCorrection; null for the model's own label."),
+        ]
+        | None
+    ) = None
+    source: (
+        Annotated[
+            ListingSource,
+            Meta(
+                description="The input listing's topic, partition and offset, so that a review"
+                " tool can fetch its photo; set on the review topics' copies only."
+            ),
         ]
         | None
     ) = None

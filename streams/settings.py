@@ -30,6 +30,7 @@ from inference.serving.defaults import DEFAULT_MAX_BATCH_SIZE
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "ConsoleSettings",
     "ImageSettings",
     "IntegritySettings",
     "KafkaSettings",
@@ -355,6 +356,28 @@ class WebSettings(BaseSettings):
     port: int = 6066
 
 
+class ConsoleSettings(BaseSettings):
+    """``VITRINE_CONSOLE_*``: the reviewers' web console (``vitrine console``, streams/console)."""
+
+    model_config = group_config("VITRINE_CONSOLE_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8070, ge=0, le=65535)
+    # What reviewers sign in with, and the key that signs their session cookies.
+    # No default: the console refuses to start without one unless `dev` is on
+    # and it listens on 127.0.0.1 only (then it makes one up and logs it).
+    secret: SecretStr = SecretStr("")
+    dev: bool = False
+    # The console's consumer group on the review topics: its committed offsets
+    # say which flagged items are still undecided.
+    group_id: str = "vitrine-console"
+    # Pending items held in memory; past this the console stops reading until
+    # reviewers decide some (the rest wait on Kafka, uncommitted).
+    max_items: int = Field(default=50_000, ge=1)
+    page_size: int = Field(default=50, ge=1, le=500)
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+
+
 class Settings(BaseSettings):
     """Frozen configuration: the groups, and what belongs to the whole process."""
 
@@ -370,6 +393,7 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     # Faust's data directory (faust/) and the TensorRT engine cache (trt-cache/);
     # the local stack keeps its servers' data here too.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up vitrine on a fresh Debian/Ubuntu machine: system packages (Java 17,
-# Maven, redis-server, kcat, prometheus), a virtual environment in .venv with the project and its
+# Maven, redis-server, kcat, prometheus, chromium), a virtual environment in .venv with the project and its
 # dev tools, and the Kafka jars (resolved once from Maven Central into
 # ~/.cache/vitrine/kafka-jars). Idempotent: a second run only checks.
 set -euo pipefail
@@ -14,6 +14,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v kcat >/dev/null || need+=(kcat)
 # prometheus + promtool: tests/integration/test_alerts.py checks the rules and sees them fire.
 command -v promtool >/dev/null || need+=(prometheus)
+# The review console's browser tests (Playwright drives Debian's chromium, not its own download).
+command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   sudo=""

@@ -181,6 +181,7 @@ def predict_command(
             "rebuild",
             "cluster",
             "integrity",
+            "console",
             "all",
         ]
     ),
@@ -242,7 +243,7 @@ def predict_command(
     type=click.Path(path_type=Path),
     default=None,
     help="Output folder: soak.json and soak.png (soak, default out/soak); every report, "
-    "plot and summary.md (all, default out/bench).",
+    "plot and summary.md (all, default out/bench); console.json (console, default out/bench).",
 )
 def bench_command(
     target: str,
@@ -271,10 +272,10 @@ def bench_command(
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
-    if target in ("search", "integrity", "inference", "codecs"):
+    if target in ("search", "integrity", "inference", "codecs", "console"):
         sys.exit(
             _bench_without_stack(
-                target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings
+                target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings, out_dir
             )
         )
     _quiet_client_logs()
@@ -331,8 +332,13 @@ def _bench_without_stack(
     images_dir: Path | None,
     n_vectors: int,
     n_listings: int,
+    out_dir: Path | None,
 ) -> int:
-    """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs."""
+    """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs, console."""
+    if target == "console":
+        from streams.tools.bench.console import bench_console_command  # noqa: PLC0415
+
+        return bench_console_command(as_json=as_json, out_dir=out_dir)
     if target == "search":
         from streams.tools.search import bench_search_command  # noqa: PLC0415
 
@@ -350,6 +356,33 @@ def _bench_without_stack(
     from streams.tools.bench.codecs import bench_codecs_command  # noqa: PLC0415
 
     return bench_codecs_command(as_json=as_json)
+
+
+@click.command("console")
+@click.option("--host", default=None, help="Address to listen on (VITRINE_CONSOLE_HOST).")
+@click.option("--port", type=int, default=None, help="Port (VITRINE_CONSOLE_PORT).")
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Without VITRINE_CONSOLE_SECRET on 127.0.0.1: make up a secret and log it.",
+)
+def console_command(host: str | None, port: int | None, dev: bool) -> None:
+    """Serve the reviewers' console: flagged listings, decisions to label-corrections."""
+    from streams.console.auth import ConsoleConfigError  # noqa: PLC0415
+    from streams.console.command import run_console  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    s = get_settings()
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if dev:
+        changes["dev"] = True
+    if changes:
+        s = s.model_copy(update={"console": s.console.model_copy(update=changes)})
+    _quiet_client_logs()
+    try:
+        run_console(s)
+    except ConsoleConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("rebuild")
@@ -601,7 +634,7 @@ COMMAND --help` tells more."""
 
 #: The help's sections: a title and its commands, in the order listed.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Run", ("worker", "stack", "rebuild")),
+    ("Run", ("worker", "stack", "console", "rebuild")),
     ("Try", ("demo", "simulate", "predict", "recommend", "similar")),
     ("Analyse", ("report", "evaluate-recs")),
     ("Models", ("train", "evaluate", "review-policy", "quantize", "export-model", "corrections")),
@@ -691,6 +724,7 @@ def build_cli() -> click.Group:
         evaluate_duplicates_command,
         export_model_command,
         corrections_group,
+        console_command,
     ):
         group.add_command(cmd)
     _add_training_commands(group)

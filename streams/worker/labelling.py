@@ -493,6 +493,7 @@ def _labelled(
         timings=timings,
         labelled_at=labelled_at,
         seller_id=ev.seller_id,
+        title=ev.title,
         declared_category=ev.declared_category,
         corrected_by=res.corrected_by,
         correction_id=res.correction_id,

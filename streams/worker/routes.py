@@ -1,16 +1,21 @@
 """Where each result of a batch goes.
 
-A labelled listing goes to product-labels, to the review topics when flagged,
-with its search descriptor to product-embeddings and, when it is new to the
-integrity index, to listing-fingerprints; an enriched order to orders-enriched,
-and a batch of them its sales deltas to the window table's input; a rejection to
-its dead-letter topic.
+A labelled listing goes to product-labels, to the review topics when flagged
+(with the listing's topic, partition and offset in ``source``, so that a review
+tool can fetch its photo), with its search descriptor to product-embeddings and,
+when it is new to the integrity index, to listing-fingerprints; an enriched
+order to orders-enriched, and a batch of them its sales deltas to the window
+table's input; a rejection to its dead-letter topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import msgspec
+
+from schemas import codec
+from schemas.records import ListingSource
 from streams.worker.consumed import Rejected
 from streams.worker.delivery import Delivery, Send
 from streams.worker.enrich import Enriched
@@ -39,10 +44,14 @@ def route(
             return [delivery.dead_letter(dlq, res)]
         out = [delivery.record(ok, res.key, res.value)]
         if isinstance(res, Labelled):
-            if review is not None and res.review:
-                out.append(delivery.record(review, res.key, res.value))
-            if listing_review is not None and res.listing_review:
-                out.append(delivery.record(listing_review, res.key, res.value))
+            flagged = [
+                topic
+                for topic, on in ((review, res.review), (listing_review, res.listing_review))
+                if topic is not None and on
+            ]
+            if flagged:
+                value = _review_value(res)
+                out.extend(delivery.record(topic, res.key, value) for topic in flagged)
             if embeddings is not None and res.embedding:
                 out.append(delivery.record(embeddings, res.key, res.embedding))
             if fingerprints is not None and res.integrity_record is not None:
@@ -50,6 +59,15 @@ def route(
         return out
 
     return sends
+
+
+def _review_value(res: Labelled) -> bytes:
+    """The labelled record with the listing's place on Kafka, for the review topics."""
+    if res.output is None:
+        return res.value
+    rec = res.record
+    source = ListingSource(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+    return codec.encode(msgspec.structs.replace(res.output, source=source))
 
 
 def sales_deltas(

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
@@ -322,5 +323,8 @@ def test_what_the_model_cannot_place_also_goes_to_review(
     for event_id, lab in review.items():
         assert "unknown_product" in lab.flags, (event_id, lab.flags)
         assert len(lab.labels) == 5  # its top-5, for whoever reviews it
-        assert lab == labelled[event_id]  # the same record as on product-labels
+        # The same record as on product-labels, plus where its listing is (for the console).
+        assert lab.source is not None
+        assert lab.source.topic == topics.product_images
+        assert msgspec.structs.replace(lab, source=None) == labelled[event_id]
     assert not set(REVIEW_FLAGS) & set(labelled["known-cabbage"].flags)

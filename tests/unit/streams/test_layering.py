@@ -60,7 +60,23 @@ def test_every_streams_module_is_in_worker_or_tools() -> None:
     )
     assert loose == []
     assert not [p for p in PACKAGE.iterdir() if p.is_dir() and p.name not in
-                ("worker", "tools", "__pycache__")]  # fmt: skip
+                ("worker", "console", "tools", "__pycache__")]  # fmt: skip
+
+
+def test_the_console_never_imports_the_tools_and_the_worker_never_the_console() -> None:
+    """The console runs in production beside the worker: it may use the worker's clients."""
+    console = {
+        str(path.relative_to(PACKAGE)): sorted(n for n in _imports(path) if n.startswith(TOOLS))
+        for path in (PACKAGE / "console").rglob("*.py")
+    }
+    assert {k: v for k, v in console.items() if v} == {}
+    worker = {
+        str(path.relative_to(PACKAGE)): sorted(
+            n for n in _imports(path) if n.startswith("streams.console")
+        )
+        for path in (PACKAGE / "worker").rglob("*.py")
+    }
+    assert {k: v for k, v in worker.items() if v} == {}
 
 
 def test_no_function_over_80_lines() -> None:
