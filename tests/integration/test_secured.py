@@ -148,9 +148,11 @@ def secured(secure_stack: Stack) -> Secured:
 def worker(secured: Secured, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker on the secured listeners, for the labelling and the tools' tests."""
     log = tmp_path_factory.mktemp("secured-worker") / "worker.log"
-    w = WorkerProcess(
-        secured.env(VITRINE_ORDER_LABEL_WAIT_MS="300"), log, web_port=free_ports(1)[0]
-    )
+    # A 5 s Redis timeout: the test asserts no lookup bypassed Redis (refused
+    # credentials would), and the default timeout lapsed once on a loaded machine
+    # (a view's offsets read, in CI with a load average of 10).
+    env = secured.env(VITRINE_ORDER_LABEL_WAIT_MS="300", VITRINE_REDIS_TIMEOUT_MS="5000")
+    w = WorkerProcess(env, log, web_port=free_ports(1)[0])
     try:
         w.start(timeout_s=180)
         yield w
