@@ -256,7 +256,7 @@ class ProductLabelled(msgspec.Struct, frozen=True, kw_only=True):
         Meta(
             max_length=32,
             description="Quality, review and integrity flags, e.g. low_resolution, "
-            "low_confidence, duplicate_image, near_duplicate, category_mismatch.",
+            "uncertain_kind, unknown_product, duplicate_image, near_duplicate, category_mismatch.",
         ),
     ] = ()
     timings: Timings
