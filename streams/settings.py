@@ -159,6 +159,8 @@ class TopicSettings(BaseSettings):
     # (pair decisions): reviewers' decisions (LabelCorrection), the record of what
     # people decided; every worker reads it whole, one applies each decision.
     label_corrections: str = "label-corrections"
+    # label-corrections values that are no LabelCorrection, with the reason in headers.
+    label_corrections_dlq: str = "label-corrections.dlq"
     partitions: int = 4
     replication_factor: int = 1
 

@@ -27,8 +27,8 @@ from schemas.codec import encode
 from streams.settings import Settings, get_settings
 from streams.worker.batchconsumer import BatchConsumer
 from streams.worker.batches import BatchStep, handle_batch, run_batches
-from streams.worker.consumed import ConsumedRecord
-from streams.worker.corrections import CorrectionsView, corrected_record, decode_correction
+from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
+from streams.worker.corrections import CorrectionsView, check_correction, corrected_record
 from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower, V
 from streams.worker.integrity import IntegrityView
@@ -203,11 +203,17 @@ def _add_apply_corrections(app: faust.App, topics: Topics, delivery: Delivery) -
     its :class:`CorrectionsView` (:func:`_corrections_follower`).
     """
     labels = topics.labels.get_topic_name()
+    dead = topics.corrections_dlq.get_topic_name()
 
     @app.agent(topics.corrections, name="apply_corrections")
     async def apply_corrections(stream: Any) -> None:
         async for event in stream.events():
-            correction = decode_correction(event.message.value)
+            correction = check_correction(from_faust_event(event))
+            if isinstance(correction, Rejected):
+                logger.warning("dead-lettering a label-corrections value: %s (%s)",
+                               correction.code, correction.message)  # fmt: skip
+                await delivery.deliver([delivery.dead_letter(dead, correction)], dead)
+                continue
             if correction is None:
                 continue
             record = corrected_record(correction, datetime.now(UTC))

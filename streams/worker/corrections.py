@@ -25,9 +25,16 @@ from inference.serving.taxonomy import OTHER
 from schemas import codec
 from schemas.errors import SchemaError
 from schemas.records import SCHEMA_VERSION, Label, LabelCorrection, ProductLabelled, Timings
+from streams.worker.consumed import ConsumedRecord, Rejected
 from streams.worker.imageresult import ImageResult
 
-__all__ = ["CorrectionsView", "PhotoCorrection", "corrected_record", "decode_correction"]
+__all__ = [
+    "CorrectionsView",
+    "PhotoCorrection",
+    "check_correction",
+    "corrected_record",
+    "decode_correction",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +91,16 @@ def decode_correction(value: bytes | None) -> LabelCorrection | None:
     except SchemaError as exc:
         logger.warning("skipping a label-corrections value: %s (%s)", exc.code, exc.message)
         return None
+
+
+def check_correction(rec: ConsumedRecord) -> LabelCorrection | Rejected | None:
+    """A consumed decision, or why it is none (to dead-letter); None for a tombstone."""
+    if not rec.value:
+        return None
+    try:
+        return codec.decode_label_correction(rec.value)
+    except SchemaError as exc:
+        return Rejected(rec, exc.code, exc.message)
 
 
 def corrected_record(correction: LabelCorrection, labelled_at: datetime) -> ProductLabelled | None:

@@ -95,6 +95,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Reviewers' decisions: a product's latest label decision and every duplicate
     # pair's latest decision (schemas.corrections.correction_key), for good.
     TopicSpec("corrections", "label_corrections", compact=True, agent_input=True),
+    TopicSpec("corrections_dlq", "label_corrections_dlq"),
 )
 
 
@@ -138,6 +139,8 @@ class Topics:
     fingerprints: faust.TopicT
     #: Compacted: reviewers' decisions (applied by one worker, read whole by every worker).
     corrections: faust.TopicT
+    #: label-corrections values that are no decision, with the reason.
+    corrections_dlq: faust.TopicT
 
     @classmethod
     def on(cls, app: faust.App, s: Settings) -> Topics:

@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 
 from schemas import codec
 from schemas.corrections import correction_key
+from schemas.deadletter import decode_headers
 from schemas.records import SCHEMA_VERSION, EnrichedItem, LabelCorrection, ProductLabelled
 from streams.settings import KafkaSettings, TopicSettings
 from streams.tools.corrections import run_export
@@ -102,11 +103,21 @@ def test_a_correction_reaches_orders_and_relistings_and_survives_a_lost_redis(
         model_version=first.model_version,
         source_flags=first.flags,
     )
+    # A value that is no decision first: dead-lettered with its reason, the next applied.
+    bad_key = f"bad-{topics.suffix}".encode()
     _send(
         producer,
         topics.label_corrections,
-        [(correction_key(correction).encode(), codec.encode(correction))],
+        [
+            (bad_key, b'{"decision": "relabel"}'),
+            (correction_key(correction).encode(), codec.encode(correction)),
+        ],
     )
+    (dead,) = consume(topics.bootstrap, topics.label_corrections_dlq, expect=1, timeout_s=60)
+    letter = decode_headers(dead.headers)
+    assert (dead.key, dead.value) == (bad_key, b'{"decision": "relabel"}')
+    assert letter.error_code.startswith("schema."), letter
+    assert letter.source_topic == topics.label_corrections
     with redis.Redis.from_url(topics.redis_url) as client:
         wait_until(
             lambda: (st := _state(client, topics, p1)) is not None and st.corrected_by == "rev-7",

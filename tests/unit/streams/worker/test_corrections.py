@@ -11,7 +11,13 @@ import msgspec
 from schemas import codec
 from schemas.corrections import correction_key
 from schemas.records import SCHEMA_VERSION, LabelCorrection
-from streams.worker.corrections import CorrectionsView, PhotoCorrection, corrected_record
+from streams.worker.consumed import ConsumedRecord, Rejected
+from streams.worker.corrections import (
+    CorrectionsView,
+    PhotoCorrection,
+    check_correction,
+    corrected_record,
+)
 from streams.worker.imageresult import ImageResult
 from streams.worker.state import (
     ProductState,
@@ -157,3 +163,17 @@ def test_dismissed_pairs_either_way_until_confirmed() -> None:
     # The same pair's later decision replaces it (the same key).
     view.apply([record(correction("duplicate_confirmed", duplicate_of="p2"))])
     assert not view.dismissed("p1", "p2")
+
+
+def test_a_value_that_is_no_decision_is_rejected_with_its_reason_and_a_tombstone_ignored() -> None:
+    def consumed(value: bytes) -> ConsumedRecord:
+        return ConsumedRecord(b"k", value, "label-corrections", 0, 7, 0)
+
+    good = correction()
+    assert check_correction(consumed(codec.encode(good))) == good
+    assert check_correction(consumed(b"")) is None
+    bad = check_correction(consumed(b'{"decision": "relabel"}'))
+    assert isinstance(bad, Rejected)
+    assert bad.code.startswith("schema.")
+    assert bad.record.offset == 7
+    assert isinstance(check_correction(consumed(b"not json")), Rejected)
