@@ -49,10 +49,14 @@ class UnreadablePartition:
 
 
 async def _rewind(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int | None) -> None:
+    # Never through ``seek_to_beginning``: it leaves the partition without a
+    # position until a ListOffsets round trip returns, and Faust's livelock
+    # detector reads that position unguarded on its timer (an AssertionError
+    # in aiokafka that crashes the consumer). Asking for the offset first and
+    # seeking to it moves the position in one step.
     if offset is None:
-        await consumer.seek_to_beginning(tp)
-    else:
-        consumer.seek(tp, offset)
+        offset = (await consumer.beginning_offsets([tp]))[tp]
+    consumer.seek(tp, offset)
 
 
 async def find_unreadable(
