@@ -215,6 +215,44 @@ class DuplicateOf(msgspec.Struct, frozen=True, kw_only=True):
         ]
         | None
     ) = None
+    inliers: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=1000,
+                description=(
+                    "Local features (ORB keypoints) of this photo that map onto the earlier"
+                    " photo's by one similarity transform; null when not verified."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    candidate: (
+        Annotated[
+            Literal["hash", "embedding"],
+            Meta(
+                description=(
+                    "How the earlier photo was found: a near perceptual hash, or among the"
+                    " nearest embeddings (a border, crop or rotation moved the hash)."
+                )
+            ),
+        ]
+        | None
+    ) = None
+    accepted_by: (
+        Annotated[
+            Literal["hash", "features"],
+            Meta(
+                description=(
+                    "Which test judged it a copy: hash (near hash and embedding cosine) or"
+                    " features (enough inliers); null for an exact match."
+                )
+            ),
+        ]
+        | None
+    ) = None
 
 
 class ListingSource(msgspec.Struct, frozen=True, kw_only=True):
@@ -375,6 +413,21 @@ class PhotoFingerprint(msgspec.Struct, frozen=True, kw_only=True):
                 description=(
                     "The model's unit-length embedding: little-endian IEEE float16 values, "
                     "standard base64 with padding; null when the model has none."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+    features_b64: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=12000,
+                description=(
+                    "Its local features (at most 200 ORB keypoints): per keypoint its x, y"
+                    " as little-endian uint16, then per keypoint its 32-byte descriptor;"
+                    " standard base64 with padding; null when not computed."
                 ),
             ),
         ]

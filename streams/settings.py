@@ -300,16 +300,24 @@ class IntegritySettings(BaseSettings):
 
     # A photo is a near duplicate of another seller's when its perceptual hash is
     # within this many of 64 bits of one of that photo's indexed hashes and their
-    # embeddings' cosine is at least this; chosen on the val split with
-    # `vitrine evaluate-duplicates`.
+    # embeddings' cosine is at least this; fitted on the train split with
+    # `vitrine evaluate-duplicates` (docs/integrity/duplicates.md).
     near_duplicate_max_hamming: int = Field(default=8, ge=0, le=32)
-    near_duplicate_min_cosine: float = Field(default=0.8, ge=-1.0, le=1.0)
+    near_duplicate_min_cosine: float = Field(default=0.9, ge=-1.0, le=1.0)
     # A declared category that differs from the predicted one is flagged
     # category_mismatch when the predicted category's score is at least this.
     category_mismatch_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
     # Index entries read per photo looked up, at most (bounds a lookup's cost in
     # a catalogue where many photos share a hash band).
     near_duplicate_max_candidates: int = Field(default=2000, ge=1)
+    # A photo is also a copy when at least this many of its local features map
+    # onto a candidate's by one similarity transform (0: no such verification).
+    near_duplicate_min_inliers: int = Field(default=64, ge=0, le=1000)
+    # ... or this many with a near hash, whatever the embeddings' cosine (0: off).
+    near_duplicate_min_hash_inliers: int = Field(default=25, ge=0, le=1000)
+    # Embedding nearest neighbours verified per photo, besides the hash's candidates
+    # (0: hash candidates only).
+    near_duplicate_verify_candidates: int = Field(default=4, ge=0, le=64)
 
 
 class RecommendSettings(BaseSettings):

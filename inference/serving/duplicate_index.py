@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from inference.serving.duplicates import BANDS, lookup_bands
 from inference.serving.fingerprint import HASH_BITS, Fingerprint
+from inference.serving.keypoints import LocalFeatures
 
 __all__ = ["FingerprintIndex", "Owner", "StoredPrint"]
 
@@ -34,6 +35,19 @@ _SMALL_RUN = 1 << 16
 _PENDING = 1 << 18
 _BAND_BITS = HASH_BITS // BANDS
 _BAND_MASK = np.uint64((1 << _BAND_BITS) - 1)
+#: Dimensions of the random projection of embeddings that the nearest-neighbour
+#: query scans (float32: 256 bytes a photo); its best are re-ranked by exact cosine.
+_PROJECTED = 64
+_RERANK = 4
+
+
+def _projection(dim: int) -> npt.NDArray[np.float32]:
+    """A fixed random Gaussian projection of ``dim``-d embeddings (same in every worker)."""
+    rng = np.random.default_rng(dim)
+    matrix: npt.NDArray[np.float32] = (
+        rng.standard_normal((dim, _PROJECTED)) / np.sqrt(_PROJECTED)
+    ).astype(np.float32)
+    return matrix
 
 
 class _Column:
@@ -200,6 +214,15 @@ class FingerprintIndex:
         self._version = _Column(np.int16)
         self._print_ms = _Column(np.int64)
         self._first_owner = _Column(np.int32)
+        self._feat_start = _Column(np.int64)
+        self._feat_count = _Column(np.int16)
+        self._feat = _Column(np.uint8, 1 << 16)  # 36 bytes a keypoint (LocalFeatures)
+        # Per embedding (a photo's latest): its projection, row and model version.
+        self._proj = _Column(np.float32, 1 << 14)
+        self._proj_row = _Column(np.int32)
+        self._emb_proj = _Column(np.int32)  # per photo: its live slot, -1 none
+        self._proj_dim = 0
+        self._proj_matrix: npt.NDArray[np.float32] | None = None
         # Per indexed hash (entry).
         self._hashes = _Column(np.uint64, 16 * 1024)
         self._entry_row = _Column(np.int32, 16 * 1024)
@@ -290,8 +313,52 @@ class FingerprintIndex:
         if emb_len:
             at = int(self._emb_start.data[row])
             emb = self._emb.data[at : at + emb_len].copy()
-        fp = Fingerprint(hashes[0], int(self._mirror.data[row]), tuple(hashes[1:]), emb)
+        features = None
+        count = int(self._feat_count.data[row])
+        if count > 0:
+            at = int(self._feat_start.data[row])
+            features = LocalFeatures.from_bytes(self._feat.data[at : at + 36 * count].tobytes())
+        fp = Fingerprint(hashes[0], int(self._mirror.data[row]), tuple(hashes[1:]), emb, features)
         return StoredPrint(fp, self._versions[int(self._version.data[row])])
+
+    def similar(
+        self, photo: Fingerprint, *, model_version: str, limit: int, exclude: int | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``limit`` photos whose embeddings (of ``model_version``) are nearest ``photo``'s.
+
+        ``(row, cosine)``, most similar first, without row ``exclude``. A brute-force
+        scan of the embeddings' random projections (:data:`_PROJECTED` dimensions),
+        whose best :data:`_RERANK` x ``limit`` are re-ranked by exact cosine: what
+        finds a candidate that a crop or rotation moved far in hash space.
+        """
+        emb = photo.embedding
+        if emb is None or self._proj_matrix is None or len(emb) != self._proj_dim or limit < 1:
+            return []
+        version = self._version_ids.get(model_version)
+        rows = self._proj_row.view
+        if version is None or not len(rows):
+            return []
+        query = np.asarray(emb, np.float32) @ self._proj_matrix
+        scores = self._proj.view.reshape(-1, _PROJECTED) @ query
+        # A row's stale slot (replaced by a newer embedding) or another model's is out.
+        live = (self._emb_proj.data[rows] == np.arange(len(rows))) & (
+            self._version.data[rows] == version
+        )
+        if exclude is not None:
+            live &= rows != exclude
+        scores = np.where(live, scores, -np.inf)
+        take = min(len(scores), _RERANK * limit)
+        best = np.argpartition(-scores, take - 1)[:take]
+        best = best[np.isfinite(scores[best])]
+        out = []
+        q = np.asarray(emb, np.float32)
+        for slot in best:
+            row = int(rows[slot])
+            at, n = int(self._emb_start.data[row]), int(self._emb_len.data[row])
+            cos = float(np.dot(self._emb.data[at : at + n].astype(np.float32), q))
+            out.append((row, cos))
+        out.sort(key=lambda rc: -rc[1])
+        return out[:limit]
 
     def near(
         self,
@@ -376,6 +443,9 @@ class FingerprintIndex:
         self._version.append(0)
         self._print_ms.append(-1)
         self._first_owner.append(-1)
+        self._feat_start.append(0)
+        self._feat_count.append(-1)
+        self._emb_proj.append(-1)
         return row
 
     def _set_print(self, row: int, stored: StoredPrint, listed_at_ms: int) -> bool:
@@ -392,12 +462,17 @@ class FingerprintIndex:
             self._mirror.data[row] = fp.mirror
             self._hash_start.data[row] = start
             self._hash_count.data[row] = len(hashes)
+        if fp.features is not None and (not had or int(self._feat_count.data[row]) < 0):
+            raw = np.frombuffer(fp.features.to_bytes(), np.uint8)
+            self._feat_start.data[row] = self._feat.extend(raw)
+            self._feat_count.data[row] = len(fp.features)
         if fp.embedding is None:
             self._emb_len.data[row] = 0
         else:
             emb = np.asarray(fp.embedding, np.float16).reshape(-1)
             self._emb_start.data[row] = self._emb.extend(emb)
             self._emb_len.data[row] = len(emb)
+            self._project(row, emb)
         version = stored.model_version
         if version not in self._version_ids:
             self._version_ids[version] = len(self._versions)
@@ -405,6 +480,17 @@ class FingerprintIndex:
         self._version.data[row] = self._version_ids[version]
         self._print_ms.data[row] = listed_at_ms
         return True
+
+    def _project(self, row: int, emb: npt.NDArray[np.float16]) -> None:
+        """Add ``row``'s embedding to the nearest-neighbour scan (one dimension per index)."""
+        if self._proj_matrix is None:
+            self._proj_dim = len(emb)
+            self._proj_matrix = _projection(self._proj_dim)
+        if len(emb) != self._proj_dim:
+            return
+        slot = self._proj_row.append(row)
+        self._proj.extend(emb.astype(np.float32) @ self._proj_matrix)
+        self._emb_proj.data[row] = slot
 
     def _band_pending(self) -> None:
         """Put the hashes added since the last lookup into the band tables, in one go."""

@@ -7,7 +7,11 @@ mirror's) is within ``max_hamming`` bits of one of the earlier photo's indexed
 hashes (whole photo or a 90% crop) **and** the model's embeddings agree
 (cosine at least ``min_cosine``). The hash finds candidates; the embedding
 rejects the rare different photo whose hash happens to be close (another shot
-of the same packaging on the same shelf).
+of the same packaging on the same shelf). A copy disguised past the hash (a
+border, a tight crop, a rotation) is found by its embedding instead
+(:meth:`~inference.serving.duplicate_index.FingerprintIndex.similar`) and
+accepted when enough of its local features map onto the original's by one
+similarity transform (:mod:`inference.serving.keypoints`).
 
 Candidates are found by multi-index hashing: each indexed 64-bit hash is cut
 into :data:`BANDS` bands of 16 bits, and a lookup reads the index entries that
@@ -23,6 +27,7 @@ import logging
 from dataclasses import dataclass
 
 from inference.serving.fingerprint import Fingerprint, band_values, hamming
+from inference.serving.keypoints import verify
 
 __all__ = [
     "BANDS",
@@ -40,10 +45,15 @@ BANDS = 4
 
 @dataclass(frozen=True, slots=True)
 class NearMatch:
-    """Why a photo was judged a copy of another: hash distance and embedding cosine."""
+    """Why a photo was judged a copy of another: hash distance, embedding cosine, inliers."""
 
     hamming: int
     cosine: float | None
+    #: Keypoints that map onto the original's by one similarity transform (None:
+    #: not verified, a photo without local features).
+    inliers: int | None = None
+    #: Which test accepted it: ``hash`` (hash and embedding) or ``verified`` (local features).
+    step: str = "hash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +61,37 @@ class DuplicateRule:
     """The near-duplicate thresholds (settings ``near_duplicate_max_hamming``/``_min_cosine``)."""
 
     max_hamming: int = 8
-    min_cosine: float = 0.8
+    min_cosine: float = 0.9
+    #: Inliers that make a copy by local features alone (0: no verification).
+    min_inliers: int = 64
+    #: Inliers that make a photo with a near hash a copy whatever the embeddings'
+    #: cosine (a recoloured or heavily re-compressed copy moves the embedding; 0: off).
+    min_hash_inliers: int = 25
 
     def match(self, photo: Fingerprint, original: Fingerprint) -> NearMatch | None:
         """The evidence that ``photo`` copies ``original``, or None when it does not.
 
-        Without embeddings on both sides (a model with no embedding output), the
-        hash alone decides.
+        A copy by the hash (near hash and, when both have embeddings, a cosine
+        of at least ``min_cosine``), or by its local features: at least
+        ``min_inliers`` keypoints map onto the original's by one similarity
+        transform (:func:`~inference.serving.keypoints.verify`), or
+        ``min_hash_inliers`` with a near hash. The inliers are
+        the evidence of either, when both photos have features.
         """
         distance = photo.distance(original)
-        if distance > self.max_hamming:
-            return None
         cosine = photo.cosine(original)
-        if cosine is not None and cosine < self.min_cosine:
+        shown = None if cosine is None else round(cosine, 4)
+        inliers = None
+        if photo.features is not None and original.features is not None:
+            inliers = verify(photo.features, original.features).inliers
+        if distance <= self.max_hamming and (cosine is None or cosine >= self.min_cosine):
+            return NearMatch(distance, shown, inliers, "hash")
+        if inliers is None:
             return None
-        return NearMatch(distance, None if cosine is None else round(cosine, 4))
+        near_hash = distance <= self.max_hamming and 0 < self.min_hash_inliers <= inliers
+        if near_hash or 0 < self.min_inliers <= inliers:
+            return NearMatch(distance, shown, inliers, "verified")
+        return None
 
     @property
     def candidate_hamming(self) -> int:

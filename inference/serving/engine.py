@@ -650,11 +650,12 @@ _PENDING = InferenceRunError("inference.failed", "not processed")
 
 
 def predict_with_fingerprints(
-    engine: Engine, blobs: Sequence[bytes], limits: ImageLimits
+    engine: Engine, blobs: Sequence[bytes], limits: ImageLimits, *, with_features: bool = True
 ) -> tuple[BatchResult, list[Fingerprint | None]]:
     """``engine.predict_bytes`` with embeddings, and each decoded photo's fingerprint.
 
-    The fingerprint is None where the image failed to decode or be inferred.
+    The fingerprint is None where the image failed to decode or be inferred;
+    ``with_features``: with the photo's local features (what verifies a disguised copy).
     Hashing (about a millisecond a photo, on the decoded pixels) counts as decoding.
     A function rather than a method, so it runs on anything with the engine's
     ``decode_all``, ``predict_decoded`` and ``map_streams`` (tests wrap the engine).
@@ -666,7 +667,7 @@ def predict_with_fingerprints(
     start = time.perf_counter()
     prints: list[Fingerprint | None] = engine.map_streams(
         lambda pair: (
-            fingerprint(pair[0].pixels, pair[1].embedding)
+            fingerprint(pair[0].pixels, pair[1].embedding, with_features=with_features)
             if isinstance(pair[0], DecodedImage) and isinstance(pair[1], Prediction)
             else None
         ),

@@ -182,6 +182,7 @@ def predict_command(
             "cluster",
             "integrity",
             "console",
+            "verify",
             "all",
         ]
     ),
@@ -267,12 +268,15 @@ def bench_command(
     ``cluster`` measures orders enriched per second on one Redis and on a Redis
     Cluster (a local one it starts), side by side.
 
+    ``verify`` measures what catching disguised copies (local features, embedding
+    neighbours, their verification) adds to a photo's model stage, in one run.
+
     ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
     naive baseline, worker scaling) and the search index into one folder.
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
-    if target in ("search", "integrity", "inference", "codecs", "console"):
+    if target in ("search", "integrity", "verify", "inference", "codecs", "console"):
         sys.exit(
             _bench_without_stack(
                 target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings, out_dir
@@ -347,6 +351,10 @@ def _bench_without_stack(
         from streams.tools.bench.integrity import bench_integrity_command  # noqa: PLC0415
 
         return bench_integrity_command(as_json=as_json, n_listings=n_listings)
+    if target == "verify":
+        from streams.tools.bench.verify import bench_verify_command  # noqa: PLC0415
+
+        return bench_verify_command(as_json=as_json)
     if target == "inference":
         from streams.tools.bench.inference import run_bench_inference  # noqa: PLC0415
 
@@ -554,16 +562,32 @@ def evaluate_recs_command(days: int, seed: int, k: int, as_json: bool) -> None:
     default=Path("../shared/datasets/grocery-store"),
 )
 @click.option(
-    "--fit-split", default="val", show_default=True, help="List file the thresholds are fitted on."
+    "--fit-split",
+    default="train",
+    show_default=True,
+    help="List file the thresholds are fitted on.",
 )
 @click.option(
     "--check-split",
-    default="train",
+    default="val",
     show_default=True,
     help="List file they are checked on ('' for none).",
 )
 @click.option(
     "--limit", type=click.IntRange(2), default=None, help="At most this many photos per split."
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write duplicates.json and duplicates.md there (e.g. docs/integrity).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the splits' fingerprints there and reuse them (e.g. /tmp/vitrine-duplicates).",
 )
 @click.option("--seed", default=7, show_default=True)
 @click.option(
@@ -579,6 +603,8 @@ def evaluate_duplicates_command(
     seed: int,
     max_fp_rate: float,
     as_json: bool,
+    report_dir: Path | None,
+    cache_dir: Path | None,
 ) -> None:
     """Detection and false-positive rates of the near-duplicate rule; fits its thresholds.
 
@@ -596,6 +622,8 @@ def evaluate_duplicates_command(
             seed=seed,
             max_fp_rate=max_fp_rate,
             as_json=as_json,
+            report_dir=report_dir,
+            cache_dir=cache_dir,
         )
     )
 

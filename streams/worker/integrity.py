@@ -2,14 +2,18 @@
 
 A listing is flagged ``duplicate_image`` when another seller listed the same
 image file before, and ``near_duplicate`` when another seller listed the same
-photo re-encoded, resized, cropped or mirrored (the rule:
-:mod:`inference.serving.duplicates`). Each seller's first listing of a photo is
-recorded on the compacted ``listing-fingerprints`` topic, which every worker reads
+photo re-encoded, resized, cropped, mirrored or disguised (a border, a tight
+crop, a rotation, a watermark: the rule, :mod:`inference.serving.duplicates`).
+Each seller's first listing of a photo is recorded on the compacted
+``listing-fingerprints`` topic, which every worker reads
 whole into an in-process :class:`~inference.serving.duplicate_index.FingerprintIndex`
 (:class:`IntegrityView`); the checks wait until it has caught up. Listings without
 a ``seller_id`` are neither checked nor remembered, and two listings a reviewer
 dismissed as duplicates are not flagged again (:mod:`streams.worker.corrections`).
-Design, limits and measurements: docs/INTEGRITY.md.
+Candidates come from the index's hash bands and its embedding nearest
+neighbours; judging them may match local features (about 0.4 ms a candidate),
+so it runs in a thread, not on the event loop, one listing at a time and in
+input order. Design, limits and measurements: docs/INTEGRITY.md.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 from inference.serving.duplicate_index import FingerprintIndex, Owner, StoredPrint
 from inference.serving.duplicates import DuplicateRule
 from inference.serving.fingerprint import Fingerprint
+from inference.serving.keypoints import LocalFeatures
 from schemas import codec
 from schemas.errors import SchemaError
 from schemas.records import SCHEMA_VERSION, DuplicateOf, ListingFingerprint, PhotoFingerprint
@@ -63,15 +68,23 @@ class IntegrityConfig:
     rule: DuplicateRule = field(default_factory=DuplicateRule)
     max_candidates: int = 2000
     category_min_score: float = 0.9
+    #: Embedding nearest neighbours judged per photo besides the hash's candidates.
+    verify_candidates: int = 4
 
     @classmethod
     def from_settings(cls, s: Settings) -> IntegrityConfig:
         """The ``near_duplicate_*`` and ``category_mismatch_*`` settings."""
         i = s.integrity
         return cls(
-            rule=DuplicateRule(i.near_duplicate_max_hamming, i.near_duplicate_min_cosine),
+            rule=DuplicateRule(
+                i.near_duplicate_max_hamming,
+                i.near_duplicate_min_cosine,
+                i.near_duplicate_min_inliers,
+                i.near_duplicate_min_hash_inliers,
+            ),
             max_candidates=i.near_duplicate_max_candidates,
             category_min_score=i.category_mismatch_min_score,
+            verify_candidates=i.near_duplicate_verify_candidates,
         )
 
 
@@ -108,7 +121,16 @@ def fingerprint_record(
     if print_ is not None:
         f = print_.fingerprint
         emb = None if f.embedding is None else base64.b64encode(f.embedding.tobytes()).decode()
-        fp = PhotoFingerprint(phash=f.phash, mirror=f.mirror, crops=f.crops, embedding_f16_b64=emb)
+        feats = None
+        if f.features is not None and len(f.features):
+            feats = base64.b64encode(f.features.to_bytes()).decode()
+        fp = PhotoFingerprint(
+            phash=f.phash,
+            mirror=f.mirror,
+            crops=f.crops,
+            embedding_f16_b64=emb,
+            features_b64=feats,
+        )
     record = ListingFingerprint(
         schema_version=SCHEMA_VERSION,
         event_id=listing.event_id or f"{listing.image_sha256}|{owner.seller_id}",
@@ -136,7 +158,10 @@ def _stored_print(rec: ListingFingerprint) -> StoredPrint | None:
         if not raw or len(raw) % 2:
             raise ValueError("an embedding of odd bytes")
         emb = np.frombuffer(raw, dtype="<f2").astype(np.float16)
-    return StoredPrint(Fingerprint(fp.phash, fp.mirror, fp.crops, emb), rec.model_version)
+    feats = None
+    if fp.features_b64 is not None:
+        feats = LocalFeatures.from_bytes(base64.b64decode(fp.features_b64, validate=True))
+    return StoredPrint(Fingerprint(fp.phash, fp.mirror, fp.crops, emb, feats), rec.model_version)
 
 
 class IntegrityView:
@@ -178,6 +203,17 @@ Dismissed = Callable[[str, str], bool]
 
 def _never_dismissed(_product_id: str, _other_product_id: str) -> bool:
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """An indexed photo a listing may copy: its sha256, print, earliest other seller, source."""
+
+    sha: str
+    fingerprint: Fingerprint
+    owner: Owner
+    #: ``hash`` (a band lookup) or ``embedding`` (a nearest neighbour).
+    found_by: str
 
 
 # --- the checks -----------------------------------------------------------------
@@ -226,6 +262,8 @@ class IntegrityChecker:
         self.view = view if view is not None else IntegrityView()
         #: Set once the view has read listing-fingerprints to its end (None: nothing to wait for).
         self.loaded = loaded
+        # Batches are checked one after the other, even while one waits on a thread.
+        self._lock = asyncio.Lock()
 
     @property
     def index(self) -> FingerprintIndex:
@@ -236,7 +274,9 @@ class IntegrityChecker:
         """For each listing, in order: the earlier listing by another seller it copies, if any.
 
         Each listing is added to the index once checked; waits first until the
-        view has read the topic to the end it had at start.
+        view has read the topic to the end it had at start. One batch at a time:
+        a listing's candidates are judged in a thread, and the next listing (of
+        this batch or another) is checked only once it is in the index.
         """
         out = [Checked()] * len(listings)
         todo = [i for i, item in enumerate(listings) if item.seller_id is not None]
@@ -245,12 +285,13 @@ class IntegrityChecker:
         if self.loaded is not None and not self.loaded.is_set():
             logger.info("integrity checks wait for the integrity index to load")
             await self.loaded.wait()
-        now_ms = int(time.time() * 1000)
-        for i in todo:
-            out[i] = self._check_one(listings[i], now_ms)
+        async with self._lock:
+            now_ms = int(time.time() * 1000)
+            for i in todo:
+                out[i] = await self._check_one(listings[i], now_ms)
         return out
 
-    def _check_one(self, item: Listing, now_ms: int) -> Checked:
+    async def _check_one(self, item: Listing, now_ms: int) -> Checked:
         index = self.index
         sha = item.image_sha256
         stored = None
@@ -267,7 +308,10 @@ class IntegrityChecker:
         first = _first_listed(owners, item)
         dup = self._exact(item, owners, first)
         if dup is None and stored is not None:
-            dup = self._near(item, stored.fingerprint, self._pool(item, stored.fingerprint, first))
+            pool = self._pool(item, stored.fingerprint, first)
+            if pool:
+                # Local features are matched here (CPU work): off the event loop.
+                dup = await asyncio.to_thread(self._near, item, stored.fingerprint, pool)
         seller = str(item.seller_id)
         had_print = index.print_of(sha) is not None
         changed = index.add(sha, seller, item.product_id, now_ms, stored)
@@ -292,24 +336,34 @@ class IntegrityChecker:
             hamming=0,
         )
 
-    def _pool(
-        self, item: Listing, fp: Fingerprint, first: tuple[float, int]
-    ) -> list[tuple[str, Fingerprint, Owner]]:
+    def _pool(self, item: Listing, fp: Fingerprint, first: tuple[float, int]) -> list[_Candidate]:
         """Indexed photos near ``fp`` listed by other sellers before ``item``'s seller listed it.
 
         Near: an indexed hash within ``candidate_hamming`` bits (:class:`DuplicateRule`)
-        of ``fp``'s hash or its mirror's, nearest first.
+        of ``fp``'s hash or its mirror's, nearest first; then the
+        ``verify_candidates`` nearest embeddings of this model not found so.
         """
         index = self.index
+        exclude = index.row_of(item.image_sha256)
         near = index.near(
             fp,
             max_bits=self.config.rule.candidate_hamming,
             max_candidates=self.config.max_candidates,
             limit=_MAX_VERIFIED,
-            exclude=index.row_of(item.image_sha256),
+            exclude=exclude,
         )
+        found = [(row, "hash") for row, _bits in near]
+        if self.config.verify_candidates > 0 and self.config.rule.min_inliers > 0:
+            seen = {row for row, _ in found}
+            similar = index.similar(
+                fp,
+                model_version=item.model_version,
+                limit=self.config.verify_candidates,
+                exclude=exclude,
+            )
+            found += [(row, "embedding") for row, _cos in similar if row not in seen]
         pool = []
-        for row, _bits in near:
+        for row, how in found:
             got = index.print_at(row)
             owner = _other(index.owners_of(row), item, first, self.dismissed)
             if got is not None and owner is not None:
@@ -317,31 +371,32 @@ class IntegrityChecker:
                 other = got.fingerprint
                 if got.model_version != item.model_version:
                     other = Fingerprint(other.phash, other.mirror, other.crops)
-                pool.append((index.sha_of(row), other, owner))
+                pool.append(_Candidate(index.sha_of(row), other, owner, how))
         return pool
 
-    def _near(
-        self, item: Listing, fp: Fingerprint, pool: list[tuple[str, Fingerprint, Owner]]
-    ) -> DuplicateOf | None:
-        """The nearest photo of ``pool`` that ``fp`` copies, by the rule."""
-        best: tuple[tuple[int, float], DuplicateOf] | None = None
-        for sha, other_fp, owner in pool:
-            if sha == item.image_sha256:
+    def _near(self, item: Listing, fp: Fingerprint, pool: list[_Candidate]) -> DuplicateOf | None:
+        """The nearest photo of ``pool`` that ``fp`` copies, by the rule (in a thread)."""
+        best: tuple[tuple[int, int, float], DuplicateOf] | None = None
+        for cand in pool:
+            if cand.sha == item.image_sha256:
                 continue
-            match = self.config.rule.match(fp, other_fp)
+            match = self.config.rule.match(fp, cand.fingerprint)
             if match is None:
                 continue
-            rank = (match.hamming, -(match.cosine or 0.0))
+            rank = (match.hamming, -(match.inliers or 0), -(match.cosine or 0.0))
             if best is None or rank < best[0]:
                 best = (
                     rank,
                     DuplicateOf(
-                        product_id=owner.product_id,
-                        seller_id=owner.seller_id,
-                        image_sha256=sha,
+                        product_id=cand.owner.product_id,
+                        seller_id=cand.owner.seller_id,
+                        image_sha256=cand.sha,
                         match="near",
                         hamming=match.hamming,
                         cosine=match.cosine,
+                        inliers=match.inliers,
+                        candidate="hash" if cand.found_by == "hash" else "embedding",
+                        accepted_by="hash" if match.step == "hash" else "features",
                     ),
                 )
         return None if best is None else best[1]

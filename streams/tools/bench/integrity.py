@@ -1,13 +1,13 @@
 """``vitrine bench integrity``: what the integrity index costs a worker, per listing.
 
 Synthetic listings (random 64-bit hashes for a photo, its mirror and 25 crops;
-a unit-length 1280-d float16 embedding, as the shipped model's; one seller in
-fifty) go through the worker's own code: encoded as ``listing-fingerprints``
-records and read into an :class:`~streams.worker.integrity.IntegrityView`
-(:func:`rebuild_rate`, what a worker does at start), then queried as the
-checks do (:func:`lookup_time`). Random hashes spread evenly over the bands;
-real photos' hashes cluster more, so real lookups read more entries (bounded by
-``near_duplicate_max_candidates``).
+a unit-length 1280-d float16 embedding, as the shipped model's; a full set of
+local features, 160 keypoints of 36 bytes; one seller in fifty) go through
+the worker's own code: encoded as ``listing-fingerprints`` records and read
+into an :class:`~streams.worker.integrity.IntegrityView` (:func:`rebuild_rate`,
+what a worker does at start), then queried as the checks do (:func:`lookup_time`).
+Random hashes spread evenly over the bands; real photos' hashes cluster more,
+so real lookups read more entries (bounded by ``near_duplicate_max_candidates``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from inference.serving.duplicate_index import FingerprintIndex, Owner, StoredPrint
 from inference.serving.fingerprint import Fingerprint
+from inference.serving.keypoints import MAX_POINTS, LocalFeatures
 from streams.worker.integrity import (
     IntegrityChecker,
     IntegrityConfig,
@@ -56,9 +57,12 @@ def synthetic_listings(n: int, *, seed: int = 0, dims: int = _DIMS) -> Iterator[
         embs = rng.standard_normal((k, dims)).astype(np.float32)
         embs = (embs / np.linalg.norm(embs, axis=1, keepdims=True)).astype(np.float16)
         shas = rng.integers(0, 256, size=(k, 32), dtype=np.uint8)
+        xy = rng.integers(0, 256, size=(k, MAX_POINTS, 2), dtype=np.uint16)
+        desc = rng.integers(0, 256, size=(k, MAX_POINTS, 32), dtype=np.uint8)
         for j in range(k):
             h = [int(x) for x in hashes[j]]
-            fp = Fingerprint(h[0], h[1], tuple(h[2:]), embs[j])
+            feats = LocalFeatures(xy[j], desc[j])
+            fp = Fingerprint(h[0], h[1], tuple(h[2:]), embs[j], feats)
             i = done + j
             listing = Listing(
                 f"sku-{i:09d}",

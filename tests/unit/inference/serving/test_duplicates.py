@@ -94,3 +94,29 @@ def test_json_round_trip_and_small_images(milk: npt.NDArray[np.uint8]) -> None:
     tiny = fingerprint(np.zeros((4, 4, 3), np.uint8))
     assert tiny.crops == ()
     assert phash(np.zeros((1, 1), np.uint8)) == 0
+
+
+def test_verified_features_accept_what_the_hash_or_embedding_alone_refuse(
+    milk: npt.NDArray[np.uint8],
+) -> None:
+    emb = np.eye(4, dtype=np.float32)
+    original = fingerprint(milk, emb[0])
+    h, w = milk.shape[:2]
+    # A rotated copy: the hash moves far, the features still map by one transform.
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 8, 1.0)
+    rotated = fingerprint(np.ascontiguousarray(cv2.warpAffine(milk, m, (w, h))), emb[0])
+    assert rotated.distance(original) > 8
+    assert DuplicateRule(8, 0.8, 0, 0).match(rotated, original) is None
+    got = DuplicateRule(8, 0.8, 30).match(rotated, original)
+    assert got is not None
+    assert got.step == "verified"
+    assert got.inliers is not None
+    assert got.inliers >= 30
+    # A near hash whose embedding moved (a recoloured copy): accepted by its features.
+    recoloured = fingerprint(_reencoded(milk, 70), emb[1])
+    assert DuplicateRule(8, 0.8, 0, 0).match(recoloured, original) is None, "cosine 0"
+    by_hash = DuplicateRule(8, 0.8, 0, 30).match(recoloured, original)
+    assert by_hash is not None
+    assert by_hash.step == "verified"
+    other = fingerprint(_rgb(PHOTOS / "Oatly-Oat-Milk" / "Oatly-Oat-Milk_004.jpg"), emb[0])
+    assert DuplicateRule(8, 0.8, 30, 30).match(other, original) is None, "another shot"
