@@ -29,8 +29,14 @@ if ! $sudo podman image exists "$base"; then
   echo "podman-setup: building $base with debootstrap ($suite, minbase)"
   t=$SECONDS
   $sudo debootstrap --variant=minbase "$suite" "$rootfs" >/dev/null
-  # Lists and caches are not part of a base image: every build runs apt-get update.
-  $sudo rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+  # Slim as debian:bookworm-slim: no package lists or downloaded .debs (every
+  # build runs apt-get update), and dpkg leaves out docs, man pages and locales.
+  $sudo rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+    "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* \
+    "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/locale/*' \
+    'path-exclude /usr/share/info/*' | $sudo tee "$rootfs"/etc/dpkg/dpkg.cfg.d/docker >/dev/null
   $sudo tar -C "$rootfs" -c . | $sudo podman import -q - "$base" >/dev/null
   echo "podman-setup: $base ready in $((SECONDS - t)) s"
 fi

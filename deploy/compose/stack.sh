@@ -119,7 +119,8 @@ kafka_context() {
 build() {
   local t0=$SECONDS
   if [ "$images" = local ]; then
-    local b=(podman build -q --build-arg "BASE_IMAGE=$base")
+    # Docker's image format: OCI has no HEALTHCHECK.
+    local b=(podman build -q --format docker --build-arg "BASE_IMAGE=$base")
     [ "$engine" = docker ] && b=(docker build -q --build-arg "BASE_IMAGE=$base")
     "${b[@]}" -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
     "${b[@]}" -f deploy/docker/Dockerfile.redis -t "$REDIS_IMAGE" deploy/docker >/dev/null
@@ -136,10 +137,10 @@ build() {
     local ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
     [ -f "$ca" ] && worker_args+=(-v "$ca:/etc/vitrine-build-ca.crt:ro,z"
       --build-arg PIP_CERT=/etc/vitrine-build-ca.crt)
-    podman build "${worker_args[@]}" --ignorefile deploy/docker/Dockerfile.cpu.dockerignore \
+    podman build -q --format docker "${worker_args[@]}" --ignorefile deploy/docker/Dockerfile.cpu.dockerignore \
       -f deploy/docker/Dockerfile.cpu -t vitrine:cpu .
   else
-    docker build "${worker_args[@]}" -f deploy/docker/Dockerfile.cpu -t vitrine:cpu .
+    docker build -q "${worker_args[@]}" -f deploy/docker/Dockerfile.cpu -t vitrine:cpu .
   fi
   log "images built in $((SECONDS - t0)) s"
 }
@@ -168,7 +169,12 @@ down() {
 }
 
 run_tests() {
-  local rc=0
+  local rc=0 pylib=build/compose/pylib
+  # Kubernetes schemas, offline, for tests/compose/test_k8s_images.py: kept out
+  # of the project's venv (it brings its own PyYAML, jsonschema, ...).
+  if [ ! -d "$pylib/kubernetes_validate" ]; then
+    "$python" -m pip install -q --target "$pylib" 'kubernetes-validate>=1.30,<2'
+  fi
   CONTAINER_ENGINE=$engine STACK_PROJECT=$project \
     "$python" -m pytest -p no:cacheprovider -m compose tests/compose "$@" || rc=$?
   return $rc

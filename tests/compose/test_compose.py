@@ -27,7 +27,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas import codec
-from streams.worker.web import worker_ready
+from streams.worker.healthcheck import worker_ready
 from tests.events import listing, order, photo_bytes
 from tests.polling import wait_until
 
@@ -148,7 +148,9 @@ def test_the_worker_killed_and_restarted_loses_nothing(producer: KafkaProducer) 
     # Some of the first half is out: the worker is mid-stream when it is killed.
     read_keys("product-labels", {before[0].encode()}, timeout_s=90)
     worker = worker_container()
-    subprocess.run([ENGINE, "kill", "--signal", "KILL", worker], check=True, timeout=60)
+    subprocess.run(
+        [ENGINE, "kill", "--signal", "KILL", worker], check=True, capture_output=True, timeout=60
+    )
     send(
         producer,
         "product-images",

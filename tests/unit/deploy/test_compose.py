@@ -86,7 +86,8 @@ def test_worker_waits_for_kafka_topics_and_redis(name: str) -> None:
 @pytest.mark.parametrize("name", WORKERS)
 def test_worker_readiness_and_grace(name: str) -> None:
     svc = SERVICES[name]
-    assert "worker_ready" in svc or "worker_ready" in TEXT.split("services:")[0]
+    check = '["CMD", "python", "-I", "-m", "streams.worker.healthcheck"]'
+    assert check in svc or check in TEXT.split("services:")[0]
     assert "<<: *vitrine-env" in svc
     (grace,) = scalars(svc, "stop_grace_period")
     assert _seconds(grace) > SHUTDOWN_S
