@@ -108,7 +108,7 @@ kafka_context() {
   if [ ! -f "$tools/kafka-tools-$kafka_version.jar" ]; then
     log "resolving org.apache.kafka:kafka-tools:$kafka_version with Maven"
     mvn -B -q dependency:copy -Dartifact="org.apache.kafka:kafka-tools:$kafka_version:jar" \
-      -DoutputDirectory="$tools"
+      -DoutputDirectory="$tools" >&2
   fi
   rm -rf "$ctx" && mkdir -p "$ctx/libs"
   cp "$libs"/*.jar "$tools/kafka-tools-$kafka_version.jar" "$ctx/libs/"
@@ -116,31 +116,49 @@ kafka_context() {
   echo "$ctx"
 }
 
+# Kafka, Redis and Prometheus from the Debian base (apt, the jars).
+build_infra() {
+  local t0=$SECONDS b
+  # Docker's image format: OCI has no HEALTHCHECK.
+  b=(podman build -q --format docker --build-arg "BASE_IMAGE=$base")
+  [ "$engine" = docker ] && b=(docker build -q --build-arg "BASE_IMAGE=$base")
+  "${b[@]}" -f deploy/docker/Dockerfile.redis -t "$REDIS_IMAGE" deploy/docker >/dev/null
+  "${b[@]}" -f deploy/docker/Dockerfile.prometheus -t "$PROMETHEUS_IMAGE" deploy/docker >/dev/null
+  "${b[@]}" -f deploy/docker/Dockerfile.kafka -t "$KAFKA_IMAGE" "$(kafka_context)" >/dev/null
+  log "Kafka, Redis, Prometheus images built in $((SECONDS - t0)) s"
+}
+
 build() {
-  local t0=$SECONDS
+  local t0=$SECONDS infra_pid="" worker_args=()
   if [ "$images" = local ]; then
-    # Docker's image format: OCI has no HEALTHCHECK.
-    local b=(podman build -q --format docker --build-arg "BASE_IMAGE=$base")
-    [ "$engine" = docker ] && b=(docker build -q --build-arg "BASE_IMAGE=$base")
-    "${b[@]}" -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
-    "${b[@]}" -f deploy/docker/Dockerfile.redis -t "$REDIS_IMAGE" deploy/docker >/dev/null
-    "${b[@]}" -f deploy/docker/Dockerfile.prometheus -t "$PROMETHEUS_IMAGE" deploy/docker >/dev/null
-    "${b[@]}" -f deploy/docker/Dockerfile.kafka -t "$KAFKA_IMAGE" "$(kafka_context)" >/dev/null
-    log "Kafka, Redis, Prometheus images built in $((SECONDS - t0)) s"
+    if [ "$engine" = podman ]; then
+      podman build -q --format docker --build-arg "BASE_IMAGE=$base" \
+        -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
+    else
+      docker build -q --build-arg "BASE_IMAGE=$base" \
+        -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
+    fi
     worker_args=(--build-arg PYTHON_IMAGE=localhost/vitrine-python:3.11)
-  else
-    worker_args=()
+    # Beside the worker's build, which waits on PyPI and pip most of its time.
+    build_infra &
+    infra_pid=$!
   fi
   if [ "$engine" = podman ]; then
     # pip in the build trusts what the host trusts (a proxy's CA, say); the
     # bundle is mounted for the build only, never copied into the image.
     local ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
-    [ -f "$ca" ] && worker_args+=(-v "$ca:/etc/vitrine-build-ca.crt:ro,z"
-      --build-arg PIP_CERT=/etc/vitrine-build-ca.crt)
-    podman build -q --format docker "${worker_args[@]}" --ignorefile deploy/docker/Dockerfile.cpu.dockerignore \
-      -f deploy/docker/Dockerfile.cpu -t vitrine:cpu .
+    if [ -f "$ca" ]; then
+      worker_args+=(-v "$ca:/etc/vitrine-build-ca.crt:ro,z" --build-arg PIP_CERT=/etc/vitrine-build-ca.crt)
+    fi
+    podman build -q --format docker "${worker_args[@]}" \
+      --ignorefile deploy/docker/Dockerfile.cpu.dockerignore \
+      -f deploy/docker/Dockerfile.cpu -t vitrine:cpu . >/dev/null
   else
-    docker build -q "${worker_args[@]}" -f deploy/docker/Dockerfile.cpu -t vitrine:cpu .
+    docker build -q "${worker_args[@]}" -f deploy/docker/Dockerfile.cpu -t vitrine:cpu . >/dev/null
+  fi
+  log "worker image built in $((SECONDS - t0)) s"
+  if [ -n "$infra_pid" ]; then
+    wait "$infra_pid" || die "building the Kafka, Redis or Prometheus image failed"
   fi
   log "images built in $((SECONDS - t0)) s"
 }
