@@ -128,21 +128,17 @@ build_infra() {
   log "Kafka, Redis, Prometheus images built in $((SECONDS - t0)) s"
 }
 
-build() {
-  local t0=$SECONDS infra_pid="" worker_args=()
-  if [ "$images" = local ]; then
-    if [ "$engine" = podman ]; then
-      podman build -q --format docker --build-arg "BASE_IMAGE=$base" \
-        -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
-    else
-      docker build -q --build-arg "BASE_IMAGE=$base" \
-        -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
-    fi
-    worker_args=(--build-arg PYTHON_IMAGE=localhost/vitrine-python:3.11)
-    # Beside the worker's build, which waits on PyPI and pip most of its time.
-    build_infra &
-    infra_pid=$!
-  fi
+build_base() {
+  [ "$images" = local ] || return 0
+  local b=(podman build -q --format docker)
+  [ "$engine" = docker ] && b=(docker build -q)
+  "${b[@]}" --build-arg "BASE_IMAGE=$base" \
+    -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
+}
+
+build_worker() {
+  local t0=$SECONDS worker_args=()
+  [ "$images" = local ] && worker_args=(--build-arg PYTHON_IMAGE=localhost/vitrine-python:3.11)
   if [ "$engine" = podman ]; then
     # pip in the build trusts what the host trusts (a proxy's CA, say); the
     # bundle is mounted for the build only, never copied into the image.
@@ -157,25 +153,40 @@ build() {
     docker build -q "${worker_args[@]}" -f deploy/docker/Dockerfile.cpu -t vitrine:cpu . >/dev/null
   fi
   log "worker image built in $((SECONDS - t0)) s"
-  if [ -n "$infra_pid" ]; then
-    wait "$infra_pid" || die "building the Kafka, Redis or Prometheus image failed"
-  fi
-  log "images built in $((SECONDS - t0)) s"
 }
 
-up() {
-  local t0=$SECONDS
-  build
-  local t1=$SECONDS
+# Kafka and Redis up and healthy, the topics created.
+start_infra() {
   "${compose[@]}" up -d --no-build kafka redis >&2
   wait_healthy kafka
   wait_healthy redis
   "${compose[@]}" up -d --no-deps --no-build kafka-init >&2
   wait_done kafka-init
+}
+
+# The worker's build waits on PyPI and pip most of its time: the other images
+# are built (and, for `up`, Kafka and Redis started) beside it.
+build() {
+  local t0=$SECONDS then=${1:-} pid
+  build_base
+  (
+    if [ "$images" = local ]; then build_infra; fi
+    if [ -n "$then" ]; then "$then"; fi
+  ) &
+  pid=$!
+  build_worker
+  wait "$pid" || die "building the Kafka, Redis or Prometheus image (or starting them) failed"
+  log "images built in $((SECONDS - t0)) s"
+}
+
+up() {
+  local t0=$SECONDS
+  build start_infra
+  local t1=$SECONDS
   "${compose[@]}" up -d --no-deps --no-build "${services[@]}" >&2
   wait_healthy worker
   wait_healthy prometheus
-  log "stack up: healthy $((SECONDS - t1)) s after start ($((SECONDS - t0)) s with the build)"
+  log "stack up: healthy $((SECONDS - t1)) s after the worker image, $((SECONDS - t0)) s in all"
 }
 
 down() {
@@ -186,13 +197,17 @@ down() {
   fi
 }
 
-run_tests() {
-  local rc=0 pylib=build/compose/pylib
-  # Kubernetes schemas, offline, for tests/compose/test_k8s_images.py: kept out
-  # of the project's venv (it brings its own PyYAML, jsonschema, ...).
+# Kubernetes schemas, offline, for tests/compose/test_k8s_images.py: kept out
+# of the project's venv (it brings its own PyYAML, jsonschema, ...).
+install_pylib() {
+  local pylib=build/compose/pylib
   if [ ! -d "$pylib/kubernetes_validate" ]; then
     "$python" -m pip install -q --target "$pylib" 'kubernetes-validate>=1.30,<2'
   fi
+}
+
+run_tests() {
+  local rc=0
   CONTAINER_ENGINE=$engine STACK_PROJECT=$project \
     "$python" -m pytest -p no:cacheprovider -m compose tests/compose "$@" || rc=$?
   return $rc
@@ -206,7 +221,10 @@ case "$cmd" in
   down) down ;;
   test)
     trap down EXIT
+    install_pylib &
+    pylib_pid=$!
     up
+    wait "$pylib_pid" || die "installing kubernetes-validate failed"
     run_tests "$@"
     ;;
   ps) "${compose[@]}" ps ;;
