@@ -58,6 +58,15 @@ else
   services=(worker prometheus grafana)
 fi
 
+# A compose command with its chatter (podman-compose echoes every podman call
+# and the errors of ones it need not have made) in build/compose/compose.log;
+# the log goes to stderr when the command fails.
+compose_log=build/compose/compose.log
+run_compose() {
+  mkdir -p "$(dirname "$compose_log")"
+  "${compose[@]}" "$@" >>"$compose_log" 2>&1 || { tail -n 50 "$compose_log" >&2; return 1; }
+}
+
 # The one container of a compose service (both tools label them alike).
 container() {
   $engine ps -a -q --filter "label=com.docker.compose.project=$project" \
@@ -157,10 +166,10 @@ build_worker() {
 
 # Kafka and Redis up and healthy, the topics created.
 start_infra() {
-  "${compose[@]}" up -d --no-build kafka redis >&2
+  run_compose up -d --no-build kafka redis
   wait_healthy kafka
   wait_healthy redis
-  "${compose[@]}" up -d --no-deps --no-build kafka-init >&2
+  run_compose up -d --no-deps --no-build kafka-init
   wait_done kafka-init
 }
 
@@ -183,14 +192,14 @@ up() {
   local t0=$SECONDS
   build start_infra
   local t1=$SECONDS
-  "${compose[@]}" up -d --no-deps --no-build "${services[@]}" >&2
+  run_compose up -d --no-deps --no-build "${services[@]}"
   wait_healthy worker
   wait_healthy prometheus
   log "stack up: healthy $((SECONDS - t1)) s after the worker image, $((SECONDS - t0)) s in all"
 }
 
 down() {
-  "${compose[@]}" down -v >&2 || true
+  run_compose down -v || true
   if [ "$engine" = podman ]; then
     # podman-compose 1.0.3 leaves the project's network behind.
     podman network rm -f "${project}_default" >/dev/null 2>&1 || true
