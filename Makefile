@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test`.
-.PHONY: setup demo test stack-up stack-down bench train-grocery docs
+.PHONY: setup demo test stack-up stack-down bench train-grocery docs compose-up compose-test compose-down
 
 VENV := .venv/bin
 
@@ -32,6 +32,24 @@ stack-up: setup
 
 stack-down:
 	$(VENV)/vitrine stack down
+
+# The docker-compose stack (deploy/docker-compose.yml) with Docker or Podman,
+# whichever is present (deploy/compose/stack.sh): images built, services up and
+# healthy; compose-test also runs tests/compose against it and tears it down.
+# Podman without a registry builds Kafka, Redis and Prometheus from Debian
+# packages (no Grafana). compose-test uses its own project and host ports, so
+# it runs beside a stack started with compose-up or `vitrine stack up`.
+COMPOSE := PYTHON=$(VENV)/python bash deploy/compose/stack.sh
+COMPOSE_TEST_ENV := STACK_PROJECT=vitrine-test KAFKA_HOST_PORT=19094 \
+	REDIS_HOST_PORT=16380 WORKER_HOST_PORT=16066 PROMETHEUS_HOST_PORT=19090 GRAFANA_HOST_PORT=13000
+compose-up: setup
+	$(COMPOSE) up
+
+compose-test: setup
+	$(COMPOSE_TEST_ENV) $(COMPOSE) test
+
+compose-down:
+	$(COMPOSE) down
 
 bench: setup
 	$(VENV)/vitrine stack up

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from inference.serving.errors import InferenceError
 from streams.worker import metrics
+from streams.worker.healthcheck import worker_ready
 from streams.worker.search import EmbeddingFollower, Neighbour, SearchIndex
 
 if TYPE_CHECKING:
@@ -181,12 +180,3 @@ def add_pages(
         except CacheUnavailable as exc:
             return web.json({"error": f"Redis unavailable: {exc}"}, status=503)
         return web.json(recs.to_json())
-
-
-def worker_ready(host: str, port: int) -> bool:
-    """True when a worker answers ``/ready`` on ``host:port`` with its engine loaded."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2) as resp:
-            return bool(json.load(resp).get("ready"))
-    except (OSError, ValueError):
-        return False

@@ -30,13 +30,20 @@ def test_the_stack_has_its_services() -> None:
     )
 
 
+def _default_image(image: str) -> str:
+    """``${KAFKA_IMAGE:-apache/kafka:3.9.1}`` -> the default, ``apache/kafka:3.9.1``."""
+    m = re.fullmatch(r"\$\{[A-Z_]+:-(.+)\}", image)
+    return m.group(1) if m else image
+
+
 def test_images_are_pinned() -> None:
     (kafka,) = scalars(SERVICES["kafka"], "image")
-    assert re.fullmatch(r"apache/kafka:3\.9\.\d+", kafka)
+    assert re.fullmatch(r"apache/kafka:3\.9\.\d+", _default_image(kafka))
     (redis,) = scalars(SERVICES["redis"], "image")
-    assert re.fullmatch(r"redis:[78](\.\d+)*(-\w+)?", redis)
+    assert re.fullmatch(r"redis:[78](\.\d+)*(-\w+)?", _default_image(redis))
     for name, svc in SERVICES.items():
-        for image in scalars(svc, "image"):
+        for written in scalars(svc, "image"):
+            image = _default_image(written)
             assert ":" in image, f"{name}: {image} is not pinned"
             assert not image.endswith(":latest"), f"{name}: {image}"
 
@@ -46,7 +53,7 @@ def test_kafka_is_one_kraft_node_reachable_in_network_and_from_the_host() -> Non
     assert scalars(kafka, "KAFKA_PROCESS_ROLES") == ["broker,controller"]
     (advertised,) = scalars(kafka, "KAFKA_ADVERTISED_LISTENERS")
     assert "PLAINTEXT://kafka:9092" in advertised
-    assert "PLAINTEXT_HOST://localhost:" in advertised
+    assert "PLAINTEXT_HOST://127.0.0.1:" in advertised
     servers = {v for k, v in vitrine_assignments(TEXT) if k == "VITRINE_KAFKA_BOOTSTRAP_SERVERS"}
     assert servers == {"kafka:9092"}
 
@@ -79,7 +86,8 @@ def test_worker_waits_for_kafka_topics_and_redis(name: str) -> None:
 @pytest.mark.parametrize("name", WORKERS)
 def test_worker_readiness_and_grace(name: str) -> None:
     svc = SERVICES[name]
-    assert "worker_ready" in svc or "worker_ready" in TEXT.split("services:")[0]
+    check = '["CMD", "python", "-I", "-m", "streams.worker.healthcheck"]'
+    assert check in svc or check in TEXT.split("services:")[0]
     assert "<<: *vitrine-env" in svc
     (grace,) = scalars(svc, "stop_grace_period")
     assert _seconds(grace) > SHUTDOWN_S
