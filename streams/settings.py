@@ -386,6 +386,10 @@ class ConsoleSettings(BaseSettings):
     max_items: int = Field(default=50_000, ge=1)
     page_size: int = Field(default=50, ge=1, le=500)
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
+    # Failed sign-ins allowed per client address in `signin_window_s`; past it
+    # the console answers 429 until the oldest failure leaves the window.
+    signin_max_failures: int = Field(default=5, ge=1)
+    signin_window_s: int = Field(default=300, ge=1)
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from streams.settings import ConsoleSettings
@@ -27,6 +28,7 @@ __all__ = [
     "ConsoleConfigError",
     "Session",
     "Sessions",
+    "SignInThrottle",
     "console_secret",
     "valid_reviewer",
 ]
@@ -126,3 +128,48 @@ class Sessions:
     def csrf_ok(session: Session, token: str | None) -> bool:
         """Whether a POST's token is its session's."""
         return token is not None and hmac.compare_digest(token.encode(), session.csrf.encode())
+
+
+class SignInThrottle:
+    """Failed sign-ins per client address in a sliding window; past the limit, wait.
+
+    The secret is shared by every reviewer, so guessing it is the attack: each
+    address gets ``max_failures`` wrong guesses per ``window_s``. A success
+    clears the address. Addresses are kept in memory, the least recently
+    failed dropped past ``max_addresses``, so a flood of addresses costs a
+    bounded amount of memory (and gets each of them only ``max_failures``).
+    Behind a proxy every reviewer shares its address: size the limit for that,
+    or have the proxy limit sign-ins itself.
+    """
+
+    def __init__(self, max_failures: int, window_s: float, max_addresses: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self._failures.get(address, deque())
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        return times
+
+    def wait_s(self, address: str, now: float) -> float:
+        """Seconds ``address`` must wait before it may try again (0: it may now)."""
+        times = self._recent(address, now)
+        if len(times) < self.max_failures:
+            return 0.0
+        return times[0] + self.window_s - now
+
+    def failed(self, address: str, now: float) -> None:
+        """Count a wrong name or secret from ``address``."""
+        times = self._recent(address, now)
+        times.append(now)
+        self._failures[address] = times
+        self._failures.move_to_end(address)
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        """Forget the failures of ``address``."""
+        self._failures.pop(address, None)

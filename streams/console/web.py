@@ -11,6 +11,7 @@ every POST its session's CSRF token.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from streams.console.auth import COOKIE, Session, Sessions, valid_reviewer
+from streams.console.auth import COOKIE, Session, Sessions, SignInThrottle, valid_reviewer
 from streams.console.decisions import DecisionError, Taxonomy, decide
 from streams.console.feed import ConsoleFeed, History
 from streams.console.photos import PhotoError, Photos
@@ -69,6 +70,7 @@ class Console:
             on_queued=lambda rec: self.photos.know(rec.image_sha256, rec.source),
         )
         self.sessions = Sessions(secret, cfg.session_ttl_s)
+        self.throttle = SignInThrottle(cfg.signin_max_failures, cfg.signin_window_s)
         self.taxonomy = taxonomy or Taxonomy.from_model(settings.model.model_path)
         # Plain HTTP is only for the console on this machine; elsewhere put TLS in front.
         self.secure_cookie = cfg.host not in ("127.0.0.1", "localhost")
@@ -169,11 +171,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, secret = str(form.get("reviewer", "")).strip(), str(form.get("secret", ""))
     session = _signed_in(request)
+    address, now = request.remote or "?", time.monotonic()
+    wait_s = console.throttle.wait_s(address, now)
+    if wait_s > 0:
+        logger.warning("refused a sign-in from %s: too many failures", address)
+        error = f"too many failed sign-ins; try again in {math.ceil(wait_s)} s"
+        response = console.render("login.html", csrf=session.csrf, error=error)
+        response.set_status(429)
+        response.headers["Retry-After"] = str(math.ceil(wait_s))
+        return response
     if not valid_reviewer(name) or not console.sessions.check_secret(secret):
-        logger.warning("refused a sign-in as %r", name[:64])
+        console.throttle.failed(address, now)
+        logger.warning("refused a sign-in as %r from %s", name[:64], address)
         response = console.render("login.html", csrf=session.csrf, error="wrong name or secret")
         response.set_status(401)
         return response
+    console.throttle.succeeded(address)
     cookie, _ = console.sessions.issue(name)
     response = _see_other("/")
     _set_cookie(console, response, cookie)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from streams.console.auth import ConsoleConfigError, Sessions, console_secret, valid_reviewer
+from streams.console.auth import (
+    ConsoleConfigError,
+    Sessions,
+    SignInThrottle,
+    console_secret,
+    valid_reviewer,
+)
 from streams.settings import ConsoleSettings
 
 
@@ -51,3 +57,25 @@ def test_reviewer_names() -> None:
     assert valid_reviewer("rev-7@shop.example")
     assert not valid_reviewer("")
     assert not valid_reviewer("<script>")
+
+
+def test_the_throttle_allows_max_failures_per_window_and_per_address() -> None:
+    t = SignInThrottle(max_failures=3, window_s=60)
+    for at in (0.0, 1.0, 2.0):
+        assert t.wait_s("10.0.0.1", at) == 0
+        t.failed("10.0.0.1", at)
+    assert t.wait_s("10.0.0.1", 3.0) == 57.0  # until the first failure leaves the window
+    assert t.wait_s("10.0.0.2", 3.0) == 0, "another address is not held back"
+    assert t.wait_s("10.0.0.1", 60.0) == 0, "the first failure has left the window"
+    t.failed("10.0.0.1", 60.0)
+    assert t.wait_s("10.0.0.1", 60.5) == 0.5
+    t.succeeded("10.0.0.1")
+    assert t.wait_s("10.0.0.1", 60.5) == 0
+
+
+def test_the_throttle_keeps_a_bounded_number_of_addresses() -> None:
+    t = SignInThrottle(max_failures=1, window_s=60, max_addresses=100)
+    for i in range(1000):
+        t.failed(f"10.0.{i // 256}.{i % 256}", 0.0)
+    assert len(t._failures) == 100
+    assert t.wait_s("10.0.3.231", 1.0) > 0, "the most recent addresses are kept"

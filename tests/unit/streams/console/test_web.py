@@ -104,3 +104,19 @@ def test_pages_and_filters() -> None:
             assert await r.json() == [{"label": "Banana", "category": "produce"}]
 
     _run(body)
+
+
+def test_repeated_wrong_secrets_are_throttled_even_before_the_right_one() -> None:
+    async def body(client: TestClient) -> None:
+        limit = ConsoleSettings().signin_max_failures
+        for _ in range(limit):
+            form = {"csrf": await _csrf(client), "reviewer": "rev-1", "secret": "guess"}
+            async with client.post("/login", data=form) as r:
+                assert r.status == 401
+        form = {"csrf": await _csrf(client), "reviewer": "rev-1", "secret": SECRET}
+        async with client.post("/login", data=form, allow_redirects=False) as r:
+            assert r.status == 429
+            assert 0 < int(r.headers["Retry-After"]) <= ConsoleSettings().signin_window_s
+            assert "too many failed sign-ins" in await r.text()
+
+    _run(body)
