@@ -325,7 +325,9 @@ def test_a_wrong_redis_password_bypasses_the_cache_and_labelling_goes_on(
     secured = Secured(secure_stack)
     wrong = "not-the-redis-password"
     w = WorkerProcess(
-        secured.env(VITRINE_REDIS_PASSWORD=wrong),
+        # 5 s: on a loaded machine a 1 s AUTH times out ("unreachable") before
+        # Redis can refuse it, and the refusal is what this test reads.
+        secured.env(VITRINE_REDIS_PASSWORD=wrong, VITRINE_REDIS_TIMEOUT_MS="5000"),
         tmp_path / "worker.log",
         web_port=free_ports(1)[0],
     )
