@@ -24,7 +24,9 @@ def test_bench_rebuild_reports_both_rates_and_the_bytes_per_product(
 ) -> None:
     s = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_stack.bootstrap),
-        redis=RedisSettings(url=kafka_stack.redis_url),
+        # 5 s, not the worker's 250 ms: a loaded test machine is no outage here
+        # (a connect timed out once in a CI run with four test processes).
+        redis=RedisSettings(url=kafka_stack.redis_url, timeout_ms=5000),
         topics=TopicSettings(partitions=2),
     )
     out = bench_rebuild(s, n_products=5000, say=lambda _m: None)
@@ -49,7 +51,7 @@ def test_rebuild_with_reset_replaces_a_wrong_view_with_the_record(
     tag = uuid.uuid4().hex[:8]
     s = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_stack.bootstrap, app_id=f"rb-{tag}"),
-        redis=RedisSettings(url=kafka_stack.redis_url, key_prefix=f"rb-{tag}"),
+        redis=RedisSettings(url=kafka_stack.redis_url, key_prefix=f"rb-{tag}", timeout_ms=5000),
         topics=TopicSettings(
             product_labels=f"product-labels-rb-{tag}",
             orders_enriched=f"orders-enriched-rb-{tag}",

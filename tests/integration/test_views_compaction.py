@@ -110,7 +110,7 @@ def test_views_rebuilt_from_compacted_topics_are_the_views_of_before(
         kafka=KafkaSettings(
             bootstrap_servers=topics.bootstrap, app_id=f"vitrine-test-{topics.suffix}"
         ),
-        redis=RedisSettings(url=topics.redis_url, key_prefix=prefix),
+        redis=RedisSettings(url=topics.redis_url, key_prefix=prefix, timeout_ms=5000),
         topics=TopicSettings(
             product_labels=topics.product_labels, orders_enriched=topics.orders_enriched
         ),
