@@ -213,24 +213,31 @@ class LabelCache:
 
     # --- claims (one inference per new image across workers) ----------------------
     async def claim_images(
-        self, hashes: Sequence[str], owner: str, model_version: str, ttl_ms: int
-    ) -> list[bool]:
-        """Claim the inference of ``hashes`` (``SET NX PX``, one round trip); True: ours.
+        self, hashes: Sequence[str], owner: str, model_name: str, model_version: str, ttl_ms: int
+    ) -> tuple[list[bool], list[ImageResult | None]]:
+        """Claim the inference of ``hashes`` (``SET NX PX``); whether each is ours, and results.
 
-        While Redis is down every claim is ours: the worker infers, as without claims.
+        One round trip: the claims, then the results written so far. A result
+        is written before its claim is deleted, so an image whose holder
+        finished between this batch's cache lookup and its claim comes back
+        with its result (and a won claim the caller should release) instead
+        of being inferred twice. While Redis is down every claim is ours and
+        nothing is found: the worker infers, as without claims.
         """
         if not hashes:
-            return []
+            return [], []
 
         def fill(pipe: Pipeline) -> None:
             for sha in hashes:
                 pipe.set(self.claim_key(sha, model_version), owner, nx=True, px=ttl_ms)
+            pipe.mget([self.image_key(sha) for sha in hashes])
 
         try:
             replies = await self.pipelined("claim_images", fill)
         except CacheUnavailable:
-            return [True] * len(hashes)
-        return [bool(r) for r in replies]
+            return [True] * len(hashes), [None] * len(hashes)
+        won = [bool(r) for r in replies[: len(hashes)]]
+        return won, [_result_of(v, model_name, model_version) for v in replies[-1]]
 
     async def peek_claimed(
         self, hashes: Sequence[str], model_name: str, model_version: str

@@ -7,9 +7,12 @@ closes it; a failed image closes at once (it is never cached), and a flight
 cancelled (its inference failed) sends its waiters to infer the image
 themselves.
 
-Across workers (:class:`ImageClaims`), a batch claims the images it is about to infer in Redis
-(``SET NX PX``, one round trip, ``image_claim_ttl_ms``), and leaves to their
-holders the images another worker has claimed: it polls Redis (every 20 ms)
+Across workers (:class:`ImageClaims`), a batch claims the images it is about
+to infer in Redis (``SET NX PX``, ``image_claim_ttl_ms``) and, in the same
+round trip, reads the results written since its cache lookup: a holder that
+finished in between has deleted its claim, so the claim alone would be won
+again and the image inferred twice. It leaves to their holders the images
+another worker has claimed: it polls Redis (every 20 ms)
 until their results are written. A claim is deleted with its result's write
 (:meth:`~streams.worker.cache.LabelCache.put`), or released at once when the
 image fails, so a claim gone with no result means its holder gave up, and the
@@ -121,12 +124,23 @@ class ImageClaims:
         """False when ``image_claim_ttl_ms`` is 0: every worker infers its own misses."""
         return self.ttl_ms > 0
 
-    async def claim(self, hashes: Sequence[str]) -> set[str]:
-        """Claim ``hashes``; return those another worker holds (none while Redis is down)."""
+    async def claim(self, hashes: Sequence[str]) -> tuple[set[str], dict[str, ImageResult]]:
+        """Claim ``hashes``; those another worker holds, and those already answered.
+
+        An image whose result is in Redis by the time of the claim (its holder
+        finished after this batch looked it up) is not inferred again: its
+        result comes back, and a claim won on it is released at once. While
+        Redis is down nothing is held elsewhere and nothing is found.
+        """
         if not hashes or not self.enabled:
-            return set()
-        mine = await self.cache.claim_images(hashes, self.owner, self.model_version, self.ttl_ms)
-        return {sha for sha, ok in zip(hashes, mine, strict=True) if not ok}
+            return set(), {}
+        mine, results = await self.cache.claim_images(
+            hashes, self.owner, self.model_name, self.model_version, self.ttl_ms
+        )
+        won = dict(zip(hashes, mine, strict=True))
+        found = {sha: r for sha, r in zip(hashes, results, strict=True) if r is not None}
+        await self.release([sha for sha in found if won[sha]])
+        return {sha for sha, ok in won.items() if not ok and sha not in found}, found
 
     async def wait_for(self, hashes: Iterable[str]) -> tuple[dict[str, ImageResult], set[str]]:
         """Wait for the results of images other workers claimed.

@@ -321,18 +321,18 @@ class ImageLabeller:
                 misses[sha] = blob_of[sha]
         metrics.CACHE_MISSES.inc(sum(1 for i in idx if hashes[i] not in hit_hashes))
         metrics.INFERENCE_SHARED.inc(sum(1 for i in idx if hashes[i] in shared))
-        elsewhere = await self.claims.claim(list(misses))
-        for sha in elsewhere:
+        elsewhere, done = await self.claims.claim(list(misses))
+        for sha in elsewhere | done.keys():
             del misses[sha]
         errors: dict[str, InferenceError] = {}
         decode_ms, inference_ms = await self._infer(misses, results, errors, inferred)
         found, retry = await self.claims.wait_for(elsewhere)
-        metrics.INFERENCE_CLAIMED_ELSEWHERE.inc(
-            sum(1 for i in idx if hashes[i] in elsewhere and hashes[i] not in retry)
-        )
+        answered = done.keys() | (elsewhere - retry)
+        metrics.INFERENCE_CLAIMED_ELSEWHERE.inc(sum(1 for i in idx if hashes[i] in answered))
         outcomes, cancelled = await SingleFlight.wait(shared)
         retry.update(cancelled)  # the other batch failed: infer them here after all
         outcomes.update(found)
+        outcomes.update(done)
         for sha, outcome in outcomes.items():
             if isinstance(outcome, InferenceError):
                 errors[sha] = outcome

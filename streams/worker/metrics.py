@@ -95,7 +95,8 @@ INFERENCE_SHARED = Counter(
 )
 INFERENCE_CLAIMED_ELSEWHERE = Counter(
     "vitrine_inference_claimed_elsewhere",
-    "Cache misses not inferred here: another worker held the image's claim, and its label came",
+    "Cache misses not inferred here: the image's claim was held (by another worker, or"
+    " finished since the lookup), and its label came",
 )
 IMAGES_INFERRED = Counter(
     "vitrine_images_inferred", "Images this worker ran through the model (decode + inference)"

@@ -85,5 +85,5 @@ def test_two_workers_infer_each_new_image_once(
     print(f"\nimages inferred per worker {inferred}, waited on the other's claim {elsewhere}, "
           f"labels produced {produced}")  # fmt: skip
     assert all(n > 0 for n in produced), "both workers must have read a partition"
-    assert sum(inferred) == IMAGES
+    assert sum(inferred) == IMAGES, [w.tail() for w in workers]
     assert sum(elsewhere) > 0

@@ -308,7 +308,10 @@ def test_a_claim_whose_holder_died_lapses_and_the_waiter_infers(
 
     async def run() -> tuple[Labelled, float]:
         # A worker claimed the image for 400 ms, then died without a result.
-        assert await lab.cache.claim_images([sha], "worker-dead", engine.model_version, 400)
+        won, _ = await lab.cache.claim_images(
+            [sha], "worker-dead", engine.model_name, engine.model_version, 400
+        )
+        assert won == [True]
         started = time.monotonic()
         res = await lab.process([record("a", image, 0)])
         return labelled(res), time.monotonic() - started

@@ -67,8 +67,9 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
 
             # Claims: SET NX per image, a second claim loses, a result ends the claim.
             fresh = [uuid.uuid4().hex * 2 for _ in range(40)]
-            assert await cache.claim_images(fresh, "w1", "v1", 10_000) == [True] * 40
-            assert await cache.claim_images(fresh, "w2", "v1", 10_000) == [False] * 40
+            nothing = [None] * 40
+            assert await cache.claim_images(fresh, "w1", *MODEL, 10_000) == ([True] * 40, nothing)
+            assert await cache.claim_images(fresh, "w2", *MODEL, 10_000) == ([False] * 40, nothing)
             seen, held = await cache.peek_claimed(fresh, *MODEL)
             assert (seen, held) == ([None] * 40, [True] * 40)
             done = {fresh[0]: _result("done")}
@@ -77,6 +78,9 @@ def test_label_cache_batches_span_the_masters_and_keep_their_order(
             seen, held = await cache.peek_claimed(fresh, *MODEL)
             assert seen == [done[fresh[0]]] + [None] * 39
             assert held == [False] * 20 + [True] * 20
+            # A claim won after the result was written comes back with the result.
+            again = await cache.claim_images(fresh[:1], "w3", *MODEL, 10_000)
+            assert again == ([True], [done[fresh[0]]])
             assert cache.available
         finally:
             await cache.close()

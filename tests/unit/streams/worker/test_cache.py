@@ -88,10 +88,11 @@ def test_a_claim_is_won_once_and_ends_with_its_result(
     async def run() -> None:
         cache = new_cache()
         try:
-            assert await cache.claim_images(SHA, "w1", "v1", 60_000) == [True] * 4
-            assert await cache.claim_images(SHA, "w2", "v1", 60_000) == [False] * 4
+            none = [None] * 4
+            assert await cache.claim_images(SHA, "w1", "m", "v1", 60_000) == ([True] * 4, none)
+            assert await cache.claim_images(SHA, "w2", "m", "v1", 60_000) == ([False] * 4, none)
             # Another model version is another claim.
-            assert await cache.claim_images(SHA[:1], "w2", "v2", 60_000) == [True]
+            assert await cache.claim_images(SHA[:1], "w2", "m", "v2", 60_000) == ([True], [None])
             assert await cache.put({SHA[0]: _result("Banana")})
             await cache.release_claims(SHA[1:2], "v1")
             found, held = await cache.peek_claimed(SHA, "m", "v1")
@@ -110,7 +111,8 @@ def test_while_redis_is_down_everything_misses_and_every_claim_is_ours(
         cache = new_cache(down_url)
         try:
             assert await cache.get_images(SHA[:2], "m", "v1") == [None, None]
-            assert await cache.claim_images(SHA[:2], "w1", "v1", 1000) == [True, True]
+            won = await cache.claim_images(SHA[:2], "w1", "m", "v1", 1000)
+            assert won == ([True, True], [None, None])
             assert not await cache.put({SHA[0]: _result("Banana")})
             with pytest.raises(CacheUnavailable):
                 await cache.get_products(["p"])

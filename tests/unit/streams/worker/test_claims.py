@@ -84,14 +84,38 @@ def test_an_image_claimed_elsewhere_is_awaited_until_its_result_is_written(
         cache = new_cache()
         try:
             one, two = _claims(cache, "w1"), _claims(cache, "w2")
-            assert await one.claim([A, B]) == set()
-            assert await two.claim([A, B, C]) == {A, B}
+            assert await one.claim([A, B]) == (set(), {})
+            assert await two.claim([A, B, C]) == ({A, B}, {})
             waiting = asyncio.ensure_future(two.wait_for([A, B]))
             await cache.put({A: RESULT})  # w1's result: the claim goes with it
             await one.release([B])  # w1 failed to decode B
             found, to_infer = await waiting
             assert found == {A: RESULT}
             assert to_infer == {B}
+        finally:
+            await cache.close()
+
+    asyncio.run(run())
+
+
+def test_a_result_written_after_the_lookup_comes_back_with_the_claim(
+    new_cache: Callable[..., LabelCache],
+) -> None:
+    # w2 looked A up before w1 wrote its result; by w2's claim, w1 has written
+    # the result and deleted its claim, so the claim alone is won again. The
+    # claim's round trip reads the result too: A is not inferred twice.
+    async def run() -> None:
+        cache = new_cache()
+        try:
+            one, two, three = _claims(cache, "w1"), _claims(cache, "w2"), _claims(cache, "w3")
+            assert await one.claim([A]) == (set(), {})
+            assert await cache.get_images([A], "m", "v1") == [None]  # w2's lookup: a miss
+            await cache.put({A: RESULT})
+            assert await two.claim([A, B]) == (set(), {A: RESULT})
+            # w2 won A's claim again and gave it up at once: it holds only B.
+            assert await three.claim([A, B]) == ({B}, {A: RESULT})
+            _, held = await cache.peek_claimed([A, B], "m", "v1")
+            assert held == [False, True]
         finally:
             await cache.close()
 
@@ -105,8 +129,8 @@ def test_a_claim_whose_holder_died_lapses_and_the_waiter_infers(
         cache = new_cache()
         try:
             dead, alive = _claims(cache, "dead", ttl_ms=50), _claims(cache, "alive", ttl_ms=50)
-            assert await dead.claim([A]) == set()
-            assert await alive.claim([A]) == {A}
+            assert await dead.claim([A]) == (set(), {})
+            assert await alive.claim([A]) == ({A}, {})
             found, to_infer = await alive.wait_for([A])
             assert (found, to_infer) == ({}, {A})
         finally:
@@ -124,10 +148,10 @@ def test_claims_off_or_redis_down_leave_every_image_to_this_worker(
         try:
             off = _claims(cache, "w1", ttl_ms=0)
             assert not off.enabled
-            assert await off.claim([A]) == set()
-            assert await _claims(cache, "w2").claim([A]) == set(), "off claimed nothing"
+            assert await off.claim([A]) == (set(), {})
+            assert await _claims(cache, "w2").claim([A]) == (set(), {}), "off claimed nothing"
             blind = _claims(down, "w3")
-            assert await blind.claim([B]) == set()
+            assert await blind.claim([B]) == (set(), {})
             assert await blind.wait_for([B, C]) == ({}, {B, C})
         finally:
             await cache.close()
