@@ -217,11 +217,16 @@ class LabelCache:
     ) -> tuple[list[bool], list[ImageResult | None]]:
         """Claim the inference of ``hashes`` (``SET NX PX``); whether each is ours, and results.
 
-        One round trip: the claims, then the results written so far. A result
+        One round trip: each claim and its holder, then the results written so
+        far. A claim is ours when its holder is ``owner`` (not when ``SET NX``
+        says it set the key): a pipeline resent after its first replies were
+        lost (redis-py resends on a dropped connection, and on a cluster after
+        a timeout too) finds its own claim, which it would otherwise wait for
+        until the claim lapsed, while every other worker waited too. A result
         is written before its claim is deleted, so an image whose holder
         finished between this batch's cache lookup and its claim comes back
-        with its result (and a won claim the caller should release) instead
-        of being inferred twice. While Redis is down every claim is ours and
+        with its result (and a won claim the caller should release) instead of
+        being inferred twice. While Redis is down every claim is ours and
         nothing is found: the worker infers, as without claims.
         """
         if not hashes:
@@ -229,14 +234,17 @@ class LabelCache:
 
         def fill(pipe: Pipeline) -> None:
             for sha in hashes:
-                pipe.set(self.claim_key(sha, model_version), owner, nx=True, px=ttl_ms)
+                key = self.claim_key(sha, model_version)
+                pipe.set(key, owner, nx=True, px=ttl_ms)
+                pipe.get(key)
             pipe.mget([self.image_key(sha) for sha in hashes])
 
         try:
             replies = await self.pipelined("claim_images", fill)
         except CacheUnavailable:
             return [True] * len(hashes), [None] * len(hashes)
-        won = [bool(r) for r in replies[: len(hashes)]]
+        mine = owner.encode()
+        won = [holder in (mine, owner) for holder in replies[1 : 2 * len(hashes) : 2]]
         return won, [_result_of(v, model_name, model_version) for v in replies[-1]]
 
     async def peek_claimed(

@@ -91,6 +91,8 @@ def test_a_claim_is_won_once_and_ends_with_its_result(
             none = [None] * 4
             assert await cache.claim_images(SHA, "w1", "m", "v1", 60_000) == ([True] * 4, none)
             assert await cache.claim_images(SHA, "w2", "m", "v1", 60_000) == ([False] * 4, none)
+            # A claim its holder sends again (a client's retry) is still its own.
+            assert await cache.claim_images(SHA[:1], "w1", "m", "v1", 60_000) == ([True], [None])
             # Another model version is another claim.
             assert await cache.claim_images(SHA[:1], "w2", "m", "v2", 60_000) == ([True], [None])
             assert await cache.put({SHA[0]: _result("Banana")})
