@@ -216,9 +216,17 @@ install_pylib() {
 }
 
 run_tests() {
-  local rc=0
+  local rc=0 c
   CONTAINER_ENGINE=$engine STACK_PROJECT=$project \
     "$python" -m pytest -p no:cacheprovider -m compose tests/compose "$@" || rc=$?
+  if [ $rc -ne 0 ]; then
+    # The stack goes down on exit: keep the worker's log for the report.
+    for c in $("$engine" ps -a -q --filter "label=com.docker.compose.project=$project" \
+                 --filter "label=com.docker.compose.service=worker"); do
+      echo "compose: the worker's log ($c), last 400 lines:"
+      "$engine" logs --tail 400 "$c" 2>&1 || true
+    done
+  fi
   return $rc
 }
 
