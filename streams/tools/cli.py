@@ -420,7 +420,7 @@ def rebuild_command(reset: bool, timeout_s: float) -> None:
 
 @click.group("corrections")
 def corrections_group() -> None:
-    """Reviewers' corrections (label-corrections): export them for training."""
+    """Reviewers' corrections (label-corrections): export them for training, measure them."""
 
 
 @corrections_group.command("export")
@@ -445,6 +445,95 @@ def corrections_export_command(out_dir: Path, timeout_s: float) -> None:
         f"{result.corrected} corrected photos, {result.written} of them found inline on "
         f"product-images and written under {out_dir}; the list: {result.csv_path}"
     )
+
+
+@corrections_group.command("evaluate")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model directory (default: the one the worker serves).",
+)
+@click.option(
+    "--train",
+    "train",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The data the model was trained on (class folders or a list file).",
+)
+@click.option(
+    "--val",
+    "val",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Data the model never trained on; its errors stand for the corrections.",
+)
+@click.option(
+    "--repeats", default=5, show_default=True, help="Runs (head seeds; random splits: new splits)."
+)
+@click.option(
+    "--weight",
+    "weights",
+    multiple=True,
+    type=int,
+    default=(1, 5),
+    show_default=True,
+    help="Times each correction is repeated in the training set (one run each).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["contiguous", "random"]),
+    default="contiguous",
+    show_default=True,
+    help="Halves of each class: first and second half in file order (shots taken in a row "
+    "stay together), or random.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs/corrections"),
+    show_default=True,
+    help="Where to write report.md and folds.json.",
+)
+def corrections_evaluate_command(
+    model_dir: Path | None, train: Path, val: Path, repeats: int, weights: tuple[int, ...],
+    seed: int, split: str, out_dir: Path,
+) -> None:  # fmt: skip
+    """Measure on val whether folding corrections of the model's errors raises its accuracy."""
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+
+    from inference.serving.manifest import default_model_dir  # noqa: PLC0415
+    from inference.training.corrections_eval import (  # noqa: PLC0415
+        evaluate_corrections,
+        render_markdown,
+        summary,
+    )
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    folder = model_dir or get_settings().model.model_path or default_model_dir()
+    folds = evaluate_corrections(
+        folder, train, val, repeats=repeats, weights=weights, seed=seed, split=split
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = "vitrine corrections evaluate " + shlex.join(sys.argv[3:])
+    (out_dir / "report.md").write_text(render_markdown(folds, command=command), encoding="utf-8")
+    data = {"summary": summary(folds), "folds": [dataclasses.asdict(f) for f in folds]}
+    (out_dir / "folds.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    for row in summary(folds):
+        click.echo(
+            f"weight {row['weight']}: corrected classes of B "
+            f"{100 * row['baseline_accuracy_corrected']:.1f}% -> "
+            f"{100 * row['with_corrections_accuracy_corrected']:.1f}% "
+            f"(served {100 * row['served_accuracy_corrected']:.1f}%); all of B "
+            f"{100 * row['baseline_accuracy']:.1f}% -> "
+            f"{100 * row['with_corrections_accuracy']:.1f}%"
+        )
+    click.echo(f"report: {out_dir / 'report.md'}")
 
 
 @click.command("report")
