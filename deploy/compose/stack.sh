@@ -145,9 +145,18 @@ build_base() {
     -f deploy/docker/Dockerfile.python -t localhost/vitrine-python:3.11 deploy/docker >/dev/null
 }
 
+# A digest of the files the worker image installs (tracked and untracked, not
+# ignored): the Dockerfile bind-mounts the tree, whose content no build cache
+# keys on, so this is what makes a changed tree rebuild the project's layer.
+source_digest() {
+  { git ls-files -z -co --exclude-standard 2>/dev/null | xargs -0 -r sha256sum 2>/dev/null; } \
+    | sha256sum | cut -c1-16
+}
+
 build_worker() {
   local t0=$SECONDS worker_args=()
-  [ "$images" = local ] && worker_args=(--build-arg PYTHON_IMAGE=localhost/vitrine-python:3.11)
+  worker_args=(--build-arg "SOURCE_DIGEST=$(source_digest)")
+  [ "$images" = local ] && worker_args+=(--build-arg PYTHON_IMAGE=localhost/vitrine-python:3.11)
   if [ "$engine" = podman ]; then
     # pip in the build trusts what the host trusts (a proxy's CA, say); the
     # bundle is mounted for the build only, never copied into the image.
