@@ -94,6 +94,33 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def perform_seek(self) -> None:
+        """Seek every partition to its committed offset, and one with none to its earliest.
+
+        aiokafka's ``seek_to_committed`` moves only the partitions that have a
+        committed offset above 0 and leaves the others where their fetcher
+        stood. A worker killed before its first commit on a partition, and
+        started again, then never read that partition's records (the compose
+        kill test: two partitions silent for 120 s, their listings never
+        labelled). ``auto_offset_reset`` is ``earliest``, so that is where such
+        a partition starts, explicitly.
+        """
+        await super().perform_seek()
+        unset = [
+            tp
+            for tp in self.assignment()
+            if not self._is_changelog_tp(tp) and self._committed_offset.get(tp) is None
+        ]
+        if not unset:
+            return
+        by_topic: dict[str, list[str]] = {}
+        for tp, offset in sorted((await self.earliest_offsets(*unset)).items()):
+            await self.seek(tp, offset)
+            by_topic.setdefault(tp.topic, []).append(f"{tp.partition}@{offset}")
+        for topic, where in by_topic.items():
+            logger.info("%s: no committed offset; partitions read from their earliest "
+                        "offset (partition@offset): %s", topic, ", ".join(where))  # fmt: skip
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
