@@ -15,6 +15,7 @@ is at-least-once. Data flow and shutdown order: docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.corrections import CorrectionsView, check_correction, corrected_record
 from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower, V
+from streams.worker.holes import read_range
 from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.lag import record_consumer_lag
@@ -128,6 +130,7 @@ def _add_label_images(
         await run_batches(
             stream, handle, max_size=s.model.max_batch_size,
             max_latency_ms=s.model.max_batch_latency_ms, in_flight=s.model.image_batches_in_flight,
+            refetch=functools.partial(read_range, aiokafka_config(s)),
         )  # fmt: skip
 
     return label_images

@@ -21,6 +21,7 @@ from streams.worker import metrics
 from streams.worker.batcher import MicroBatcher
 from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.delivery import Delivery, Send
+from streams.worker.holes import OffsetWatch, Refetch, refill
 
 __all__ = ["BatchStep", "handle_batch", "internal_error", "isolate", "run_batches"]
 
@@ -125,18 +126,24 @@ async def run_batches(
     max_size: int,
     max_latency_ms: int,
     in_flight: int,
+    refetch: Refetch | None = None,
 ) -> None:
     """Consume a Faust stream in micro-batches; ack a batch once its outputs are confirmed.
 
     Up to ``in_flight`` batches overlap; each is handed the previous one's task
     to wait for before its ordered steps. A batch that raises crashes the agent
     (and so the worker): its events are not acked and are delivered again.
+    Records a partition skipped (:mod:`streams.worker.holes`) are read again
+    with ``refetch`` and processed at the head of the batch that revealed them.
     """
     stream = stream.noack()
     batches = MicroBatcher(stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000)
 
+    watch = OffsetWatch()
+
     async def one(events: list[Any], after: asyncio.Task[None] | None) -> None:
-        await handle([from_faust_event(e) for e in events], after)
+        skipped = await refill(watch.see(events), refetch)
+        await handle(skipped + [from_faust_event(e) for e in events], after)
         for e in events:
             await stream.ack(e)
 

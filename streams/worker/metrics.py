@@ -34,6 +34,7 @@ __all__ = [
     "INTEGRITY_SKIPPED",
     "INTEGRITY_UPDATES",
     "KAFKA_ERRORS",
+    "OFFSET_HOLES",
     "ORDERS_HELD_SECONDS",
     "ORDER_ITEMS_UNKNOWN",
     "PREPROCESS_SECONDS",
@@ -173,6 +174,12 @@ SALES_LATE = Counter(
 )
 ORDER_ITEMS_UNKNOWN = Counter(
     "vitrine_order_items_unknown", "Order line items enriched with category unknown", ["reason"]
+)
+OFFSET_HOLES = Counter(
+    "vitrine_offset_holes",
+    "Offsets of a partition that never reached the labelling agent in one consumer generation,"
+    " by outcome: read_again (processed after all) or lost",
+    ["topic", "outcome"],
 )
 UNREADABLE_PARTITIONS = Gauge(
     "vitrine_unreadable_partitions",

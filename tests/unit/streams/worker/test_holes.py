@@ -1,0 +1,75 @@
+"""The labelling agent's offset watch: holes per partition and generation, counted by outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import REGISTRY
+
+from streams.worker.consumed import ConsumedRecord
+from streams.worker.holes import Hole, OffsetWatch, refill
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+    offset: int
+    generation_id: int = 1
+
+
+@dataclass
+class _Event:
+    message: _Message
+
+
+def _events(partition: int, offsets: list[int], generation: int = 1) -> list[_Event]:
+    return [_Event(_Message("images", partition, o, generation)) for o in offsets]
+
+
+def _counted(outcome: str) -> float:
+    labels = {"topic": "images", "outcome": outcome}
+    return REGISTRY.get_sample_value("vitrine_offset_holes_total", labels) or 0.0
+
+
+def test_a_jump_forward_in_one_partition_is_a_hole() -> None:
+    watch = OffsetWatch()
+    assert watch.see(_events(0, [10, 11, 12]) + _events(1, [5])) == []
+    assert watch.see(_events(0, [13, 16, 17]) + _events(1, [6])) == [Hole("images", 0, 14, 16)]
+
+
+def test_redelivery_and_a_new_generation_are_not_holes() -> None:
+    watch = OffsetWatch()
+    assert watch.see(_events(0, [10, 11, 12])) == []
+    assert watch.see(_events(0, [8, 9, 10, 11, 12, 13])) == []  # a seek back: delivered again
+    assert watch.see(_events(0, [40, 41], generation=2)) == []  # another worker had 14..39
+    assert watch.see(_events(0, [42, 45], generation=2)) == [Hole("images", 0, 43, 45)]
+
+
+def _record(offset: int) -> ConsumedRecord:
+    return ConsumedRecord(b"k", b"v", "images", 0, offset, 0)
+
+
+def test_holes_read_again_are_counted_as_such_and_the_rest_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def read(hole: Hole) -> list[ConsumedRecord]:
+        if hole.partition == 2:
+            raise TimeoutError("the broker did not answer")
+        return [_record(o) for o in range(hole.start, hole.end)]
+
+    holes = [Hole("images", 0, 14, 16), Hole("images", 2, 7, 8)]
+    again, lost = _counted("read_again"), _counted("lost")
+    with caplog.at_level(logging.WARNING, logger="streams.worker.holes"):
+        records = asyncio.run(refill(holes, read))
+    assert [r.offset for r in records] == [14, 15]
+    assert (_counted("read_again"), _counted("lost")) == (again + 2, lost + 1)
+    assert "images[0] offsets 14..15 never reached the agent" in caplog.text
+    assert (
+        "images[2] offsets 7..7 never reached the agent and could not be read again" in caplog.text
+    )
+    assert asyncio.run(refill([Hole("images", 3, 1, 4)], None)) == []
+    assert _counted("lost") == lost + 4
