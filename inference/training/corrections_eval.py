@@ -134,13 +134,14 @@ def evaluate_corrections(
         config = dataclasses.replace(base_config, seed=seed + repeat)
         rng = np.random.default_rng(seed + repeat) if split == "random" else None
         side = halves(y_val, rng)
+        # The baseline sees no val photo: one head per seed serves both halves.
+        base, _ = train_head(x_train, y_train, empty_x, empty_y, n_classes, config,
+                             progress=False)  # fmt: skip
+        base_pred = base.logits(x_val).argmax(axis=1)
         for half in (0, 1):
             a, b = side == half, side != half
             wrong = a & (served != y_val)
             corrected = np.isin(y_val, np.unique(y_val[wrong])) & b
-            base, _ = train_head(x_train, y_train, empty_x, empty_y, n_classes, config,
-                                 progress=False)  # fmt: skip
-            base_pred = base.logits(x_val).argmax(axis=1)
             for weight in weights:
                 x_fit = np.concatenate([x_train, *[x_val[wrong]] * weight])
                 y_fit = np.concatenate([y_train, *[y_val[wrong]] * weight])
@@ -202,6 +203,7 @@ def summary(folds: Sequence[CorrectionFold]) -> list[dict[str, Any]]:
 
 def render_markdown(folds: Sequence[CorrectionFold], *, command: str) -> str:
     """The report: what was run, the mean per weight, and every fold."""
+    rows = summary(folds)
     lines = [
         "# Corrections on val: do they raise accuracy where they were made?",
         "",
@@ -215,7 +217,7 @@ def render_markdown(folds: Sequence[CorrectionFold], *, command: str) -> str:
         + " |",
         "|---|---|---|---|" + "---|" * len(_COLUMNS),
     ]
-    for row in summary(folds):
+    for row in rows:
         for suffix, where in (("_corrected", "corrected classes"), ("", "all of B")):
             cells = [
                 f"{_pct(row[key + suffix])} ± {100 * row[key + suffix + '_std']:.1f}"
@@ -226,7 +228,7 @@ def render_markdown(folds: Sequence[CorrectionFold], *, command: str) -> str:
                 f"({row['scored_in_corrected']:.1f}) | {where} | " + " | ".join(cells) + " |"
             )
     lines += ["", "Per correction weight, on the corrected classes of B:", ""]
-    for row in summary(folds):
+    for row in rows:
         lines.append(
             f"- weight {row['weight']}: {100 * row['gain_corrected']:+.1f} points on average "
             f"over the head trained without corrections; better in {row['folds_improved']} of "

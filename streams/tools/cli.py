@@ -522,9 +522,10 @@ def corrections_evaluate_command(
     out_dir.mkdir(parents=True, exist_ok=True)
     command = "vitrine corrections evaluate " + shlex.join(sys.argv[3:])
     (out_dir / "report.md").write_text(render_markdown(folds, command=command), encoding="utf-8")
-    data = {"summary": summary(folds), "folds": [dataclasses.asdict(f) for f in folds]}
+    rows = summary(folds)
+    data = {"summary": rows, "folds": [dataclasses.asdict(f) for f in folds]}
     (out_dir / "folds.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    for row in summary(folds):
+    for row in rows:
         click.echo(
             f"weight {row['weight']}: corrected classes of B "
             f"{100 * row['baseline_accuracy_corrected']:.1f}% -> "
