@@ -103,13 +103,19 @@ class _Consumer(faust_aiokafka.Consumer):
         started again, then never read that partition's records (the compose
         kill test: two partitions silent for 120 s, their listings never
         labelled). ``auto_offset_reset`` is ``earliest``, so that is where such
-        a partition starts, explicitly.
+        a partition starts, explicitly. Only ``product-images``: applied to
+        every topic it made ``tests/reliability/test_rebalance.py`` count 1 to
+        56 orders short in the sales windows (2 runs of 2; not understood).
         """
         await super().perform_seek()
+        settings = cast(VitrineApp, self.app).settings
+        if settings is None:
+            return
+        images = settings.topics.product_images
         unset = [
             tp
             for tp in self.assignment()
-            if not self._is_changelog_tp(tp) and self._committed_offset.get(tp) is None
+            if tp.topic == images and self._committed_offset.get(tp) is None
         ]
         if not unset:
             return
