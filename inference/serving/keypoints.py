@@ -100,8 +100,22 @@ class Verification:
 _NO_MATCH = Verification(0, 0, 0.0)
 
 
-def _uniform(line: npt.NDArray[Any], colour: float) -> bool:
-    return float(line.std()) < _UNIFORM_STD and abs(float(line.mean()) - colour) < _UNIFORM_DELTA
+def _uniform_run(lines: npt.NDArray[Any], limit: int) -> int:
+    """How many of ``lines`` (rows, outermost first) are near-uniform in the first one's colour.
+
+    At most ``limit``; 0 when the outermost line is not near-uniform itself.
+    """
+    if limit <= 0 or len(lines) == 0:
+        return 0
+    first = lines[0].astype(np.float32)
+    colour = float(first.mean())
+    if float(first.std()) >= _UNIFORM_STD:
+        return 0
+    band = lines[:limit].astype(np.float32)
+    spread, mean = band.std(axis=1), band.mean(axis=1)
+    uniform = (spread < _UNIFORM_STD) & (np.abs(mean - colour) < _UNIFORM_DELTA)
+    stop = np.flatnonzero(~uniform)
+    return int(stop[0]) if len(stop) else len(band)
 
 
 def content_box(gray: npt.NDArray[np.uint8]) -> tuple[int, int, int, int]:
@@ -110,34 +124,27 @@ def content_box(gray: npt.NDArray[np.uint8]) -> tuple[int, int, int, int]:
     Each side is trimmed while its outermost row (column) is near-uniform and of
     about the colour of the margin's first line, up to :data:`_MAX_TRIM` of the
     side: a border or letterboxing goes, a photo with a plain background
-    mostly keeps its product.
+    mostly keeps its product. Rows first, then columns between the kept rows.
+    Only the lines of a margin are read (a photo without one costs four lines).
     """
     h, w = gray.shape[:2]
-    top, bottom, left, right = 0, h, 0, w
     limit_y, limit_x = int(h * _MAX_TRIM), int(w * _MAX_TRIM)
-    g = gray.astype(np.float32)
-    colour = float(g[0].mean())
-    if _uniform(g[0], colour):
-        while top < limit_y and _uniform(g[top], colour):
-            top += 1
-    colour = float(g[h - 1].mean())
-    if _uniform(g[h - 1], colour):
-        while h - bottom < limit_y and _uniform(g[bottom - 1], colour):
-            bottom -= 1
-    colour = float(g[top:bottom, 0].mean())
-    if _uniform(g[top:bottom, 0], colour):
-        while left < limit_x and _uniform(g[top:bottom, left], colour):
-            left += 1
-    colour = float(g[top:bottom, w - 1].mean())
-    if _uniform(g[top:bottom, w - 1], colour):
-        while w - right < limit_x and _uniform(g[top:bottom, right - 1], colour):
-            right -= 1
+    top = _uniform_run(gray, limit_y)
+    bottom = h - _uniform_run(gray[::-1], limit_y)
+    rows = gray[top:bottom]
+    left = _uniform_run(rows.T, limit_x)
+    right = w - _uniform_run(rows.T[::-1], limit_x)
     return top, bottom, left, right
 
 
-def local_features(gray: npt.NDArray[np.uint8]) -> LocalFeatures:
-    """The strongest ORB keypoints of grey pixels, margins trimmed, reduced photo."""
-    top, bottom, left, right = content_box(gray)
+def local_features(
+    gray: npt.NDArray[np.uint8], box: tuple[int, int, int, int] | None = None
+) -> LocalFeatures:
+    """The strongest ORB keypoints of grey pixels, margins trimmed, reduced photo.
+
+    ``box``: the photo's :func:`content_box`, when the caller has it already.
+    """
+    top, bottom, left, right = content_box(gray) if box is None else box
     if bottom - top >= 16 and right - left >= 16:
         gray = gray[top:bottom, left:right]
     h, w = gray.shape[:2]
