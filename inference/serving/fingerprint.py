@@ -214,8 +214,7 @@ def _block_means(img: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32
     ``(h - k + 1, w - k + 1)``: only the blocks wholly inside ``img``.
     """
     means = cv2.boxFilter(img, -1, (k, k), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-    out: npt.NDArray[np.float32] = means[: img.shape[0] - k + 1, : img.shape[1] - k + 1]
-    return out
+    return np.asarray(means[: img.shape[0] - k + 1, : img.shape[1] - k + 1], np.float32)
 
 
 def hamming(a: int, b: int) -> int:

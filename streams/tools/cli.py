@@ -184,6 +184,7 @@ def predict_command(
             "console",
             "verify",
             "all",
+            "doc",
         ]
     ),
 )
@@ -217,7 +218,8 @@ def predict_command(
     "--workers",
     "worker_counts",
     default=None,
-    help="Worker processes to compare, e.g. 1,2 (pipeline, all).",
+    help="Worker processes, each pinned to a core of its own, to compare, e.g. 1,2 "
+    "(pipeline, all).",
 )
 @click.option(
     "--products",
@@ -265,18 +267,17 @@ def bench_command(
 ) -> None:
     """Measure inference, the pipeline against its baselines, consuming, codecs, search, integrity.
 
-    ``cluster`` measures orders enriched per second on one Redis and on a Redis
-    Cluster (a local one it starts), side by side.
-
+    ``cluster``: orders/s on one Redis and on a local Redis Cluster, side by side.
     ``verify`` measures what catching disguised copies (local features, embedding
     neighbours, their verification) adds to a photo's model stage, in one run.
 
-    ``all`` runs inference (FP32 and INT8), the pipeline (cache hits, orders,
-    naive baseline, worker scaling) and the search index into one folder.
+    ``all`` runs inference, the pipeline (with its baselines, listings by URI,
+    pinned workers) and search into one folder; ``doc`` writes its figures
+    (``--out``, default docs/performance) into docs/PERFORMANCE.md.
     """
     sizes = [int(x) for x in batch_sizes.split(",")] if batch_sizes else None
     workers = [int(x) for x in worker_counts.split(",")] if worker_counts else []
-    if target in ("search", "integrity", "verify", "inference", "codecs", "console"):
+    if target in ("search", "integrity", "verify", "inference", "codecs", "console", "doc"):
         sys.exit(
             _bench_without_stack(
                 target, as_json, sizes, model_dir, images_dir, n_vectors, n_listings, out_dir
@@ -328,6 +329,15 @@ def bench_command(
     sys.exit(code)
 
 
+def _bench_doc(folder: Path) -> int:
+    """Write the figures of the ``bench all`` run in ``folder`` into docs/PERFORMANCE.md."""
+    from streams.tools.bench.all import write_doc  # noqa: PLC0415
+
+    changed = write_doc(Path("docs/PERFORMANCE.md"), folder)
+    click.echo(f"docs/PERFORMANCE.md {'updated from' if changed else 'already has'} {folder}")
+    return 0
+
+
 def _bench_without_stack(
     target: str,
     as_json: bool,
@@ -339,6 +349,8 @@ def _bench_without_stack(
     out_dir: Path | None,
 ) -> int:
     """The benchmarks that need no Kafka or Redis: search, integrity, inference, codecs, console."""
+    if target == "doc":
+        return _bench_doc(out_dir or Path("docs/performance"))
     if target == "console":
         from streams.tools.bench.console import bench_console_command  # noqa: PLC0415
 

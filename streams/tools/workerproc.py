@@ -83,22 +83,43 @@ def isolated_env(
 class WorkerProcess:
     """One worker subprocess, configured entirely by its environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, web_port: int) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        web_port: int,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
+        """``cpus``: the cores the worker may run on (CPU affinity, set before it starts)."""
         self.web_port = web_port
         self.env = dict(env, VITRINE_WEB_PORT=str(web_port), PYTHONUNBUFFERED="1")
         self.log_path = log_path
+        self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> WorkerProcess:
         """Start the worker and wait until it consumes (see :meth:`wait_ready`)."""
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> WorkerProcess:
+        """Start the worker without waiting (several at once: launch each, then wait)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+        cpus = self.cpus
+
+        def pin() -> None:  # in the child, before exec: every thread inherits it
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         with self.log_path.open("ab") as log:  # appending: a restart keeps earlier lines
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.tools.cli", "worker", "--loglevel", "info"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=pin if cpus is not None else None,  # noqa: PLW1509
             )  # fmt: skip
-        self.wait_ready(timeout_s)
         return self
 
     def wait_ready(self, timeout_s: float) -> None:

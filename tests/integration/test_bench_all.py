@@ -44,17 +44,23 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
         "pipeline misses",
         "pipeline cache hits",
         "pipeline backlog",
+        "pipeline backlog, file://",
+        "pipeline backlog, http://",
         "pipeline half rate",
         "orders live",
         "orders backlog",
         "naive baseline",
+        "naive, worker's model stage",
     ]
     # One trial of 32 images: the least that exercises every phase.
     assert phases["engine alone"]["events"] == phases["pipeline misses"]["events"] == 32
+    assert phases["naive baseline"]["events"] == phases["naive, worker's model stage"]["events"]
     assert phases["naive baseline"]["events"] == 32
     assert phases["engine + fingerprints"]["events"] == 32
     # 64 new images drained by a restarted worker; its first batch is not counted.
-    assert phases["pipeline backlog"]["events"] == 64 - 32
+    # So do 64 listings by file:// and http:// URI.
+    for name in ("pipeline backlog", "pipeline backlog, file://", "pipeline backlog, http://"):
+        assert phases[name]["events"] == 64 - 32, name
     assert phases["pipeline cache hits"]["events"] == 32
     assert phases["orders live"]["events"] == 2000
     # The backlog counts all but the first batch of its 4,000 orders.
@@ -66,18 +72,28 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
         "pipeline_vs_engine",
         "pipeline_vs_engine_fingerprints",
         "pipeline_vs_naive",
+        "pipeline_vs_naive_model_stage",
         "cache_hits_vs_misses",
         "backlog_vs_engine",
+        "backlog_vs_engine_fingerprints",
+        "file_uri_vs_inline",
+        "http_uri_vs_inline",
     }
     assert all(v > 0 for v in out["ratios"].values())
-    # 2 worker processes in one group, labelling all 32 fresh images.
-    assert [(r["workers"], r["events"]) for r in out["scaling"]] == [(2, 32)]
-    assert out["scaling"][0]["vs_first"] == 1.0
+    # 2 worker processes in one group, each pinned to a core, draining 64 fresh
+    # listings and 12,000 orders; rates over the middle 80% of each drain.
+    (row,) = out["scaling"]
+    assert row["workers"] == 2
+    assert len(row["cores"]) == 2
+    assert row["listings"]["events"] == 64 - 2 * (64 // 10) - 1
+    assert row["orders"]["events"] == 12000 - 2 * 1200 - 1
+    assert row["listings"]["vs_first"] == row["orders"]["vs_first"] == 1.0
     assert len(out["latencies_ms"]["pipeline misses"]) == 32
     summary = (out_dir / "summary.md").read_text()
     assert "pipeline / engine alone" in summary
     assert "int8 / fp32, model alone" in summary
-    assert "2 worker process(es)" in summary
+    assert "2 pinned worker(s), listings/s (backlog)" in summary
+    assert "backlog by http:// URI" in summary
     search = json.loads((out_dir / "search.json").read_text())
     assert search["summary"]["vectors"] == 5000
     assert 0.0 < search["summary"]["recall@10"] <= 1.0

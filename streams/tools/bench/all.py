@@ -11,7 +11,9 @@
    (``search.json``).
 
 ``summary.md`` puts the headline figures and ratios in one table, with the
-machine and the command; ``docs/PERFORMANCE.md`` is written from such a run.
+machine and the command. ``vitrine bench doc`` writes the same table into
+``docs/PERFORMANCE.md`` from the files of the run in ``docs/performance/``, so
+the page's figures are the files' (a unit test checks that they agree).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from streams.tools.bench.inference import bench_inference_reports, inference_rep
 from streams.tools.bench.pipeline import Phase, run_pipeline_bench
 from streams.tools.search import DEFAULT_DATA
 
-__all__ = ["bench_all_command", "summary_rows"]
+__all__ = ["bench_all_command", "doc_block", "summary_rows", "write_doc"]
 
 
 def _machine(device: str) -> dict[str, Any]:
@@ -137,7 +139,15 @@ def summary_rows(
          f"{ratios['pipeline_vs_engine_fingerprints']:.3f}"),
         ("pipeline backlog (worker alone), listings/s", f"{phases['pipeline backlog']['per_s']}"),
         ("pipeline backlog / engine alone", f"{ratios['backlog_vs_engine']:.3f}"),
+        ("pipeline backlog / engine + fingerprints",
+         f"{ratios['backlog_vs_engine_fingerprints']:.3f}"),
+        ("backlog by file:// URI, listings/s (/ inline)",
+         f"{phases['pipeline backlog, file://']['per_s']} ({ratios['file_uri_vs_inline']:.3f})"),
+        ("backlog by http:// URI, listings/s (/ inline)",
+         f"{phases['pipeline backlog, http://']['per_s']} ({ratios['http_uri_vs_inline']:.3f})"),
         ("pipeline / naive (median of trials)", f"{ratios['pipeline_vs_naive']:.2f}x"),
+        ("pipeline / naive with the worker's model stage (median of trials)",
+         f"{ratios['pipeline_vs_naive_model_stage']:.2f}x"),
         ("cache hits / misses", f"{ratios['cache_hits_vs_misses']}x"),
         ("half-rate latency p50 / p99 ms",
          f"{phases['pipeline half rate']['latency_ms']['p50']} / "
@@ -146,18 +156,18 @@ def summary_rows(
          f"{phases['orders live']['per_s']} / {phases['orders backlog']['per_s']}"),
     ]  # fmt: skip
     for row in pipeline.get("scaling", []):
-        rows.append((f"{row['workers']} worker process(es), listings/s",
-                     f"{row['per_s']} ({row['vs_first']}x)"))  # fmt: skip
+        for kind in ("listings", "orders"):
+            rows.append((f"{row['workers']} pinned worker(s), {kind}/s (backlog)",
+                         f"{row[kind]['per_s']} ({row[kind]['vs_first']}x)"))  # fmt: skip
     if search:
         for key, value in search.get("summary", {}).items():
             rows.append((f"search: {key}", str(value)))
     return rows
 
 
-def _write_summary(out_dir: Path, meta: dict[str, Any], rows: list[tuple[str, str]]) -> Path:
-    lines = [
-        "# vitrine bench all",
-        "",
+def _summary_table(meta: dict[str, Any], rows: list[tuple[str, str]]) -> list[str]:
+    """The run (command, time, machine) and its headline figures, as Markdown lines."""
+    return [
         f"- command: `{meta['command']}`",
         f"- when: {meta['started']} ({meta['seconds']:.0f} s)",
         f"- machine: {meta['machine']['device']}, {meta['machine']['cpus']} CPUs usable, "
@@ -166,6 +176,14 @@ def _write_summary(out_dir: Path, meta: dict[str, Any], rows: list[tuple[str, st
         "| figure | value |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
+    ]
+
+
+def _write_summary(out_dir: Path, meta: dict[str, Any], rows: list[tuple[str, str]]) -> Path:
+    lines = [
+        "# vitrine bench all",
+        "",
+        *_summary_table(meta, rows),
         "",
         "Files: inference.json, pipeline.json, inference_throughput.png, latency_cdf.png"
         + (", search.json" if (out_dir / "search.json").exists() else ""),
@@ -173,6 +191,39 @@ def _write_summary(out_dir: Path, meta: dict[str, Any], rows: list[tuple[str, st
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+#: The block of docs/PERFORMANCE.md that ``vitrine bench doc`` writes from a run's files.
+DOC_BEGIN = "<!-- figures of `vitrine bench all`: written by `vitrine bench doc`, do not edit -->"
+DOC_END = "<!-- end of the figures of `vitrine bench all` -->"
+
+
+def doc_block(out_dir: Path) -> str:
+    """The figures of the ``bench all`` run in ``out_dir``, read from its files, as Markdown."""
+
+    def load(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((out_dir / name).read_text(encoding="utf-8"))
+        return data
+
+    search = load("search.json") if (out_dir / "search.json").exists() else None
+    rows = summary_rows(load("inference.json"), load("pipeline.json"), search)
+    return "\n".join([DOC_BEGIN, *_summary_table(load("run.json"), rows), DOC_END])
+
+
+def write_doc(doc: Path, out_dir: Path) -> bool:
+    """Replace the figures block of ``doc`` with ``out_dir``'s; True if it changed.
+
+    Raises ValueError when ``doc`` has no such block (its two marker lines).
+    """
+    text = doc.read_text(encoding="utf-8")
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{doc} has no block between {DOC_BEGIN!r} and {DOC_END!r}")
+    new = text[:begin] + doc_block(out_dir) + text[end + len(DOC_END) :]
+    if new == text:
+        return False
+    doc.write_text(new, encoding="utf-8")
+    return True
 
 
 def bench_all_command(

@@ -10,15 +10,20 @@ hits them alike. The phases and the latest figures: docs/PERFORMANCE.md.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import random
+import shutil
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +93,8 @@ class BenchRun:
         self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
         self.consumer = make_consumer(settings)
         self.orders_live: list[tuple[bytes, bytes]] = []
+        #: Photos of listings by reference (removed at the end of the run).
+        self.images_dir = settings.state_dir / f"bench-{self.run}-images"
 
     def env(self) -> dict[str, str]:
         return isolated_env(
@@ -104,12 +111,30 @@ class BenchRun:
             # keys (the secured stack's) lets the bench's worker keep its views.
             VITRINE_REDIS_KEY_PREFIX=f"vitrine-bench-{self.run}",
             VITRINE_REDIS_CLUSTER=str(self.settings.redis.cluster).lower(),
+            # Listings by reference: files under images_dir, or the bench's own
+            # HTTP server on loopback (allow-listed, as an internal image store).
+            VITRINE_IMAGE_FILE_ROOT=str(self.images_dir),
+            VITRINE_IMAGE_FETCH_ALLOWED_HOSTS="127.0.0.1",
+            VITRINE_IMAGE_FETCH_ALLOW_PRIVATE_ADDRESSES="true",
             **security_env(self.settings),
         )
 
-    def listing(self, i: int, image: bytes, tag: str) -> tuple[bytes, bytes]:
+    def listing(
+        self, i: int, image: bytes, tag: str, *, uri_base: str | None = None
+    ) -> tuple[bytes, bytes]:
+        """A new listing's key and value: ``image`` inline, or by reference.
+
+        With ``uri_base``, the image is written under :attr:`images_dir` and the
+        listing carries ``{uri_base}/{file name}`` as its ``image_uri``.
+        """
         pid = f"p-{tag}-{i}"
-        ev = make_listing(pid, image=image, event_id=f"{self.run}-{tag}-{i}")
+        event_id = f"{self.run}-{tag}-{i}"
+        if uri_base is None:
+            ev = make_listing(pid, image=image, event_id=event_id)
+        else:
+            path = self.images_dir / f"{tag}-{i}.jpg"
+            path.write_bytes(image)
+            ev = make_listing(pid, uri=f"{uri_base}/{path.name}", event_id=event_id)
         return pid.encode(), codec.encode(ev)
 
     def orders(self, n: int, tag: str) -> list[tuple[bytes, bytes]]:
@@ -157,8 +182,14 @@ class BenchRun:
         name = "engine + fingerprints" if fingerprints else "engine alone"
         return Phase(name, len(images), time.perf_counter() - t0, [])
 
-    def naive(self, images: list[bytes], tag: str) -> Phase:
-        """One message at a time: poll 1, decode, infer, produce and flush, repeat."""
+    def naive(self, images: list[bytes], tag: str, *, fingerprints: bool = False) -> Phase:
+        """One message at a time: poll 1, decode, infer, produce and flush, repeat.
+
+        With ``fingerprints``, the inference is the worker's model stage
+        (embeddings and fingerprints too), so the baseline does the same work per
+        photo as the pipeline it is compared with.
+        """
+        from inference.serving.engine import predict_with_fingerprints  # noqa: PLC0415
         from streams.worker.model import image_limits  # noqa: PLC0415
 
         limits = image_limits(self.settings)
@@ -181,7 +212,11 @@ class BenchRun:
                 for rec in recs:
                     ev = codec.decode_product_image(rec.value)
                     blob = codec.decode_inline_image(ev)
-                    res = self.engine.predict_bytes([blob], limits).items[0]
+                    if fingerprints:
+                        batch, _ = predict_with_fingerprints(self.engine, [blob], limits)
+                    else:
+                        batch = self.engine.predict_bytes([blob], limits)
+                    res = batch.items[0]
                     value = json.dumps(
                         {"event_id": ev.event_id, "category": getattr(res, "category", None)}
                     ).encode()
@@ -189,7 +224,8 @@ class BenchRun:
                     self.producer.flush()
                     done += 1
         consumer.close()
-        return Phase("naive baseline", done, time.perf_counter() - t0, [])
+        name = "naive, worker's model stage" if fingerprints else "naive baseline"
+        return Phase(name, done, time.perf_counter() - t0, [])
 
 
 def _latencies(records: list[Any], sent_ms: dict[bytes, float]) -> list[float]:
@@ -244,25 +280,71 @@ def run_pipeline_bench(
     try:
         per_trial = _side_by_side(b, trials, say)
         extra = _extra_phases(b, per_trial, trials, say)
-        say(f"images, backlog ({2 * b.n} new, drained by a restarted worker) ...")
         worker.stop()
-        images = unique_images(b.photos, 2 * b.n, f"{b.run}-backlog")
-        backlog = [b.listing(i, img, "backlog") for i, img in enumerate(images)]
-        worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
-        extra.insert(1, _drained(b, "pipeline backlog", backlog, worker, "product_images",
-                                 "product_labels", b.settings.model.max_batch_size))  # fmt: skip
-        say(f"orders, backlog ({2 * len(b.orders_live)}, drained by a restarted worker) ...")
-        worker.stop()
-        backlog = b.orders(2 * len(b.orders_live), "backlog")
-        worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
-        extra.append(_drained(b, "orders backlog", backlog, worker, "orders", "orders_enriched",
-                              b.settings.orders.max_batch_size))  # fmt: skip
+        listings, orders = _backlogs(b, log, say)
+        extra[1:1] = listings  # after the cache hits
+        extra.append(orders)
     finally:
         worker.stop()
+        shutil.rmtree(b.images_dir, ignore_errors=True)
     results, phases = _summarise(b, n_images, trials, per_trial, extra)
     if workers:
         results["scaling"] = _scaling(b, workers, log, say)
     return results, phases
+
+
+def _backlogs(b: BenchRun, log: Path, say: Callable[[str], None]) -> tuple[list[Phase], Phase]:
+    """Backlogs drained by a restarted worker: listings inline, by file:// and http://; orders.
+
+    The same number of new photos each time; by reference, the photo is a file
+    under the worker's ``VITRINE_IMAGE_FILE_ROOT`` or served by a local HTTP
+    server in this process (allow-listed), as an object store would serve it.
+    """
+    size = b.settings.model.max_batch_size
+    listings = []
+    with _image_host(b.images_dir) as http_base:
+        bases = {"inline": None, "file": f"file://{b.images_dir}", "http": http_base}
+        for how, base in bases.items():
+            say(f"images, backlog ({2 * b.n} new, {how}, drained by a restarted worker) ...")
+            images = unique_images(b.photos, 2 * b.n, f"{b.run}-backlog-{how}")
+            tag = "backlog" if base is None else f"backlog-{how}"
+            msgs = [b.listing(i, img, tag, uri_base=base) for i, img in enumerate(images)]
+            name = "pipeline backlog" if base is None else f"pipeline backlog, {how}://"
+            worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+            listings.append(
+                _drained(b, name, msgs, worker, "product_images", "product_labels", size)
+            )
+    say(f"orders, backlog ({2 * len(b.orders_live)}, drained by a restarted worker) ...")
+    msgs = b.orders(2 * len(b.orders_live), "backlog")
+    worker = WorkerProcess(b.env(), log, web_port=free_ports(1)[0])
+    orders = _drained(b, "orders backlog", msgs, worker, "orders", "orders_enriched",
+                      b.settings.orders.max_batch_size)  # fmt: skip
+    return listings, orders
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    """Static files over keep-alive HTTP/1.1, without a log line per request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _image_host(root: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 for the files under ``root``; yields its base URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, name="bench-images", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _side_by_side(b: BenchRun, trials: int, say: Callable[[str], None]) -> list[dict[str, Phase]]:
@@ -280,9 +362,9 @@ def _side_by_side(b: BenchRun, trials: int, say: Callable[[str], None]) -> list[
         msgs = [b.listing(i, img, f"miss{t}") for i, img in enumerate(images)]
         misses = _timed(b, "pipeline misses", msgs, tin, tout)
         naive = b.naive(images, f"naive{t}")
-        per_trial.append(
-            {"engine": engine, "engine_fp": engine_fp, "pipeline": misses, "naive": naive}
-        )
+        naive_fp = b.naive(images, f"naivefp{t}", fingerprints=True)
+        per_trial.append({"engine": engine, "engine_fp": engine_fp, "pipeline": misses,
+                          "naive": naive, "naive_fp": naive_fp})  # fmt: skip
     return per_trial
 
 
@@ -315,36 +397,107 @@ def _extra_phases(
 def _scaling(
     b: BenchRun, counts: Sequence[int], log: Path, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
-    """Listings/s of 1, 2, ... worker processes (one consumer group) on the same kind of input.
+    """Backlogs drained by 1, 2, ... worker processes, each pinned to a core of its own.
 
-    Each count gets fresh images; a warm-up of two images per partition goes
-    first, so that every member holds its partitions before the clock starts.
+    Each worker runs on one core (CPU affinity, set before it starts) with one
+    inference thread, so that n workers on n cores show how the worker scales
+    with cores, not how it shares them. Per count: a backlog of new listings is
+    published with no worker up, then drained by the n workers started together,
+    and the same for orders. Rates are over the steady part of the drain
+    (:func:`_steady`), leaving out the start (group joins) and the tail (one
+    worker done before another). The broker, Redis and this process are not
+    pinned: on a machine with as many cores as workers they share them.
     """
-    tin, tout = b.topics["product_images"], b.topics["product_labels"]
+    usable = sorted(os.sched_getaffinity(0))
     rows: list[dict[str, Any]] = []
     for n in counts:
-        say(f"scaling: {n} worker process(es), {b.n} images ...")
-        procs = [
-            WorkerProcess(b.env(), log.with_name(f"{log.stem}-x{n}-{k}.log"),
-                          web_port=free_ports(1)[0])
-            for k in range(n)
-        ]  # fmt: skip
-        try:
-            for proc in procs:
-                proc.start(180)
-            warm = unique_images(b.photos, 2 * b.partitions, f"{b.run}-warm{n}")
-            _timed(b, "warm-up", [b.listing(i, im, f"warm{n}") for i, im in enumerate(warm)],
-                   tin, tout)  # fmt: skip
-            images = unique_images(b.photos, b.n, f"{b.run}-scale{n}")
-            msgs = [b.listing(i, im, f"scale{n}") for i, im in enumerate(images)]
-            phase = _timed(b, f"{n} worker(s)", msgs, tin, tout)
-        finally:
-            for proc in procs:
-                proc.stop()
-        rows.append({"workers": n, **phase.summary()})
-    for row in rows:
-        row["vs_first"] = round(row["per_s"] / rows[0]["per_s"], 3) if rows[0]["per_s"] else None
+        cores = [usable[k % len(usable)] for k in range(n)]
+        row: dict[str, Any] = {"workers": n, "cores": cores}
+        listings = unique_images(b.photos, 2 * b.n, f"{b.run}-scale{n}")
+        backlogs = {
+            "listings": ([b.listing(i, im, f"scale{n}") for i, im in enumerate(listings)],
+                         "product_images", "product_labels"),
+            # Orders are 50-100x cheaper than listings: a longer backlog, so
+            # that the drain lasts long enough to time after the group forms.
+            "orders": (b.orders(6 * len(b.orders_live), f"scale{n}"), "orders",
+                       "orders_enriched"),
+        }  # fmt: skip
+        for kind, (msgs, source, sink) in backlogs.items():
+            say(f"scaling: {len(msgs)} {kind} drained by {n} worker(s) on cores {cores} ...")
+            procs = [
+                WorkerProcess(b.env() | {"VITRINE_INTRA_OP_THREADS": "1"},
+                              log.with_name(f"{log.stem}-x{n}-{k}.log"),
+                              web_port=free_ports(1)[0], cpus=frozenset({core}))
+                for k, core in enumerate(cores)
+            ]  # fmt: skip
+            cpu: list[CpuSample] = []
+            stamps = sorted(_drain(b, f"{n} pinned worker(s), {kind}", msgs, procs, source, sink,
+                                   cpu))  # fmt: skip
+            steady = _steady(f"{n} pinned worker(s), {kind}", stamps)
+            lo, hi = _steady_bounds(len(stamps))
+            use = _cpu_use(cpu, stamps[lo], stamps[hi])
+            row[kind] = steady.summary() | {"cpu": use}
+            if use.get("workers_cpu_s"):
+                # What the workers did per second of their own CPU time.
+                row[kind]["per_worker_cpu_s"] = round(
+                    steady.per_s * use["seconds"] / use["workers_cpu_s"], 1
+                )
+        rows.append(row)
+    for kind in ("listings", "orders"):
+        first = rows[0][kind]["per_s"] if rows else 0
+        for row in rows:
+            row[kind]["vs_first"] = round(row[kind]["per_s"] / first, 3) if first else None
     return rows
+
+
+def _steady(name: str, stamps_ms: Sequence[int]) -> Phase:
+    """The rate between the 10th and the 90th percentile of the output timestamps."""
+    stamps = sorted(stamps_ms)
+    lo, hi = _steady_bounds(len(stamps))
+    return Phase(name, hi - lo, (stamps[hi] - stamps[lo]) / 1000, [])
+
+
+def _steady_bounds(n: int) -> tuple[int, int]:
+    return n // 10, n - 1 - n // 10
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far by some processes and by the whole machine, at a moment."""
+
+    at_ms: float
+    processes_s: float
+    machine_s: float
+
+    @classmethod
+    def now(cls, pids: Sequence[int]) -> CpuSample:
+        """Read ``/proc`` (Linux): user + system time of ``pids`` (all their threads)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):  # exited
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                procs += int(fields[11]) + int(fields[12])  # utime, stime
+        # user nice system idle iowait irq softirq steal: busy is all but idle, iowait, steal.
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]
+        return cls(time.time() * 1000, procs / tick, busy / tick)
+
+
+def _cpu_use(samples: Sequence[CpuSample], from_ms: float, to_ms: float) -> dict[str, float]:
+    """CPU seconds of the workers and of everything else between two moments (nearest samples)."""
+    if len(samples) < 2:
+        return {}
+    a = min(samples, key=lambda c: abs(c.at_ms - from_ms))
+    z = min(samples, key=lambda c: abs(c.at_ms - to_ms))
+    if z.at_ms <= a.at_ms:
+        return {}
+    workers, machine = z.processes_s - a.processes_s, z.machine_s - a.machine_s
+    return {
+        "seconds": round((z.at_ms - a.at_ms) / 1000, 2),
+        "workers_cpu_s": round(workers, 2),
+        "other_cpu_s": round(max(0.0, machine - workers), 2),
+    }
 
 
 def _summarise(
@@ -357,7 +510,8 @@ def _summarise(
     """The run's figures: phases pooled over trials, per-trial figures, median ratios."""
     settings = b.settings
     pooled = {k: _pooled(per_trial[0][k].name, [tr[k] for tr in per_trial]) for k in per_trial[0]}
-    phases = [pooled["engine"], pooled["engine_fp"], pooled["pipeline"], *extra, pooled["naive"]]
+    phases = [pooled["engine"], pooled["engine_fp"], pooled["pipeline"], *extra,
+              pooled["naive"], pooled["naive_fp"]]  # fmt: skip
     results: dict[str, Any] = {
         "provider": b.engine.provider, "device": b.engine.device,
         "model": f"{b.engine.model_name}:{b.engine.model_version}",
@@ -372,7 +526,9 @@ def _summarise(
         | {"pipeline_vs_engine": round(tr["pipeline"].per_s / tr["engine"].per_s, 3),
            "pipeline_vs_engine_fingerprints": round(
                tr["pipeline"].per_s / tr["engine_fp"].per_s, 3),
-           "pipeline_vs_naive": round(tr["pipeline"].per_s / tr["naive"].per_s, 3)}
+           "pipeline_vs_naive": round(tr["pipeline"].per_s / tr["naive"].per_s, 3),
+           "pipeline_vs_naive_model_stage": round(
+               tr["pipeline"].per_s / tr["naive_fp"].per_s, 3)}
         for tr in per_trial
     ]  # fmt: skip
     miss, hits_per_s = pooled["pipeline"].per_s, extra[0].per_s
@@ -388,13 +544,23 @@ def _summarise(
         "pipeline_vs_naive": statistics.median(
             tr["pipeline_vs_naive"] for tr in results["per_trial"]
         ),
+        "pipeline_vs_naive_model_stage": statistics.median(
+            tr["pipeline_vs_naive_model_stage"] for tr in results["per_trial"]
+        ),
         "cache_hits_vs_misses": round(hits_per_s / miss, 2) if miss else None,
         # The worker draining a backlog (no publisher beside it) against the
         # median engine-alone rate of the trials.
         "backlog_vs_engine": round(
             backlog.per_s / statistics.median(tr["engine"].per_s for tr in per_trial), 3
         ),
+        "backlog_vs_engine_fingerprints": round(
+            backlog.per_s / statistics.median(tr["engine_fp"].per_s for tr in per_trial), 3
+        ),
     }
+    # Listings by reference against inline ones, each drained by a restarted worker.
+    for how in ("file", "http"):
+        by_uri = next(p for p in extra if p.name == f"pipeline backlog, {how}://")
+        results["ratios"][f"{how}_uri_vs_inline"] = round(by_uri.per_s / backlog.per_s, 3)
     return results, phases
 
 
@@ -410,8 +576,9 @@ def _print_results(results: dict[str, Any], phases: list[Phase]) -> None:
     for t, tr in enumerate(results["per_trial"], 1):
         print(f"trial {t}: " + ", ".join(f"{k} {v}" for k, v in tr.items()))
     for row in results.get("scaling", []):
-        print(f"scaling: {row['workers']} worker process(es): {row['per_s']} listings/s "
-              f"({row['vs_first']}x), p50 {row['latency_ms']['p50']} ms")  # fmt: skip
+        print(f"scaling: {row['workers']} pinned worker(s) on cores {row['cores']}: "
+              f"{row['listings']['per_s']} listings/s ({row['listings']['vs_first']}x), "
+              f"{row['orders']['per_s']} orders/s ({row['orders']['vs_first']}x)")  # fmt: skip
     print("ratios (median of trials; hits vs pooled misses): "
           + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))  # fmt: skip
 
@@ -450,7 +617,8 @@ def _outputs(
     topic: str,
     start: dict[Any, int],
     keys: set[bytes],
-    worker: WorkerProcess | None = None,
+    workers: Sequence[WorkerProcess] = (),
+    on_poll: Callable[[], None] | None = None,
 ) -> list[Any]:
     """The first output of each of ``keys`` written to ``topic`` after ``start``.
 
@@ -465,9 +633,11 @@ def _outputs(
     target = sum(start.values()) + n
     deadline = time.monotonic() + 900
     while sum(end_offsets(b.consumer, topic).values()) < target:
-        if time.monotonic() > deadline or (worker is not None and not worker.running):
-            tail = worker.tail() if worker is not None else ""
+        if time.monotonic() > deadline or not all(w.running for w in workers):
+            tail = "\n".join(w.tail() for w in workers)
             raise RuntimeError(f"{name}: not all {n} outputs arrived\n{tail}")
+        if on_poll is not None:
+            on_poll()
         time.sleep(0.25)
     first: dict[bytes, Any] = {}
     seen = [0]  # records already looked at
@@ -498,19 +668,46 @@ def _drained(
 
     The worker's own capacity: nothing else (publisher, reader) runs meanwhile.
     """
+    stamps = sorted(_drain(b, name, msgs, [worker], source, sink))
+    # The first batch's outputs mark the start; count only what came after it.
+    counted = len(stamps) - first_batch
+    return Phase(name, counted, (stamps[-1] - stamps[0]) / 1000, [])
+
+
+def _drain(
+    b: BenchRun,
+    name: str,
+    msgs: list[tuple[bytes, bytes]],
+    workers: Sequence[WorkerProcess],
+    source: str,
+    sink: str,
+    cpu: list[CpuSample] | None = None,
+) -> list[int]:
+    """Publish ``msgs``, start ``workers`` together, wait for the outputs, stop the workers.
+
+    The outputs' timestamps (ms), one per message. The workers are stopped
+    whatever happens. ``cpu``: filled with samples of the CPU time used while
+    the outputs came.
+    """
     tin, tout = b.topics[source], b.topics[sink]
     start = end_offsets(b.consumer, tout)
     for key, value in msgs:
         b.producer.send(tin, key=key, value=value)
     b.producer.flush()
-    worker.start(180)
-    out = _outputs(b, name, tout, start, {key for key, _ in msgs}, worker)
+    try:
+        for worker in workers:
+            worker.launch()
+        for worker in workers:
+            worker.wait_ready(180)
+        pids = [w.proc.pid for w in workers if w.proc is not None]
+        sample = None if cpu is None else (lambda: cpu.append(CpuSample.now(pids)))
+        out = _outputs(b, name, tout, start, {key for key, _ in msgs}, workers, sample)
+    finally:
+        for worker in workers:
+            worker.stop()
     if sink == "product_labels" and (
         cached := sum(codec.decode_product_labelled(r.value).cached for r in out)
     ):
         # A backlog of cache hits would time the cache, not the model.
         raise RuntimeError(f"{name}: {cached} of {len(out)} new images were cache hits")
-    stamps = sorted(r.timestamp for r in out)
-    # The first batch's outputs mark the start; count only what came after it.
-    counted = len(out) - first_batch
-    return Phase(name, counted, (stamps[-1] - stamps[0]) / 1000, [])
+    return [r.timestamp for r in out]
