@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import random
 import shutil
@@ -41,6 +42,8 @@ from streams.tools.stack import free_ports
 from streams.tools.workerproc import WorkerProcess, isolated_env, isolated_topics, security_env
 
 __all__ = ["Phase", "bench_pipeline_command", "run_pipeline_bench", "unique_images"]
+
+logger = logging.getLogger(__name__)
 
 
 def unique_images(photos: Sequence[bytes], n: int, tag: str) -> Iterator[bytes]:
@@ -119,6 +122,27 @@ class BenchRun:
             **security_env(self.settings),
         )
 
+    def publish(self, topic: str, msgs: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write ``msgs`` to ``topic`` and confirm every one, or raise.
+
+        A record the producer gave up on (its future failed) is sent again by a
+        new producer, twice at most: a benchmark that waited for the outputs of
+        records never written would wait for its whole deadline.
+        """
+        pending = list(msgs)
+        for attempt in range(3):
+            futures = [self.producer.send(topic, key=k, value=v) for k, v in pending]
+            self.producer.flush()
+            failed = [(m, f.exception) for m, f in zip(pending, futures, strict=True) if f.failed()]
+            if not failed:
+                return
+            logger.warning("%d of %d records to %s not written (%s), attempt %d",
+                           len(failed), len(pending), topic, failed[0][1], attempt + 1)  # fmt: skip
+            self.producer.close(timeout=5)
+            self.producer = make_producer(self.settings, linger_ms=20, batch_size=1 << 20)
+            pending = [m for m, _ in failed]
+        raise RuntimeError(f"{len(pending)} records could not be written to {topic}")
+
     def listing(
         self, i: int, image: bytes, tag: str, *, uri_base: str | None = None
     ) -> tuple[bytes, bytes]:
@@ -196,10 +220,7 @@ class BenchRun:
         src = f"bench-{self.run}-{tag}-in"
         dst = f"bench-{self.run}-{tag}-out"
         create_topics(self.settings, {src: self.partitions, dst: 1})
-        for i, img in enumerate(images):
-            key, value = self.listing(i, img, tag)
-            self.producer.send(src, key=key, value=value)
-        self.producer.flush()
+        self.publish(src, [self.listing(i, img, tag) for i, img in enumerate(images)])
         consumer = make_consumer(self.settings, max_poll_records=1)
         offsets = dict.fromkeys(end_offsets(consumer, src), 0)
         consumer.assign(list(offsets))
@@ -560,7 +581,9 @@ def _summarise(
     # Listings by reference against inline ones, each drained by a restarted worker.
     for how in ("file", "http"):
         by_uri = next(p for p in extra if p.name == f"pipeline backlog, {how}://")
-        results["ratios"][f"{how}_uri_vs_inline"] = round(by_uri.per_s / backlog.per_s, 3)
+        results["ratios"][f"{how}_uri_vs_inline"] = (
+            round(by_uri.per_s / backlog.per_s, 3) if backlog.per_s else None
+        )
     return results, phases
 
 
@@ -596,16 +619,20 @@ def _timed(
     sent_ms: dict[bytes, float] = {}
     t0 = time.time()
     gap = 1.0 / pace_per_s if pace_per_s else 0.0
+    futures = []
     for i, (key, value) in enumerate(msgs):
         if gap:
             delay = t0 + i * gap - time.time()
             if delay > 0:
                 time.sleep(delay)
         sent_ms[key] = time.time() * 1000
-        b.producer.send(tin, key=key, value=value)
+        futures.append(b.producer.send(tin, key=key, value=value))
         if gap:
             b.producer.flush()
     b.producer.flush()
+    if failed := [f.exception for f in futures if f.failed()]:
+        # Timed phases are not resent (the resend would be timed too).
+        raise RuntimeError(f"{name}: {len(failed)} of {len(msgs)} inputs not written: {failed[0]}")
     out = _outputs(b, name, tout, start, {key for key, _ in msgs})
     t_last = max(r.timestamp for r in out) / 1000
     return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
@@ -691,9 +718,7 @@ def _drain(
     """
     tin, tout = b.topics[source], b.topics[sink]
     start = end_offsets(b.consumer, tout)
-    for key, value in msgs:
-        b.producer.send(tin, key=key, value=value)
-    b.producer.flush()
+    b.publish(tin, msgs)
     try:
         for worker in workers:
             worker.launch()
