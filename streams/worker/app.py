@@ -49,6 +49,10 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the labelling agent may sit idle while a partition holds records it
+#: never received before the partition is sought back to them (holes.StallWatch).
+_STALL_AFTER_S = 10.0
+
 
 def _faust_app(s: Settings) -> VitrineApp:
     app = VitrineApp(
@@ -131,6 +135,7 @@ def _add_label_images(
             stream, handle, max_size=s.model.max_batch_size,
             max_latency_ms=s.model.max_batch_latency_ms, in_flight=s.model.image_batches_in_flight,
             refetch=functools.partial(read_range, aiokafka_config(s)),
+            stall_after_s=_STALL_AFTER_S,
         )  # fmt: skip
 
     return label_images

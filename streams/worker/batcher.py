@@ -54,6 +54,11 @@ class MicroBatcher(Generic[T]):
             self._error = exc
         await self._queue.put(_END)
 
+    @property
+    def buffered(self) -> int:
+        """Items taken from the source and not yet in a batch."""
+        return self._queue.qsize()
+
     def __aiter__(self) -> AsyncIterator[list[T]]:
         return self._batches()
 

@@ -14,14 +14,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from faust.types import TP
 
 from streams.worker import metrics
 from streams.worker.batcher import MicroBatcher
 from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.delivery import Delivery, Send
-from streams.worker.holes import OffsetWatch, Refetch, refill
+from streams.worker.holes import OffsetWatch, Refetch, StallWatch, refill
 
 __all__ = ["BatchStep", "handle_batch", "internal_error", "isolate", "run_batches"]
 
@@ -127,6 +129,7 @@ async def run_batches(
     max_latency_ms: int,
     in_flight: int,
     refetch: Refetch | None = None,
+    stall_after_s: float | None = None,
 ) -> None:
     """Consume a Faust stream in micro-batches; ack a batch once its outputs are confirmed.
 
@@ -134,22 +137,34 @@ async def run_batches(
     to wait for before its ordered steps. A batch that raises crashes the agent
     (and so the worker): its events are not acked and are delivered again.
     Records a partition skipped (:mod:`streams.worker.holes`) are read again
-    with ``refetch`` and processed at the head of the batch that revealed them.
+    with ``refetch`` and processed at the head of the batch that revealed them;
+    with ``stall_after_s``, a partition whose records never reached the agent,
+    idle that long, is sought back to them (:class:`~streams.worker.holes.StallWatch`).
     """
     stream = stream.noack()
     batches = MicroBatcher(stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000)
 
     watch = OffsetWatch()
+    running: list[asyncio.Task[None]] = []
+    busy = _Busy()
 
     async def one(events: list[Any], after: asyncio.Task[None] | None) -> None:
-        skipped = await refill(watch.see(events), refetch)
-        await handle(skipped + [from_faust_event(e) for e in events], after)
-        for e in events:
-            await stream.ack(e)
+        try:
+            skipped = await refill(watch.see(events), refetch)
+            await handle(skipped + [from_faust_event(e) for e in events], after)
+            for e in events:
+                await stream.ack(e)
+        finally:
+            busy.last = time.monotonic()
 
-    running: list[asyncio.Task[None]] = []
+    stalls = None
+    if stall_after_s is not None:
+        stalls = asyncio.ensure_future(
+            _watch_stalls(stream, watch, StallWatch(stall_after_s), busy, running, batches)
+        )
     try:
         async for events in batches:
+            busy.last = time.monotonic()
             running.append(asyncio.ensure_future(one(events, running[-1] if running else None)))
             if len(running) >= in_flight:
                 await running.pop(0)  # raises what the batch raised: the agent crashes
@@ -158,3 +173,70 @@ async def run_batches(
     finally:
         for task in running:
             task.cancel()
+        if stalls is not None:
+            stalls.cancel()
+
+
+@dataclass
+class _Busy:
+    #: When the agent last received a batch or finished one (monotonic seconds).
+    last: float = field(default_factory=time.monotonic)
+
+
+async def _watch_stalls(
+    stream: Any,
+    watch: OffsetWatch,
+    stalls: StallWatch,
+    busy: _Busy,
+    running: list[asyncio.Task[None]],
+    batches: MicroBatcher[Any],
+) -> None:
+    """Seek back a partition whose records never reached the idle agent (:class:`StallWatch`)."""
+    app = stream.app
+    topics = set(getattr(stream.channel, "topics", ()))
+    logger.info("stall watch on %s: %.0f s idle", ", ".join(sorted(topics)), stalls.idle_s)
+    while True:
+        await asyncio.sleep(min(1.0, stalls.idle_s / 4))
+        try:
+            await _seek_stalled(app, topics, watch, stalls, busy, running, batches)
+        except Exception:  # a bug here must not stop the watch, nor the agent
+            logger.exception("stall watch failed; trying again")
+
+
+async def _seek_stalled(
+    app: Any,
+    topics: set[str],
+    watch: OffsetWatch,
+    stalls: StallWatch,
+    busy: _Busy,
+    running: list[asyncio.Task[None]],
+    batches: MicroBatcher[Any],
+) -> None:
+    """One look at the partitions of ``topics``; seek back the stalled ones."""
+    consumer = app.consumer
+    # Not while a rebalance holds the flow: its records come once it ends.
+    idle = (
+        consumer.flow_active
+        and not consumer.suspend_flow.is_set()
+        and not any(not t.done() for t in running)
+        and batches.buffered == 0
+    )
+    paused = {(u.topic, u.partition) for u in getattr(app, "unreadable", ())}
+    partitions = {}
+    for tp in consumer.assignment():
+        key = (tp.topic, tp.partition)
+        if tp.topic not in topics or key in paused:
+            continue
+        expected = watch.next_offset(tp.topic, tp.partition, app.consumer_generation_id)
+        if expected is None:
+            expected = consumer._committed_offset.get(tp)  # Faust's: the next to read
+        highwater = consumer.highwater(tp)
+        if expected is not None and highwater is not None:
+            partitions[key] = (expected, highwater)
+    for stall in stalls.check(time.monotonic(), busy.last if idle else None, partitions):
+        metrics.OFFSET_HOLES.labels(stall.topic, "stalled").inc(stall.highwater - stall.expected)
+        logger.warning(
+            "%s: %d offset(s) the idle agent never got in %.0f s; partition read again from there",
+            stall, stall.highwater - stall.expected, stalls.idle_s,
+        )  # fmt: skip
+        await consumer.seek(TP(stall.topic, stall.partition), stall.expected)

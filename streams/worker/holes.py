@@ -27,7 +27,7 @@ from streams.worker import metrics
 from streams.worker.batchconsumer import to_record
 from streams.worker.consumed import ConsumedRecord
 
-__all__ = ["Hole", "OffsetWatch", "Refetch", "read_range"]
+__all__ = ["Hole", "OffsetWatch", "Refetch", "Stall", "StallWatch", "read_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class Hole:
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}] offsets {self.start}..{self.end - 1}"
 
+
+#: (topic, partition) -> (the offset the agent waits for, the partition's high watermark).
+Offsets = dict[tuple[str, int], tuple[int, int]]
 
 #: Reads a hole's records from the broker.
 Refetch = Callable[[Hole], Awaitable[list[ConsumedRecord]]]
@@ -72,6 +75,69 @@ class OffsetWatch:
                 holes.append(Hole(msg.topic, msg.partition, seen[1], offset))
             self._next[tp] = (generation, offset + 1)
         return holes
+
+    def next_offset(self, topic: str, partition: int, generation: int) -> int | None:
+        """The offset the agent waits for next on a partition in ``generation`` (None: unseen)."""
+        seen = self._next.get((topic, partition))
+        return seen[1] if seen is not None and seen[0] == generation else None
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A partition whose records from ``expected`` on never reached the idle agent."""
+
+    topic: str
+    partition: int
+    expected: int
+    highwater: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}] from offset {self.expected}"
+
+
+class StallWatch:
+    """Partitions whose fetcher passed records that never reached the agent, then went quiet.
+
+    :class:`OffsetWatch` notices a skipped record from a later one; when the
+    skipped records are a partition's last (a backlog drained after a restart,
+    then nothing new), no later record comes, and the partition holds them
+    until the next rebalance (docs/DELIVERY.md). A partition is stalled
+    when the agent has been idle (no batch in flight, none buffered, no record
+    received) for ``idle_s`` while the partition holds records from the offset
+    the agent waits for (the last it saw plus one in this consumer generation,
+    else the committed offset); the caller seeks it back there.
+    """
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        #: (topic, partition) -> (expected offset, high watermark, suspected since)
+        self._suspect: dict[tuple[str, int], tuple[int, int, float]] = {}
+
+    def check(self, now: float, idle_since: float | None, partitions: Offsets) -> list[Stall]:
+        """The stalled partitions among ``partitions`` (expected offset and high watermark of each).
+
+        ``idle_since``: when the agent last received or processed anything (None: busy now).
+        A partition is reported after ``idle_s`` of both, once per expected offset
+        and high watermark: offsets that hold no record the agent can receive
+        (transaction markers) are not reported again and again.
+        """
+        if idle_since is None:
+            self._suspect.clear()
+            return []
+        stalls = []
+        for key, (expected, highwater) in partitions.items():
+            if highwater <= expected:
+                self._suspect.pop(key, None)
+                continue
+            seen = self._suspect.get(key)
+            if seen is None or seen[:2] != (expected, highwater):
+                seen = self._suspect[key] = (expected, highwater, now)
+            if now - max(seen[2], idle_since) >= self.idle_s:
+                stalls.append(Stall(key[0], key[1], expected, highwater))
+                self._suspect[key] = (expected, highwater, float("inf"))
+        for key in set(self._suspect) - set(partitions):
+            del self._suspect[key]
+        return stalls
 
 
 async def refill(holes: Sequence[Hole], refetch: Refetch | None) -> list[ConsumedRecord]:

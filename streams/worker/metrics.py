@@ -178,7 +178,8 @@ ORDER_ITEMS_UNKNOWN = Counter(
 OFFSET_HOLES = Counter(
     "vitrine_offset_holes",
     "Offsets of a partition that never reached the labelling agent in one consumer generation,"
-    " by outcome: read_again (processed after all) or lost",
+    " by outcome: read_again (processed after all), lost, or stalled (the idle agent never got"
+    " them; the partition was sought back to them)",
     ["topic", "outcome"],
 )
 UNREADABLE_PARTITIONS = Gauge(

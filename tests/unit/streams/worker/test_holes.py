@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from streams.worker.consumed import ConsumedRecord
-from streams.worker.holes import Hole, OffsetWatch, refill
+from streams.worker.holes import Hole, OffsetWatch, Stall, StallWatch, refill
 
 
 @dataclass
@@ -73,3 +73,34 @@ def test_holes_read_again_are_counted_as_such_and_the_rest_as_lost(
     )
     assert asyncio.run(refill([Hole("images", 3, 1, 4)], None)) == []
     assert _counted("lost") == lost + 4
+
+
+def test_next_offset_is_per_generation() -> None:
+    watch = OffsetWatch()
+    watch.see(_events(0, [4, 5, 6], generation=2))
+    assert watch.next_offset("images", 0, 2) == 7
+    assert watch.next_offset("images", 0, 3) is None  # a new generation starts from its commit
+    assert watch.next_offset("images", 1, 2) is None
+
+
+def test_a_partition_holding_records_the_idle_agent_never_got_is_stalled() -> None:
+    stalls = StallWatch(idle_s=10)
+    parts = {("images", 0): (7, 50), ("images", 1): (20, 20)}  # partition 1 is drained
+    assert stalls.check(100, 95, parts) == []  # suspected from 100
+    assert stalls.check(109, 95, parts) == []
+    assert stalls.check(110, 95, parts) == [Stall("images", 0, 7, 50)]
+    # Reported once per expected offset and high watermark ...
+    assert stalls.check(130, 95, parts) == []
+    # ... again when either moves (more records, or some arrived and the rest did not).
+    assert stalls.check(131, 95, {("images", 0): (7, 60)}) == []
+    assert stalls.check(141, 95, {("images", 0): (7, 60)}) == [Stall("images", 0, 7, 60)]
+
+
+def test_a_busy_agent_is_never_stalled() -> None:
+    stalls = StallWatch(idle_s=10)
+    parts = {("images", 0): (7, 50)}
+    assert stalls.check(100, 99, parts) == []
+    assert stalls.check(105, None, parts) == []  # a batch arrived or runs: start again
+    assert stalls.check(112, 111, parts) == []  # idle again, and suspected again from 112
+    assert stalls.check(121, 111, parts) == []
+    assert stalls.check(122, 111, parts) == [Stall("images", 0, 7, 50)]
