@@ -159,9 +159,8 @@ async def run_batches(
 
     stalls = None
     if stall_after_s is not None:
-        stalls = asyncio.ensure_future(
-            _watch_stalls(stream, watch, StallWatch(stall_after_s), busy, running, batches)
-        )
+        agent = _AgentState(watch, busy, running, batches)
+        stalls = asyncio.ensure_future(_watch_stalls(stream, agent, StallWatch(stall_after_s)))
     try:
         async for events in batches:
             busy.last = time.monotonic()
@@ -183,14 +182,22 @@ class _Busy:
     last: float = field(default_factory=time.monotonic)
 
 
-async def _watch_stalls(
-    stream: Any,
-    watch: OffsetWatch,
-    stalls: StallWatch,
-    busy: _Busy,
-    running: list[asyncio.Task[None]],
-    batches: MicroBatcher[Any],
-) -> None:
+@dataclass(frozen=True)
+class _AgentState:
+    """What the stall watch reads of the agent: offsets seen, activity, batches."""
+
+    watch: OffsetWatch
+    busy: _Busy
+    running: list[asyncio.Task[None]]
+    batches: MicroBatcher[Any]
+
+    @property
+    def idle(self) -> bool:
+        """No batch in flight and none buffered."""
+        return not any(not t.done() for t in self.running) and self.batches.buffered == 0
+
+
+async def _watch_stalls(stream: Any, agent: _AgentState, stalls: StallWatch) -> None:
     """Seek back a partition whose records never reached the idle agent (:class:`StallWatch`)."""
     app = stream.app
     topics = set(getattr(stream.channel, "topics", ()))
@@ -198,42 +205,29 @@ async def _watch_stalls(
     while True:
         await asyncio.sleep(min(1.0, stalls.idle_s / 4))
         try:
-            await _seek_stalled(app, topics, watch, stalls, busy, running, batches)
+            await _seek_stalled(app, topics, agent, stalls)
         except Exception:  # a bug here must not stop the watch, nor the agent
             logger.exception("stall watch failed; trying again")
 
 
-async def _seek_stalled(
-    app: Any,
-    topics: set[str],
-    watch: OffsetWatch,
-    stalls: StallWatch,
-    busy: _Busy,
-    running: list[asyncio.Task[None]],
-    batches: MicroBatcher[Any],
-) -> None:
+async def _seek_stalled(app: Any, topics: set[str], agent: _AgentState, stalls: StallWatch) -> None:
     """One look at the partitions of ``topics``; seek back the stalled ones."""
     consumer = app.consumer
     # Not while a rebalance holds the flow: its records come once it ends.
-    idle = (
-        consumer.flow_active
-        and not consumer.suspend_flow.is_set()
-        and not any(not t.done() for t in running)
-        and batches.buffered == 0
-    )
+    idle = consumer.flow_active and not consumer.suspend_flow.is_set() and agent.idle
     paused = {(u.topic, u.partition) for u in getattr(app, "unreadable", ())}
     partitions = {}
     for tp in consumer.assignment():
         key = (tp.topic, tp.partition)
         if tp.topic not in topics or key in paused:
             continue
-        expected = watch.next_offset(tp.topic, tp.partition, app.consumer_generation_id)
+        expected = agent.watch.next_offset(tp.topic, tp.partition, app.consumer_generation_id)
         if expected is None:
             expected = consumer._committed_offset.get(tp)  # Faust's: the next to read
         highwater = consumer.highwater(tp)
         if expected is not None and highwater is not None:
             partitions[key] = (expected, highwater)
-    for stall in stalls.check(time.monotonic(), busy.last if idle else None, partitions):
+    for stall in stalls.check(time.monotonic(), agent.busy.last if idle else None, partitions):
         metrics.OFFSET_HOLES.labels(stall.topic, "stalled").inc(stall.highwater - stall.expected)
         logger.warning(
             "%s: %d offset(s) the idle agent never got in %.0f s; partition read again from there",
