@@ -151,6 +151,12 @@ class WorkerProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def dump_stacks(self) -> None:
+        """Have the worker log every thread's stack and every asyncio task's (SIGUSR1, mode's)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGUSR1)
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -11,6 +11,7 @@ batches in flight and acks each once it is handled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -144,7 +145,7 @@ async def run_batches(
     stream = stream.noack()
     batches = MicroBatcher(stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000)
 
-    watch = OffsetWatch()
+    watch = OffsetWatch(functools.partial(_committed, stream.app))
     running: list[asyncio.Task[None]] = []
     busy = _Busy()
 
@@ -174,6 +175,12 @@ async def run_batches(
             task.cancel()
         if stalls is not None:
             stalls.cancel()
+
+
+def _committed(app: Any, topic: str, partition: int) -> int | None:
+    """The partition's committed offset as Faust's consumer holds it (the next to read)."""
+    offset = app.consumer._committed_offset.get(TP(topic, partition))
+    return None if offset is None else int(offset)
 
 
 @dataclass

@@ -604,6 +604,24 @@ def _timed(
     return Phase(name, len(out), t_last - t0, _latencies(out, sent_ms))
 
 
+#: A drain with no new output for this long is stuck: the workers' stacks are
+#: logged and the phase fails (a worker on two busy cores labels a batch in
+#: well under a minute).
+STUCK_S = 120.0
+
+
+def _stuck(name: str, got: int, n: int, workers: Sequence[WorkerProcess]) -> None:
+    """Raise for a drain that stopped, with each worker's threads and tasks from its log."""
+    for w in workers:
+        w.dump_stacks()
+    time.sleep(3)  # the dump is written by the worker's event loop
+    tails = "\n".join(w.tail(600) for w in workers)
+    raise RuntimeError(
+        f"{name}: {got} of {n} outputs, then none for {STUCK_S:.0f} s; "
+        f"the workers' stacks (SIGUSR1) and logs:\n{tails}"
+    )
+
+
 def _outputs(
     b: BenchRun,
     name: str,
@@ -625,8 +643,14 @@ def _outputs(
     n = len(keys)
     target = sum(start.values()) + n
     deadline = time.monotonic() + 900
-    while sum(end_offsets(b.consumer, topic).values()) < target:
-        if time.monotonic() > deadline or not all(w.running for w in workers):
+    progress = (-1, time.monotonic())  # (outputs so far, since when)
+    while (now_at := sum(end_offsets(b.consumer, topic).values())) < target:
+        now = time.monotonic()
+        if now_at != progress[0]:
+            progress = (now_at, now)
+        if workers and now - progress[1] > STUCK_S:
+            _stuck(name, n - (target - now_at), n, workers)
+        if now > deadline or not all(w.running for w in workers):
             tail = "\n".join(w.tail() for w in workers)
             raise RuntimeError(f"{name}: not all {n} outputs arrived\n{tail}")
         if on_poll is not None:
@@ -642,9 +666,15 @@ def _outputs(
         seen[0] = len(records)
         return len(first) == n
 
-    read_from(b.consumer, start, done=done, timeout_s=120)
+    records = read_from(b.consumer, start, done=done, timeout_s=120)
     if len(first) < n:
-        raise RuntimeError(f"{name}: only {len(first)} of {n} outputs could be read")
+        missing = sorted(k.decode(errors="replace") for k in keys - set(first))
+        others = sum(r.key not in keys for r in records)
+        raise RuntimeError(
+            f"{name}: only {len(first)} of {n} outputs could be read; missing "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
+            f"{len(records) - others - len(first)} repeat(s), {others} output(s) of other keys"
+        )
     return list(first.values())
 
 

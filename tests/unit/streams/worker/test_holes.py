@@ -49,6 +49,22 @@ def test_redelivery_and_a_new_generation_are_not_holes() -> None:
     assert watch.see(_events(0, [42, 45], generation=2)) == [Hole("images", 0, 43, 45)]
 
 
+def test_a_first_record_past_the_committed_offset_is_a_hole() -> None:
+    committed = {("images", 0): 83, ("images", 1): 77}
+    watch = OffsetWatch(lambda topic, partition: committed.get((topic, partition)))
+    # Partition 0 resumes at its committed offset; partition 1 skipped offset 77.
+    assert watch.see(_events(0, [83, 84]) + _events(1, [78, 79])) == [Hole("images", 1, 77, 78)]
+    # Within the generation the watch goes by what it saw, not by the commit.
+    committed[("images", 0)] = 90
+    assert watch.see(_events(0, [85])) == []
+    # A new generation starts from the committed offset again; one below it
+    # (records delivered again) is no hole.
+    assert watch.see(_events(0, [92], generation=2)) == [Hole("images", 0, 90, 92)]
+    assert watch.see(_events(1, [70], generation=2)) == []
+    # No committed offset (a partition never committed): nothing to go by.
+    assert OffsetWatch(lambda topic, partition: None).see(_events(0, [5])) == []
+
+
 def _record(offset: int) -> ConsumedRecord:
     return ConsumedRecord(b"k", b"v", "images", 0, offset, 0)
 
