@@ -178,8 +178,9 @@ ORDER_ITEMS_UNKNOWN = Counter(
 OFFSET_HOLES = Counter(
     "vitrine_offset_holes",
     "Offsets of a partition that never reached the labelling agent in one consumer generation,"
-    " by outcome: read_again (processed after all), lost, or stalled (the idle agent never got"
-    " them; the partition was sought back to them)",
+    " by outcome: read_again (processed after all), lost, stalled (the idle agent never got"
+    " them; the partition was sought back to them), or rewound (any agent's partition whose"
+    " first record in a generation was past its committed offset, sought back)",
     ["topic", "outcome"],
 )
 UNREADABLE_PARTITIONS = Gauge(
