@@ -61,6 +61,7 @@ def test_a_first_record_past_the_seek_sends_its_partition_back(
     consumer._resume_at = {fine: 83, skipped: 77}
     consumer._thread = thread = _Thread()
     consumer._read_offset = {}
+    consumer._handed = {}
 
     async def delivered() -> list[tuple[TP, int]]:
         return [(tp, m.offset) async for tp, m in consumer.getmany(timeout=1.0)]
@@ -83,4 +84,10 @@ def test_a_first_record_past_the_seek_sends_its_partition_back(
     # Checked once per seek: what comes next is delivered as it is.
     fetched[:] = [(skipped, _Message(78)), (fine, _Message(85))]
     assert asyncio.run(delivered()) == [(skipped, 78), (fine, 85)]
+    assert thread.seeks == [(skipped, 77)]
+    # A fetch under way across a seek hands on records from the offset sought
+    # to; the next ones follow them, and are no gap.
+    consumer._resume_at = {fine: 80}
+    fetched[:] = [(fine, _Message(86))]
+    assert asyncio.run(delivered()) == [(fine, 86)]
     assert thread.seeks == [(skipped, 77)]
