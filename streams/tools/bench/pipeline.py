@@ -93,11 +93,15 @@ class BenchRun:
         self.partitions = settings.topics.partitions
         self.topics = isolated_topics(f"bench-{self.run}")
         self.photos = [p.read_bytes() for p, _ in sample_photos()]
-        self.producer = make_producer(settings, linger_ms=20, batch_size=1 << 20)
+        self.producer = self._new_producer()
         self.consumer = make_consumer(settings)
         self.orders_live: list[tuple[bytes, bytes]] = []
         #: Photos of listings by reference (removed at the end of the run).
         self.images_dir = settings.state_dir / f"bench-{self.run}-images"
+
+    def _new_producer(self) -> Any:
+        """The bench's producer: large batches, a short linger (publishing is not timed)."""
+        return make_producer(self.settings, linger_ms=20, batch_size=1 << 20)
 
     def env(self) -> dict[str, str]:
         return isolated_env(
@@ -139,7 +143,7 @@ class BenchRun:
             logger.warning("%d of %d records to %s not written (%s), attempt %d",
                            len(failed), len(pending), topic, failed[0][1], attempt + 1)  # fmt: skip
             self.producer.close(timeout=5)
-            self.producer = make_producer(self.settings, linger_ms=20, batch_size=1 << 20)
+            self.producer = self._new_producer()
             pending = [m for m, _ in failed]
         raise RuntimeError(f"{len(pending)} records could not be written to {topic}")
 
