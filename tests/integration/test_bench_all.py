@@ -45,6 +45,7 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
         "pipeline cache hits",
         "pipeline backlog",
         "pipeline backlog, file://",
+        "pipeline backlog, http://",
         "pipeline half rate",
         "orders live",
         "orders backlog",
@@ -57,8 +58,8 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
     assert phases["naive baseline"]["events"] == 32
     assert phases["engine + fingerprints"]["events"] == 32
     # 64 new images drained by a restarted worker; its first batch is not counted.
-    # So do 64 listings by file:// URI.
-    for name in ("pipeline backlog", "pipeline backlog, file://"):
+    # So do 64 listings by file:// and http:// URI.
+    for name in ("pipeline backlog", "pipeline backlog, file://", "pipeline backlog, http://"):
         assert phases[name]["events"] == 64 - 32, name
     assert phases["pipeline cache hits"]["events"] == 32
     assert phases["orders live"]["events"] == 2000
@@ -76,6 +77,7 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
         "backlog_vs_engine",
         "backlog_vs_engine_fingerprints",
         "file_uri_vs_inline",
+        "http_uri_vs_inline",
     }
     assert all(v > 0 for v in out["ratios"].values())
     # 2 worker processes in one group, each pinned to a core, draining 64 fresh
@@ -92,6 +94,7 @@ def test_bench_all_runs_every_benchmark_into_one_folder(bench_env: Path) -> None
     assert "int8 / fp32, model alone" in summary
     assert "2 pinned worker(s), listings/s (backlog)" in summary
     assert "backlog by file:// URI" in summary
+    assert "backlog by http:// URI" in summary
     search = json.loads((out_dir / "search.json").read_text())
     assert search["summary"]["vectors"] == 5000
     assert 0.0 < search["summary"]["recall@10"] <= 1.0

@@ -143,6 +143,8 @@ def summary_rows(
          f"{ratios['backlog_vs_engine_fingerprints']:.3f}"),
         ("backlog by file:// URI, listings/s (/ inline)",
          f"{phases['pipeline backlog, file://']['per_s']} ({ratios['file_uri_vs_inline']:.3f})"),
+        ("backlog by http:// URI, listings/s (/ inline)",
+         f"{phases['pipeline backlog, http://']['per_s']} ({ratios['http_uri_vs_inline']:.3f})"),
         ("pipeline / naive (median of trials)", f"{ratios['pipeline_vs_naive']:.2f}x"),
         ("pipeline / naive with the worker's model stage (median of trials)",
          f"{ratios['pipeline_vs_naive_model_stage']:.2f}x"),

@@ -1,14 +1,15 @@
-"""The pipeline benchmark's helpers: steady-state rates, CPU accounting, the page of figures."""
+"""The pipeline benchmark's helpers: steady-state rates, CPU accounting, the image host."""
 
 from __future__ import annotations
 
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from streams.tools.bench.all import DOC_BEGIN, DOC_END, doc_block, write_doc
-from streams.tools.bench.pipeline import CpuSample, _cpu_use, _steady
+from streams.tools.bench.pipeline import CpuSample, _cpu_use, _image_host, _steady
 
 
 def test_the_steady_rate_leaves_out_the_first_and_last_tenth() -> None:
@@ -39,6 +40,15 @@ def test_a_cpu_sample_counts_this_process_and_the_machine() -> None:
     after = CpuSample.now([os.getpid(), 2**22 + 1])  # a pid that is gone counts 0
     assert after.processes_s > before.processes_s
     assert after.machine_s - before.machine_s >= after.processes_s - before.processes_s - 0.02
+
+
+def test_the_image_host_serves_its_folder_over_keep_alive_http(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8photo")
+    with _image_host(tmp_path) as base:
+        assert base.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{base}/a.jpg", timeout=5) as resp:
+            assert resp.read() == b"\xff\xd8photo"
+            assert resp.headers["Content-Length"] == "7"
 
 
 def test_the_performance_page_shows_the_figures_of_its_run_files() -> None:
