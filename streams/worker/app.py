@@ -32,7 +32,7 @@ from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.corrections import CorrectionsView, check_correction, corrected_record
 from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower, V
-from streams.worker.holes import in_order, read_range
+from streams.worker.holes import read_range
 from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.lag import record_consumer_lag
@@ -194,7 +194,7 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
 
     @app.agent(topics.deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:
-        await sales.aggregate(in_order(stream.events(), app))
+        await sales.aggregate(stream.events())
 
     @app.timer(interval=1.0, name="emit_category_sales")
     async def emit_category_sales() -> None:
@@ -215,8 +215,7 @@ def _add_apply_corrections(app: faust.App, topics: Topics, delivery: Delivery) -
 
     @app.agent(topics.corrections, name="apply_corrections")
     async def apply_corrections(stream: Any) -> None:
-        # Compacted: offsets have gaps; only each generation's first is checked.
-        async for event in in_order(stream.events(), app, first_only=True):
+        async for event in stream.events():
             correction = check_correction(from_faust_event(event))
             if isinstance(correction, Rejected):
                 logger.warning("dead-lettering a label-corrections value: %s (%s)",

@@ -17,27 +17,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import TP
 
 from streams.worker import metrics
 from streams.worker.batchconsumer import to_record
 from streams.worker.consumed import ConsumedRecord
 
-__all__ = [
-    "Hole",
-    "OffsetWatch",
-    "Refetch",
-    "Stall",
-    "StallWatch",
-    "committed_offset",
-    "in_order",
-    "read_range",
-]
+__all__ = ["Hole", "OffsetWatch", "Refetch", "Stall", "StallWatch", "read_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,55 +211,3 @@ async def read_range(
         return out
     finally:
         await consumer.stop()
-
-
-def committed_offset(app: Any, topic: str, partition: int) -> int | None:
-    """The partition's committed offset as Faust's consumer holds it (the next to read)."""
-    offset = app.consumer._committed_offset.get(TP(topic, partition))
-    return None if offset is None else int(offset)
-
-
-async def in_order(
-    events: AsyncIterator[Any], app: Any, *, first_only: bool = False
-) -> AsyncIterator[Any]:
-    """A Faust stream's events with none skipped: a hole sends its partition back to it.
-
-    For the agents that fold each event into state as it comes (the sales
-    windows, the corrections), where a record read again out of band, as the
-    labelling agent's batches do (:func:`refill`), has no place. The event that
-    revealed a hole is not handed on; the partition is sought back to the
-    hole's start, and the events already fetched past it are passed over until
-    the partition's records come again (one at or below the revealing offset).
-    Faust acks what is passed over, so until the records come again a commit
-    may pass the hole: a crash in that window (milliseconds) loses them, which
-    without this was certain. ``first_only``: a compacted topic, whose offsets
-    have gaps wherever records were compacted away; only a partition's first
-    event of each consumer generation is checked (against the committed offset).
-    """
-    watch = OffsetWatch(lambda topic, partition: committed_offset(app, topic, partition))
-    #: (topic, partition) -> the offset that revealed its hole, while it is sought back.
-    rewinding: dict[tuple[str, int], int] = {}
-    async for event in events:
-        msg = event.message
-        key = (msg.topic, msg.partition)
-        revealed = rewinding.get(key)
-        if revealed is not None:
-            if msg.offset > revealed:
-                continue  # fetched before the seek back
-            del rewinding[key]
-        generation = getattr(msg, "generation_id", 0)
-        if first_only and watch.next_offset(msg.topic, msg.partition, generation) is not None:
-            yield event
-            continue
-        holes = watch.see([event])
-        if not holes:
-            yield event
-            continue
-        hole = holes[0]
-        rewinding[key] = msg.offset
-        metrics.OFFSET_HOLES.labels(hole.topic, "rewound").inc(hole.end - hole.start)
-        logger.warning(
-            "%s never reached the agent (skipped by the consumer); partition read again from %d",
-            hole, hole.start,
-        )  # fmt: skip
-        await app.consumer.seek(TP(hole.topic, hole.partition), hole.start)

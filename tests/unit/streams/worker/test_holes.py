@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from faust.types import TP
 from prometheus_client import REGISTRY
 
 from streams.worker.consumed import ConsumedRecord
-from streams.worker.holes import Hole, OffsetWatch, Stall, StallWatch, in_order, refill
+from streams.worker.holes import Hole, OffsetWatch, Stall, StallWatch, refill
 
 
 @dataclass
@@ -122,48 +120,3 @@ def test_a_busy_agent_is_never_stalled() -> None:
     assert stalls.check(112, 111, parts) == []  # idle again, and suspected again from 112
     assert stalls.check(121, 111, parts) == []
     assert stalls.check(122, 111, parts) == [Stall("images", 0, 7, 50)]
-
-
-class _Consumer:
-    def __init__(self, committed: dict[TP, int]) -> None:
-        self._committed_offset = committed
-        self.seeks: list[tuple[TP, int]] = []
-
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-
-@dataclass
-class _App:
-    consumer: _Consumer
-
-
-def test_a_hole_in_a_stream_sends_its_partition_back_and_passes_over_what_came_past_it() -> None:
-    app = _App(_Consumer({TP("images", 0): 10, TP("images", 1): 5}))
-
-    async def events() -> AsyncIterator[_Event]:
-        # Partition 0 skipped offset 10 (its committed one) at the start; the
-        # seek back delivers 10 again, then the rest. Partition 1 is whole.
-        for e in _events(0, [11, 12]) + _events(1, [5]) + _events(0, [10, 11, 12]):
-            yield e
-
-    async def seen() -> list[tuple[int, int]]:
-        return [(e.message.partition, e.message.offset) async for e in in_order(events(), app)]
-
-    assert asyncio.run(seen()) == [(1, 5), (0, 10), (0, 11), (0, 12)]
-    assert app.consumer.seeks == [(TP("images", 0), 10)]
-
-
-def test_on_a_compacted_topic_only_a_generations_first_event_is_checked() -> None:
-    app = _App(_Consumer({TP("images", 0): 10}))
-
-    async def events() -> AsyncIterator[_Event]:
-        # 13 and 14 were compacted away; 11 past the committed 10 is a hole.
-        for e in _events(0, [11]) + _events(0, [10, 11, 12, 15]):
-            yield e
-
-    async def seen() -> list[int]:
-        return [e.message.offset async for e in in_order(events(), app, first_only=True)]
-
-    assert asyncio.run(seen()) == [10, 11, 12, 15]
-    assert app.consumer.seeks == [(TP("images", 0), 10)]
