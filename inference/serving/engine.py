@@ -33,6 +33,7 @@ from inference.serving.defaults import DEFAULT_MAX_BATCH_SIZE
 from inference.serving.errors import ImageError, InferenceError, InferenceRunError, ModelError
 from inference.serving.fingerprint import Fingerprint, fingerprint
 from inference.serving.manifest import ModelManifest
+from inference.serving.options import EngineOptions
 from inference.serving.preprocess import BLUR_THRESHOLD, Preprocessor, sharpness
 from inference.serving.providers import (
     ProviderOptions,
@@ -149,6 +150,31 @@ class Engine:
     also serialised by a lock, so sharing an engine between threads is safe but
     gains nothing; use one engine per worker thread instead).
     """
+
+    @classmethod
+    def build(
+        cls, manifest: ModelManifest, options: EngineOptions, *, warmup: bool = True
+    ) -> Engine:
+        """The engine ``options`` describe for ``manifest``: how the worker and tools build one."""
+        t = options.thresholds
+        return cls(
+            manifest,
+            providers=options.providers,
+            intra_op_threads=options.intra_op_threads,
+            inter_op_threads=options.inter_op_threads,
+            device_id=options.device_id,
+            fp16=options.fp16,
+            top_k=options.top_k,
+            warmup=warmup,
+            max_batch_size=options.max_batch_size,
+            cache_dir=options.cache_dir,
+            cpu_streams=options.cpu_streams,
+            confidence_threshold=t.confidence_threshold,
+            ood_threshold=t.ood_threshold,
+            precision=options.precision,
+            kind_threshold=t.kind_threshold,
+            product_threshold=t.product_threshold,
+        )
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ import numpy as np
 
 from inference.serving.engine import Engine
 from inference.serving.manifest import ModelManifest
+from inference.serving.options import CPU_ONLY, EngineOptions
 from inference.training.dataset import load_dataset
 from inference.training.evaluate import _evaluation_classes, _resolve_level, predict_all
 from inference.training.head import HeadConfig, train_head
@@ -111,7 +112,7 @@ def evaluate_corrections(
     seed: int = 0,
     split: str = "contiguous",
     head: HeadConfig | None = None,
-    batch_size: int = 32,
+    options: EngineOptions = CPU_ONLY,
     progress: bool = True,
 ) -> list[CorrectionFold]:
     """Run the experiment: ``repeats`` x 2 halves x ``weights`` folds.
@@ -122,7 +123,8 @@ def evaluate_corrections(
     """
     if split not in ("contiguous", "random"):
         raise ValueError(f"split must be 'contiguous' or 'random', got {split!r}")
-    engine = Engine(ModelManifest.load(model_dir), top_k=5, max_batch_size=batch_size)
+    engine = Engine.build(ModelManifest.load(model_dir), dataclasses.replace(options, top_k=5))
+    batch_size = options.max_batch_size
     n_classes = len(engine.manifest.labels)
     _, y_train, x_train = _embed(engine, train, batch_size, progress)
     probs_val, y_val, x_val = _embed(engine, val, batch_size, progress)

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from inference.serving.decode import LOCAL_FILE_LIMITS, decode_image
 from inference.serving.engine import INFORMATIONAL_FLAGS, REVIEW_FLAGS, Engine, Prediction
 from inference.serving.errors import InferenceError
 from inference.serving.manifest import ModelManifest
+from inference.serving.options import CPU_ONLY, EngineOptions
 from inference.training.dataset import Dataset, load_dataset
 from inference.training.jsonsafe import json_safe
 from inference.training.metrics import (
@@ -238,17 +239,16 @@ def evaluate_model(
     data: Path,
     *,
     class_map: Path | None = None,
-    providers: Sequence[str] = ("cpu",),
-    intra_op_threads: int = 0,
-    batch_size: int = 32,
+    options: EngineOptions = CPU_ONLY,
     throughput_images: int = 256,
     throughput_baselines: Sequence[Path] = (),
     progress: bool = True,
-    precision: str = "auto",
     non_products: Path | Literal["synthetic"] | None = None,
 ) -> EvaluationResult:
     """Run the model in ``model_dir`` over the data set ``data`` and score it.
 
+    ``options``: how the engine is built, as the worker builds it (its graph,
+    threads, batch size and review thresholds; top-5 is always kept).
     ``throughput_baselines`` are other model directories (e.g. the shipped
     model) whose speed is measured in the same run, on the same images.
     ``non_products``: a folder of images that are no product, or ``"synthetic"``
@@ -264,9 +264,11 @@ def evaluate_model(
     eval_index = {c: i for i, c in enumerate(class_names)}
     coarse_of_class = _model_coarse(raw, level, len(class_names))
 
+    options = replace(options, top_k=5)
+    batch_size = options.max_batch_size
+
     def engine_for(m: ModelManifest) -> Engine:
-        return Engine(m, providers=providers, intra_op_threads=intra_op_threads, top_k=5,
-                      max_batch_size=batch_size, precision=precision)  # fmt: skip
+        return Engine.build(m, options)
 
     engine = engine_for(manifest)
     labels_of = [eval_index[target[c]] for c in dataset.classes]

@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import onnxruntime as ort
 from inference.serving.decode import LOCAL_FILE_LIMITS, decode_image
 from inference.serving.engine import Engine
 from inference.serving.manifest import MANIFEST_FILE, ModelManifest, QuantizedGraph, sha256_file
+from inference.serving.options import CPU_ONLY, EngineOptions
 from inference.training.dataset import Dataset, Sample, data_hash
 from inference.training.evaluate import measure_throughput, predict_all
 
@@ -249,18 +250,21 @@ def _score(
     candidates: Sequence[tuple[int, Path]],
     val: Dataset,
     config: QuantizeConfig,
+    options: EngineOptions,
 ) -> QuantizeReport:
     """Score each candidate INT8 graph against FP32 on ``val`` with the serving engine.
 
     The candidate with the best top-1 (then agreement with FP32) is the one
     reported, timed against FP32 and kept if it is within the limit.
     """
-    with Engine(manifest, providers=("cpu",), precision="fp32", max_batch_size=32) as fp32:
+    # The INT8 graph is for CPUs: both graphs run there, with the worker's threads.
+    cpu = replace(options, providers=("cpu",), max_batch_size=32)
+    with Engine.build(manifest, cpu.with_precision("fp32")) as fp32:
         p32, y_true, e32 = _outputs(fp32, val)
         scored = []
         for seed, path in candidates:
             candidate = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
-            with Engine(candidate, providers=("cpu",), precision="int8", max_batch_size=32) as q:
+            with Engine.build(candidate, cpu.with_precision("int8")) as q:
                 p8, _, e8 = _outputs(q, val)
             top1 = float((p8.argmax(1) == y_true).mean())
             agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
@@ -270,7 +274,7 @@ def _score(
         top1, agreement, seed, path, cosine = max(scored, key=lambda t: (t[0], t[1]))
         best = manifest.replace(int8=QuantizedGraph(path, sha256_file(path)))
         blobs = [s.path.read_bytes() for s in val.samples[: config.throughput_images]]
-        with Engine(best, providers=("cpu",), precision="int8", max_batch_size=32) as int8:
+        with Engine.build(best, cpu.with_precision("int8")) as int8:
             speed = measure_throughput([fp32, int8], blobs, config.throughput_images, 32)
     return QuantizeReport(
         model_dir=str(manifest.model_dir),
@@ -324,10 +328,15 @@ def _record(manifest: ModelManifest, report: QuantizeReport, train: Dataset) -> 
 
 
 def quantize_model(
-    model_dir: Path, train: Dataset, val: Dataset, config: QuantizeConfig | None = None
+    model_dir: Path,
+    train: Dataset,
+    val: Dataset,
+    config: QuantizeConfig | None = None,
+    options: EngineOptions = CPU_ONLY,
 ) -> QuantizeReport:
     """Quantise ``model_dir``'s graph; keep it (file + manifest) only if top-1 on ``val`` holds.
 
+    Both graphs are scored on CPUs with ``options``' threads (the worker's).
     ``config.tries`` calibration draws are made (class-stratified samples of
     ``train`` with successive seeds); the best on ``val`` is the candidate.
     """
@@ -344,7 +353,7 @@ def quantize_model(
             tensors = calibration_tensors(manifest, samples)
             quantize_graph(manifest.path, staged, manifest.input_name, tensors, config)
             candidates.append((seed, staged))
-        report = _score(manifest, candidates, val, config)
+        report = _score(manifest, candidates, val, config, options)
         report.kept = report.top1_drop <= config.max_top1_drop + 1e-9
         if report.kept:
             shutil.copyfile(dict(candidates)[report.seed], manifest.model_dir / INT8_FILE)

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from inference.serving.decode import LOCAL_FILE_LIMITS
 from inference.serving.engine import REVIEW_FLAGS, Engine, Prediction
 from inference.serving.manifest import MANIFEST_FILE, ModelManifest
+from inference.serving.options import CPU_ONLY, EngineOptions
 from inference.serving.review import ReviewThresholds
 from inference.training.dataset import load_dataset
 from inference.training.evaluate import predict_all
@@ -160,18 +161,15 @@ def review_policy(
     targets: Targets | None = None,
     folds: int = 5,
     seed: int = 0,
-    providers: Sequence[str] = ("cpu",),
-    intra_op_threads: int = 0,
-    batch_size: int = 32,
-    precision: str = "auto",
+    options: EngineOptions = CPU_ONLY,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit the thresholds on ``fit_on`` (default: all ``data``) and measure; the report."""
     targets = targets or Targets()
     manifest = ModelManifest.load(Path(model_dir))
-    engine = Engine(manifest, providers=providers, intra_op_threads=intra_op_threads,
-                    max_batch_size=batch_size, precision=precision)  # fmt: skip
+    engine = Engine.build(manifest, options)
+    batch_size = options.max_batch_size
     kinds = manifest.coarse or manifest.labels
     sets: dict[str, LabelledOutputs] = {}
     strata: dict[str, npt.NDArray[np.int64]] = {}

@@ -526,11 +526,14 @@ def corrections_evaluate_command(
         summary,
     )
     from streams.settings import get_settings  # noqa: PLC0415
+    from streams.worker.model import engine_options  # noqa: PLC0415
 
-    folder = model_dir or get_settings().model.model_path or default_model_dir()
+    settings = get_settings()
+    folder = model_dir or settings.model.model_path or default_model_dir()
     folds = evaluate_corrections(
-        folder, train, val, repeats=repeats, weights=weights, seed=seed, split=split
-    )
+        folder, train, val, repeats=repeats, weights=weights, seed=seed, split=split,
+        options=engine_options(settings),
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     command = "vitrine corrections evaluate " + shlex.join(sys.argv[3:])
     (out_dir / "report.md").write_text(render_markdown(folds, command=command), encoding="utf-8")

@@ -107,6 +107,7 @@ def review_policy_click(
         write_report,
     )
     from streams.settings import get_settings  # noqa: PLC0415
+    from streams.worker.model import engine_options  # noqa: PLC0415
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -128,10 +129,7 @@ def review_policy_click(
             ),
             folds=folds,
             seed=seed,
-            providers=settings.model.providers,
-            intra_op_threads=settings.model.intra_op_threads,
-            batch_size=settings.model.max_batch_size,
-            precision=precision or settings.model.precision,
+            options=engine_options(settings, precision=precision),
             cache_dir=cache_dir,
             progress=not quiet,
         )

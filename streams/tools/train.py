@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,6 @@ def train_command(
     ``full`` fine-tunes the whole network (PyTorch, the ``train-torch`` extra).
     ``full`` holds the full recipe's options (:func:`_full_recipe`).
     """
-    from dataclasses import replace  # noqa: PLC0415
-
     from inference.serving.errors import InferenceError  # noqa: PLC0415
     from inference.training.torch_finetune import TailFinetuneConfig  # noqa: PLC0415
     from inference.training.trainer import TrainConfig, train  # noqa: PLC0415
@@ -121,8 +120,6 @@ def _full_recipe(
     ood_score: str | None = None,
 ) -> Any:
     """The full recipe's configuration: its defaults, with the options given."""
-    from dataclasses import replace  # noqa: PLC0415
-
     from inference.training.full_finetune import FullFinetuneConfig  # noqa: PLC0415
     from inference.training.full_recipe import FullRecipe  # noqa: PLC0415
     from inference.training.torch_finetune import torch_available  # noqa: PLC0415
@@ -170,6 +167,7 @@ def evaluate_command(
         write_report,
     )
     from streams.settings import get_settings  # noqa: PLC0415
+    from streams.worker.model import engine_options  # noqa: PLC0415
 
     _setup_logging()
     settings = get_settings()
@@ -187,13 +185,13 @@ def evaluate_command(
             Path(model_dir),
             Path(data),
             class_map=class_map,
-            providers=settings.model.providers,
-            intra_op_threads=settings.model.intra_op_threads,
-            batch_size=batch_size or settings.model.max_batch_size,
+            options=replace(
+                engine_options(settings, precision=precision),
+                max_batch_size=batch_size or settings.model.max_batch_size,
+            ),
             throughput_images=throughput_images,
             throughput_baselines=baselines,
             progress=progress,
-            precision=precision or settings.model.precision,
             non_products=non_products if non_products is not None else "synthetic",
         )
     except (InferenceError, ValueError, OSError) as exc:
@@ -517,6 +515,8 @@ def quantize_click(
     """
     from inference.training.dataset import load_dataset  # noqa: PLC0415
     from inference.training.quantize import QuantizeConfig, quantize_model  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+    from streams.worker.model import engine_options  # noqa: PLC0415
 
     _setup_logging()
     config = QuantizeConfig(
@@ -526,7 +526,10 @@ def quantize_click(
         tries=tries,
         fp32_leading_convs=fp32_leading_convs,
     )
-    report = quantize_model(model_dir, load_dataset(train_data), load_dataset(val_data), config)
+    options = engine_options(get_settings())
+    report = quantize_model(
+        model_dir, load_dataset(train_data), load_dataset(val_data), config, options
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -12,15 +12,41 @@ from pathlib import Path
 from inference.serving.decode import ImageLimits
 from inference.serving.engine import Engine
 from inference.serving.manifest import ModelManifest, default_model_dir
+from inference.serving.options import EngineOptions
+from inference.serving.review import ReviewThresholds
 from streams.settings import Settings
 
-__all__ = ["build_engine", "image_limits"]
+__all__ = ["build_engine", "engine_options", "image_limits"]
 
 
 def image_limits(settings: Settings) -> ImageLimits:
     """The image limits the settings ask for (``VITRINE_MAX_IMAGE_BYTES``/``_PIXELS``)."""
     return ImageLimits(
         max_bytes=settings.images.max_image_bytes, max_pixels=settings.images.max_image_pixels
+    )
+
+
+def engine_options(
+    settings: Settings, *, top_k: int | None = None, precision: str | None = None
+) -> EngineOptions:
+    """How the worker builds its engine, from ``VITRINE_*`` settings: every tool uses this too."""
+    m = settings.model
+    return EngineOptions(
+        providers=m.providers,
+        intra_op_threads=m.intra_op_threads,
+        inter_op_threads=m.inter_op_threads,
+        device_id=m.gpu_device_id,
+        fp16=m.fp16,
+        precision=precision or m.precision,
+        top_k=top_k or m.top_k,
+        max_batch_size=m.max_batch_size,
+        cache_dir=settings.state_dir / "trt-cache",
+        thresholds=ReviewThresholds(
+            kind_threshold=m.kind_threshold,
+            ood_threshold=m.ood_threshold,
+            product_threshold=m.product_threshold,
+            confidence_threshold=m.confidence_threshold,
+        ),
     )
 
 
@@ -39,20 +65,5 @@ def build_engine(
     Raises :class:`ModelError` when the model cannot be used.
     """
     manifest = ModelManifest.load(model_dir or settings.model.model_path or default_model_dir())
-    return Engine(
-        manifest,
-        providers=settings.model.providers,
-        intra_op_threads=settings.model.intra_op_threads,
-        inter_op_threads=settings.model.inter_op_threads,
-        device_id=settings.model.gpu_device_id,
-        fp16=settings.model.fp16,
-        precision=precision or settings.model.precision,
-        top_k=top_k or settings.model.top_k,
-        max_batch_size=settings.model.max_batch_size,
-        cache_dir=settings.state_dir / "trt-cache",
-        warmup=warmup,
-        confidence_threshold=settings.model.confidence_threshold,
-        ood_threshold=settings.model.ood_threshold,
-        kind_threshold=settings.model.kind_threshold,
-        product_threshold=settings.model.product_threshold,
-    )
+    options = engine_options(settings, top_k=top_k, precision=precision)
+    return Engine.build(manifest, options, warmup=warmup)

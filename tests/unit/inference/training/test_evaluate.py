@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from inference.serving.manifest import default_model_dir
+from inference.serving.options import EngineOptions
 from inference.training.evaluate import EvaluationResult, evaluate_model, write_report
 from inference.training.metrics import score
 from inference.training.trainer import TrainResult
@@ -75,8 +76,7 @@ def test_evaluate_trained_model_on_tiny_data(
     result = evaluate_model(
         trained.model_dir,
         tiny_dataset,
-        intra_op_threads=2,
-        batch_size=8,
+        options=EngineOptions(providers=("cpu",), intra_op_threads=2, max_batch_size=8),
         throughput_images=16,
         throughput_baselines=[default_model_dir()],
         progress=False,
@@ -107,7 +107,7 @@ def test_evaluate_shipped_model_on_categories_with_a_class_map(
         default_model_dir(),
         tiny_dataset,
         class_map=class_map,
-        intra_op_threads=2,
+        options=EngineOptions(providers=("cpu",), intra_op_threads=2),
         throughput_images=0,
         progress=False,
     )

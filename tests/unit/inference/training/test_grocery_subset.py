@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from inference.serving.options import EngineOptions
 from inference.training.evaluate import evaluate_model, write_report
 from inference.training.trainer import train
 from tests.grocery import GROCERY, grocery_subset
@@ -55,7 +56,7 @@ def test_grocery_subset_trains_and_evaluates(tmp_path: Path, feature_cache: Path
     evaluation = evaluate_model(
         result.model_dir,
         val_list,
-        intra_op_threads=2,
+        options=EngineOptions(providers=("cpu",), intra_op_threads=2),
         throughput_images=32,
         progress=False,
     )

@@ -10,6 +10,7 @@ import numpy as np
 
 from inference.serving.engine import Engine
 from inference.serving.manifest import ModelManifest, default_model_dir
+from inference.serving.options import EngineOptions
 from inference.serving.review import ReviewThresholds, group_matrix, level_scores
 from inference.training.evaluate import review_rates
 from inference.training.review_policy import (
@@ -28,6 +29,8 @@ from inference.training.review_report import (
     write_manifest_thresholds,
     write_report,
 )
+
+ONE_THREAD = EngineOptions(providers=("cpu",), intra_op_threads=1)
 
 
 def _synthetic(n: int = 1000, seed: int = 0) -> LabelledOutputs:
@@ -170,7 +173,7 @@ def test_the_command_fits_measures_and_writes_its_report(
 ) -> None:
     cache = tmp_path / "cache"
     report = review_policy(default_model_dir(), [tiny_dataset], unseen=[tiny_dataset], folds=2,
-                           intra_op_threads=1, cache_dir=cache, progress=False)  # fmt: skip
+                           options=ONE_THREAD, cache_dir=cache, progress=False)  # fmt: skip
     assert report["engine"]["precision"] == "int8"  # the graph the worker serves on CPUs
     assert report["data"] == {str(tiny_dataset): 24}
     assert report["non_products"]["images"] == 20
@@ -179,7 +182,7 @@ def test_the_command_fits_measures_and_writes_its_report(
     assert report["kfold"]["unseen"]["folds"] == 2
     assert [row["budget"] for row in report["curves"]["kfold_unseen"]] == list(BUDGETS)
     assert len(list(cache.glob("outputs-*.npz"))) == 1  # computed once, then read back
-    again = review_policy(default_model_dir(), [tiny_dataset], folds=2, intra_op_threads=1,
+    again = review_policy(default_model_dir(), [tiny_dataset], folds=2, options=ONE_THREAD,
                           cache_dir=cache, progress=False)  # fmt: skip
     assert again["fit"] == report["fit"]
     paths = write_report(report, tmp_path / "out", "vitrine review-policy ...")
