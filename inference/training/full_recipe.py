@@ -82,7 +82,9 @@ class FullRecipe:
 class _Trained:
     net: Any
     history: list[dict[str, float]]
-    seconds: float
+    seconds: float  # fine-tuning across every resumed run
+    this_run_seconds: float  # fine-tuning in this run
+    bf16: bool  # whether bfloat16 autocast ran (native on this CPU)
     val_emb: np.ndarray
     val_logits: np.ndarray
     centroids: np.ndarray
@@ -123,7 +125,7 @@ def _fit(
     n_classes = len(train_set.classes)
     result = finetune_full(
         train_images, train_set.labels, val_crops, val_set.labels, n_classes, cfg,
-        checkpoint_dir=checkpoint_dir, progress=progress,
+        checkpoint_dir=checkpoint_dir, progress=progress, kinds=_kind_ids(train_set),
     )  # fmt: skip
     train_emb, _ = embeddings_and_logits(result.network, serving_crops(train_images, SERVE_SIZE))
     val_emb, val_logits = embeddings_and_logits(result.network, val_crops)
@@ -131,10 +133,20 @@ def _fit(
         net=result.network,
         history=result.history,
         seconds=result.seconds,
+        this_run_seconds=result.this_run_seconds,
+        bf16=result.bf16,
         val_emb=val_emb,
         val_logits=val_logits,
         centroids=_centroids(train_emb, train_set.labels, n_classes),
     )
+
+
+def _kind_ids(data: Dataset) -> np.ndarray | None:
+    """The kind id of each class (the data's coarse classes), or None without them."""
+    if not data.coarse:
+        return None
+    names = sorted(set(data.coarse))
+    return np.array([names.index(c) for c in data.coarse], dtype=np.int64)
 
 
 def open_set_classes(classes: tuple[str, ...], k: int, seed: int) -> list[int]:
@@ -265,13 +277,17 @@ def train_full(
                  "split_sizes": {"train": len(train_set), "val": len(val_set)},
                  "n_classes": len(train_set.classes)},
         "recipe": {**asdict(recipe.finetune), "train_size": recipe.finetune.size,
-                   "serve_size": SERVE_SIZE, "ood_kind": recipe.ood_kind},
+                   "serve_size": SERVE_SIZE, "ood_kind": recipe.ood_kind,
+                   "bf16_autocast_used": trained.bf16},
         "history": trained.history,
         "review": review,
         "open_set": open_set,
         "val_metrics": val_metrics,
         "export_check": {"onnx_vs_torch_max_abs_diff": diffs},
-        "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
+        # Fine-tuning summed over every run that resumed the checkpoint; the total adds
+        # this run's other steps (loading, calibration, open set, export).
+        "timings_s": {**timings, "total": round(
+            time.perf_counter() - started - trained.this_run_seconds + trained.seconds, 1)},
         "versions": versions(),
     })  # fmt: skip
     manifest = _write(

@@ -118,6 +118,7 @@ def _full_recipe(
     checkpoint_dir: Path | None = None,
     open_set_classes: int = 0,
     ood_score: str | None = None,
+    kind_weight: float | None = None,
 ) -> Any:
     """The full recipe's configuration: its defaults, with the options given."""
     from inference.training.full_finetune import FullFinetuneConfig  # noqa: PLC0415
@@ -132,8 +133,12 @@ def _full_recipe(
         )
     ft = FullFinetuneConfig(seed=seed)
     changes: dict[str, Any] = {
-        k: v for k, v in {"arch": arch, "size": size, "epochs": epochs}.items() if v
-    }
+        k: v
+        for k, v in {
+            "arch": arch, "size": size, "epochs": epochs, "kind_weight": kind_weight,
+        }.items()
+        if v
+    }  # fmt: skip
     base = FullRecipe(finetune=replace(ft, **changes), checkpoint_dir=checkpoint_dir,
                       open_set_classes=open_set_classes)  # fmt: skip
     return replace(base, ood_kind=ood_score) if ood_score else base
@@ -305,6 +310,12 @@ def evaluate_command(
     "their images are flagged (open-set AUROC) in the manifest.",
 )
 @click.option(
+    "--kind-weight",
+    type=click.FloatRange(0.0),
+    default=None,
+    help="Full recipe: weight of the kind-level loss beside the products' (default 0).",
+)
+@click.option(
     "--ood-score",
     type=click.Choice(["centroid", "energy"]),
     default=None,
@@ -333,6 +344,7 @@ def train_click(
     full_epochs: int | None,
     checkpoint_dir: Path | None,
     open_set_classes: int,
+    kind_weight: float | None,
     ood_score: str | None,
     quiet: bool,
 ) -> None:
@@ -362,6 +374,7 @@ def train_click(
                 "epochs": full_epochs,
                 "checkpoint_dir": checkpoint_dir,
                 "open_set_classes": open_set_classes,
+                "kind_weight": kind_weight,
                 "ood_score": ood_score,
             },
         )
