@@ -56,17 +56,21 @@ bench: setup
 	$(VENV)/vitrine bench inference
 	$(VENV)/vitrine bench pipeline
 
-# Retrain the shipped default model (inference/serving/models/grocery-store) from
-# the Grocery Store data beside the repo: PyTorch in its own venv, about an hour on
-# 2 CPU cores, resumable (checkpoints in ~/.cache/vitrine/checkpoints/grocery-store).
+# Rebuild everything the worker serves of the shipped default model
+# (inference/serving/models/grocery-store) from the Grocery Store data beside the
+# repo: train (PyTorch in its own venv, about an hour on 2 CPU cores), INT8 graph,
+# search descriptor, review thresholds, evaluation (docs/model-build) and the model
+# card (docs/MODEL.md). Resumable: a rerun skips the steps done, and training
+# resumes from its checkpoints (~/.cache/vitrine/checkpoints/grocery-store).
 GROCERY := ../shared/datasets/grocery-store
 train-grocery:
 	test -x .venv-train/bin/vitrine || { python3 -m venv .venv-train && .venv-train/bin/pip install -q -e '.[train-torch]'; }
-	.venv-train/bin/vitrine train $(GROCERY)/train.txt --val $(GROCERY)/val.txt \
+	.venv-train/bin/vitrine build-model $(GROCERY)/train.txt --val $(GROCERY)/val.txt \
 		--recipe full --open-set-classes 10 --name grocery-store \
 		--categories inference/serving/data/grocery_categories.csv \
 		--checkpoint-dir $(HOME)/.cache/vitrine/checkpoints/grocery-store \
-		--out inference/serving/models/grocery-store
+		--out inference/serving/models/grocery-store \
+		--reports docs/model-build --card docs/MODEL.md --quiet
 
 # The docs site (docs/, mkdocs.yml) into site/, warnings as errors; MkDocs and
 # its theme are the `docs` extra, added to .venv the first time.

@@ -109,8 +109,8 @@ def embed_dataset(engine: Engine, dataset: Dataset, *, progress: bool = True) ->
 def split_embeddings(
     engine: Engine, list_file: Path, cache_dir: Path | None, *, progress: bool = True
 ) -> SplitEmbeddings:
-    """:func:`embed_dataset` of a list file, cached by model, precision and list contents."""
-    key = hashlib.sha256(list_file.read_bytes()).hexdigest()[:12]
+    """:func:`embed_dataset` of a list file or folder, cached by model, precision and contents."""
+    key = _data_key(list_file)
     path = None
     if cache_dir is not None:
         model = f"{engine.model_name}-{engine.model_version}-{engine.precision}"
@@ -123,6 +123,17 @@ def split_embeddings(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **asdict(split))
     return split
+
+
+def _data_key(data: Path) -> str:
+    """A list file's contents, or a folder's file names and sizes, hashed."""
+    digest = hashlib.sha256()
+    if data.is_dir():
+        for path in sorted(p for p in data.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(data)}\0{path.stat().st_size}\n".encode())
+    else:
+        digest.update(data.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def fit_search_projection(
@@ -192,20 +203,21 @@ def _hnsw_neighbours(base: FloatArray, queries: FloatArray) -> npt.NDArray[np.in
 
 def evaluate_search(
     engine: Engine,
-    data_dir: Path,
+    train_data: Path,
+    val_data: Path,
     *,
     cache_dir: Path | None = None,
     mirror: bool = False,
     progress: bool = True,
 ) -> list[SearchScore]:
-    """Val photos as queries against the train split: raw, compact exact, compact in HNSW.
+    """``val_data`` photos as queries against ``train_data``: raw, compact exact, compact in HNSW.
 
     ``mirror``: every photo's embedding is averaged with its mirror image's (twice
     the inference; the worker does not do it).
     """
     projection = EmbeddingProjection.for_model(engine.manifest)
-    train = split_embeddings(engine, data_dir / "train.txt", cache_dir, progress=progress)
-    val = split_embeddings(engine, data_dir / "val.txt", cache_dir, progress=progress)
+    train = split_embeddings(engine, train_data, cache_dir, progress=progress)
+    val = split_embeddings(engine, val_data, cache_dir, progress=progress)
 
     def view(split: SplitEmbeddings) -> FloatArray:
         if mirror:

@@ -743,6 +743,7 @@ def export_model_command(out_dir: Path) -> None:
 
 
 def _add_training_commands(group: click.Group) -> None:
+    from streams.tools import build_model as build_cmds  # noqa: PLC0415
     from streams.tools import review_policy as review_cmds  # noqa: PLC0415
     from streams.tools import search as search_cmds  # noqa: PLC0415
     from streams.tools import train as train_cmds  # noqa: PLC0415
@@ -750,6 +751,7 @@ def _add_training_commands(group: click.Group) -> None:
     group.add_command(train_cmds.train_click)
     group.add_command(train_cmds.evaluate_click)
     group.add_command(train_cmds.quantize_click)
+    group.add_command(build_cmds.build_model_click)
     group.add_command(review_cmds.review_policy_click)
     group.add_command(search_cmds.fit_search_click)
     group.add_command(search_cmds.evaluate_search_click)
@@ -770,7 +772,18 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Run", ("worker", "stack", "console", "rebuild")),
     ("Try", ("demo", "simulate", "predict", "recommend", "similar")),
     ("Analyse", ("report", "evaluate-recs")),
-    ("Models", ("train", "evaluate", "review-policy", "quantize", "export-model", "corrections")),
+    (
+        "Models",
+        (
+            "build-model",
+            "train",
+            "evaluate",
+            "review-policy",
+            "quantize",
+            "export-model",
+            "corrections",
+        ),
+    ),
     ("Search and integrity", ("fit-search", "evaluate-search", "evaluate-duplicates")),
     ("Measure", ("bench",)),
 )

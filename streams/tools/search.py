@@ -93,7 +93,12 @@ def evaluate_search_click(
 
     engine = _engine(model_dir)
     scores = evaluate_search(
-        engine, data_dir, cache_dir=_cache_dir(), mirror=mirror, progress=not as_json
+        engine,
+        data_dir / "train.txt",
+        data_dir / "val.txt",
+        cache_dir=_cache_dir(),
+        mirror=mirror,
+        progress=not as_json,
     )
     if as_json:
         click.echo(json.dumps({"mirror": mirror, "scores": scores_json(scores)}, indent=2))
