@@ -215,9 +215,18 @@ def render_card(
 
 
 def write_card(path: Path, text: str) -> Path:
-    """Write the card: between the markers where ``path`` has them, else the whole file."""
+    """Write the card: between the markers where ``path`` has them, else the whole file.
+
+    Raises ``ValueError`` for a page that is neither a card nor has the markers
+    (another document is never overwritten).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if old and not old.startswith("# Model card") and BEGIN not in old:
+        raise ValueError(
+            f"{path} is not a model card and has no {BEGIN} ... {END} markers: "
+            "add them where the card goes, or choose another --card file"
+        )
     if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
         head, rest = old.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]

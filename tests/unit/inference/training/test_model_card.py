@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from inference.training.model_card import BEGIN, END, write_card
 
 CARD = "# Model card: m\n\n## Evaluation (val, the served graph)\n\n| a | b |\n"
@@ -27,3 +29,15 @@ def test_a_page_with_markers_keeps_its_prose(tmp_path: Path) -> None:
     assert "\n### Evaluation (val, the served graph)\n" in text
     write_card(page, CARD)  # again: the same page, not a second card
     assert page.read_text(encoding="utf-8") == text
+
+
+def test_another_document_is_never_overwritten(tmp_path: Path) -> None:
+    page = tmp_path / "README.md"
+    page.write_text("# Something else\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="markers"):
+        write_card(page, CARD)
+    assert page.read_text(encoding="utf-8") == "# Something else\n"
+    card = write_card(tmp_path / "MODEL_CARD.md", CARD)
+    assert (
+        write_card(card, CARD.replace("| a | b |", "| c | d |")).read_text().endswith("| c | d |\n")
+    )
