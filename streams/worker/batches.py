@@ -230,7 +230,7 @@ async def _seek_stalled(app: Any, topics: set[str], agent: _AgentState, stalls: 
             continue
         expected = agent.watch.next_offset(tp.topic, tp.partition, app.consumer_generation_id)
         if expected is None:
-            expected = consumer._committed_offset.get(tp)  # Faust's: the next to read
+            expected = _committed(app, tp.topic, tp.partition)
         highwater = consumer.highwater(tp)
         if expected is not None and highwater is not None:
             partitions[key] = (expected, highwater)
