@@ -18,6 +18,18 @@ from typing import Any
 
 import click
 
+from streams.tools.model_options import (
+    categories_option,
+    checkpoint_dir_option,
+    kind_weight_option,
+    max_top1_drop_option,
+    name_option,
+    non_products_option,
+    open_set_classes_option,
+    quiet_option,
+    recipe_option,
+)
+
 __all__ = ["build_model_click", "build_model_command"]
 
 logger = logging.getLogger(__name__)
@@ -140,48 +152,15 @@ def build_model_command(
     help="Validation data: INT8 check, search queries, review fit, evaluation.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@click.option(
-    "--recipe",
-    type=click.Choice(["frozen", "full"]),
-    default="frozen",
-    show_default=True,
-    help="frozen: heads on frozen features (minutes); "
-    "full: the whole network (PyTorch, the train-torch extra; about an hour).",
-)
-@click.option("--name", default=None, help="Model name (default: the folder's name).")
-@click.option(
-    "--categories",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="CSV of label,category.",
-)
+@recipe_option
+@name_option
+@categories_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", type=int, default=None, help="Head epochs (frozen) or epochs (full).")
-@click.option(
-    "--checkpoint-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Full recipe: checkpoints, resumed by a rerun.",
-)
-@click.option(
-    "--open-set-classes",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Full recipe: also measure open-set AUROC with this many classes left out.",
-)
-@click.option(
-    "--kind-weight",
-    type=click.FloatRange(0.0),
-    default=None,
-    help="Full recipe: weight of the kind-level loss beside the products' (default 0).",
-)
-@click.option(
-    "--non-products",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Images that are no product (default: 20 synthetic).",
-)
+@checkpoint_dir_option
+@open_set_classes_option
+@kind_weight_option
+@non_products_option
 @click.option(
     "--reports",
     type=click.Path(path_type=Path),
@@ -196,13 +175,7 @@ def build_model_command(
     "model-card markers keeps its prose around them.",
 )
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2))
-@click.option(
-    "--max-top1-drop",
-    default=0.005,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="INT8 kept only within this of FP32 on val.",
-)
+@max_top1_drop_option
 @click.option(
     "--search-dims",
     default=128,
@@ -216,7 +189,7 @@ def build_model_command(
     help="Keep OUT's graph as it is; rebuild everything else (INT8, search, review, card).",
 )
 @click.option("--force", is_flag=True, help="Run every step again, even those done.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def build_model_click(
     train: Path,
     val: Path,

@@ -18,6 +18,18 @@ from typing import Any
 
 import click
 
+from streams.tools.model_options import (
+    categories_option,
+    checkpoint_dir_option,
+    kind_weight_option,
+    max_top1_drop_option,
+    name_option,
+    non_products_option,
+    open_set_classes_option,
+    quiet_option,
+    recipe_option,
+)
+
 __all__ = ["evaluate_click", "evaluate_command", "train_click", "train_command"]
 
 logger = logging.getLogger(__name__)
@@ -264,13 +276,8 @@ def evaluate_command(
     default=None,
     help="Backbone model directory (default: the shipped EfficientNet-Lite0).",
 )
-@click.option("--name", default=None, help="Model name (default: the --out folder's name).")
-@click.option(
-    "--categories",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="CSV of class,category (default: coarse class, else the class name).",
-)
+@name_option
+@categories_option
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -278,14 +285,7 @@ def evaluate_command(
     help="Feature cache (default: <VITRINE_STATE_DIR>/features, ~/.cache/vitrine/features).",
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
-@click.option(
-    "--recipe",
-    type=click.Choice(["frozen", "full"]),
-    default="frozen",
-    show_default=True,
-    help="frozen: heads on frozen features (numpy); full: fine-tune the whole network "
-    "(PyTorch, the train-torch extra), calibrated, with an OOD score.",
-)
+@recipe_option
 @click.option(
     "--arch",
     type=click.Choice(["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]),
@@ -294,34 +294,16 @@ def evaluate_command(
 )
 @click.option("--size", type=int, default=None, help="Full recipe: training crop size.")
 @click.option("--full-epochs", type=int, default=None, help="Full recipe: epochs.")
-@click.option(
-    "--checkpoint-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Full recipe: where each epoch's checkpoint goes (default <out>/.checkpoint); "
-    "a rerun with the same options resumes from it.",
-)
-@click.option(
-    "--open-set-classes",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Full recipe: also train with this many classes left out and record how well "
-    "their images are flagged (open-set AUROC) in the manifest.",
-)
-@click.option(
-    "--kind-weight",
-    type=click.FloatRange(0.0),
-    default=None,
-    help="Full recipe: weight of the kind-level loss beside the products' (default 0).",
-)
+@checkpoint_dir_option
+@open_set_classes_option
+@kind_weight_option
 @click.option(
     "--ood-score",
     type=click.Choice(["centroid", "energy"]),
     default=None,
     help="Full recipe: the OOD score the graph outputs (default centroid).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def train_click(
     data: Path,
     out: Path,
@@ -416,14 +398,9 @@ def train_click(
     default=None,
     help="CPU graph to score (default: VITRINE_PRECISION, auto: INT8 where the model has one).",
 )
-@click.option(
-    "--non-products",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Folder of images that are no product, for the routed share (default: 20 synthetic).",
-)
+@non_products_option
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def evaluate_click(
     model_dir: Path,
     data: Path,
@@ -487,13 +464,7 @@ def _quantize_lines(report: Any) -> list[str]:
     show_default=True,
     help="How activation ranges are chosen from the calibration histograms.",
 )
-@click.option(
-    "--max-top1-drop",
-    default=0.005,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0),
-    help="Most top-1 accuracy (fraction) the INT8 graph may lose on VAL_DATA.",
-)
+@max_top1_drop_option
 @click.option(
     "--tries",
     default=3,
