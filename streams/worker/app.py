@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import mode
+from faust.types import TP
 
 from schemas.codec import encode
 from streams.settings import Settings, get_settings
@@ -32,7 +33,7 @@ from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.corrections import CorrectionsView, check_correction, corrected_record
 from streams.worker.delivery import Delivery
 from streams.worker.follower import TopicFollower, V
-from streams.worker.holes import read_range
+from streams.worker.holes import Hole, OffsetWatch, committed_offset, in_order, read_range
 from streams.worker.integrity import IntegrityView
 from streams.worker.kafka_config import aiokafka_config, faust_credentials, group_membership
 from streams.worker.lag import record_consumer_lag
@@ -184,6 +185,18 @@ def _order_consumer(
     )
 
 
+def _watch(app: faust.App) -> OffsetWatch:
+    """An offset watch that counts a new generation from Faust's committed offsets."""
+    return OffsetWatch(functools.partial(committed_offset, app))
+
+
+def _seeker(app: faust.App) -> Callable[[Hole], Awaitable[None]]:
+    async def seek(hole: Hole) -> None:
+        await app.consumer.seek(TP(hole.topic, hole.partition), hole.start)
+
+    return seek
+
+
 def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) -> Any:
     """``aggregate_sales``: the deltas -> a tumbling-window table -> category-sales (a timer)."""
     sales = SalesAggregation(app, s, delivery, topics.deltas.get_topic_name())
@@ -194,7 +207,7 @@ def _add_sales(app: faust.App, topics: Topics, delivery: Delivery, s: Settings) 
 
     @app.agent(topics.deltas, name="aggregate_sales")
     async def aggregate_sales(stream: Any) -> None:
-        await sales.aggregate(stream.events())
+        await sales.aggregate(in_order(stream.events(), _watch(app), _seeker(app)))
 
     @app.timer(interval=1.0, name="emit_category_sales")
     async def emit_category_sales() -> None:
@@ -215,7 +228,9 @@ def _add_apply_corrections(app: faust.App, topics: Topics, delivery: Delivery) -
 
     @app.agent(topics.corrections, name="apply_corrections")
     async def apply_corrections(stream: Any) -> None:
-        async for event in stream.events():
+        # Compacted: its offsets have gaps; only each generation's first event is checked.
+        events = in_order(stream.events(), _watch(app), _seeker(app), first_only=True)
+        async for event in events:
             correction = check_correction(from_faust_event(event))
             if isinstance(correction, Rejected):
                 logger.warning("dead-lettering a label-corrections value: %s (%s)",

@@ -24,7 +24,7 @@ from streams.worker import metrics
 from streams.worker.batcher import MicroBatcher
 from streams.worker.consumed import ConsumedRecord, Rejected, from_faust_event
 from streams.worker.delivery import Delivery, Send
-from streams.worker.holes import OffsetWatch, Refetch, StallWatch, refill
+from streams.worker.holes import OffsetWatch, Refetch, StallWatch, committed_offset, refill
 
 __all__ = ["BatchStep", "handle_batch", "internal_error", "isolate", "run_batches"]
 
@@ -145,7 +145,7 @@ async def run_batches(
     stream = stream.noack()
     batches = MicroBatcher(stream.events(), max_size=max_size, max_latency_s=max_latency_ms / 1000)
 
-    watch = OffsetWatch(functools.partial(_committed, stream.app))
+    watch = OffsetWatch(functools.partial(committed_offset, stream.app))
     running: list[asyncio.Task[None]] = []
     busy = _Busy()
 
@@ -175,12 +175,6 @@ async def run_batches(
             task.cancel()
         if stalls is not None:
             stalls.cancel()
-
-
-def _committed(app: Any, topic: str, partition: int) -> int | None:
-    """The partition's committed offset as Faust's consumer holds it (the next to read)."""
-    offset = app.consumer._committed_offset.get(TP(topic, partition))
-    return None if offset is None else int(offset)
 
 
 @dataclass
@@ -230,7 +224,7 @@ async def _seek_stalled(app: Any, topics: set[str], agent: _AgentState, stalls: 
             continue
         expected = agent.watch.next_offset(tp.topic, tp.partition, app.consumer_generation_id)
         if expected is None:
-            expected = _committed(app, tp.topic, tp.partition)
+            expected = committed_offset(app, tp.topic, tp.partition)
         highwater = consumer.highwater(tp)
         if expected is not None and highwater is not None:
             partitions[key] = (expected, highwater)

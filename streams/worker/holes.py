@@ -17,17 +17,27 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 
 from streams.worker import metrics
 from streams.worker.batchconsumer import to_record
 from streams.worker.consumed import ConsumedRecord
 
-__all__ = ["Hole", "OffsetWatch", "Refetch", "Stall", "StallWatch", "read_range"]
+__all__ = [
+    "Hole",
+    "OffsetWatch",
+    "Refetch",
+    "Stall",
+    "StallWatch",
+    "committed_offset",
+    "in_order",
+    "read_range",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -211,3 +221,87 @@ async def read_range(
         return out
     finally:
         await consumer.stop()
+
+
+def committed_offset(app: Any, topic: str, partition: int) -> int | None:
+    """The partition's committed offset as Faust's consumer holds it (the next to read)."""
+    offset = app.consumer._committed_offset.get(TP(topic, partition))
+    return None if offset is None else int(offset)
+
+
+@dataclass(frozen=True)
+class _Rewind:
+    """A partition sought back to a hole: what revealed it, in which generation, until when."""
+
+    start: int  # the hole's first offset
+    revealed: int  # the offset past the hole that revealed it
+    generation: int
+    deadline: float  # monotonic seconds
+
+
+async def in_order(
+    events: AsyncIterator[Any],
+    watch: OffsetWatch,
+    seek: Callable[[Hole], Awaitable[None]],
+    *,
+    first_only: bool = False,
+    wait_s: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[Any]:
+    """A Faust stream's events with none skipped: a hole sends its partition back to it.
+
+    For the agents that fold each event into state as it comes (the sales
+    windows, the corrections), where a record read again out of band, as the
+    labelling agent's batches do (:func:`refill`), has no place. The event that
+    revealed a hole is not handed on; ``seek`` sends the partition back to the
+    hole's start, and the events already fetched past it are passed over until
+    the partition's records come again (one at or below the revealing offset).
+
+    The passing over is bounded, since Faust acks what is passed over and a
+    commit may pass the hole: it ends at once when the partition's events come
+    in another consumer generation (a rebalance: the new assignment starts from
+    the committed offset, and the watch checks that generation afresh), and
+    after ``wait_s`` of events that never go back (logged as an ERROR, counted
+    as ``unrecovered``): records passed over then are lost, not every record
+    after them. ``first_only``: a compacted topic, whose offsets have gaps
+    wherever records were compacted away; only a partition's first event of
+    each consumer generation is checked (against the committed offset).
+    """
+    rewinding: dict[tuple[str, int], _Rewind] = {}
+    async for event in events:
+        msg = event.message
+        key = (msg.topic, msg.partition)
+        generation = getattr(msg, "generation_id", 0)
+        rewind = rewinding.get(key)
+        if rewind is not None:
+            del rewinding[key]
+            if generation == rewind.generation and msg.offset > rewind.revealed:
+                if clock() < rewind.deadline:
+                    rewinding[key] = rewind
+                    continue  # fetched before the seek back
+                lost = msg.offset - rewind.start
+                metrics.OFFSET_HOLES.labels(msg.topic, "unrecovered").inc(lost)
+                logger.error(
+                    "%s[%d] offsets %d..%d: never came again in %.0f s after the seek back; "
+                    "going on from %d", msg.topic, msg.partition, rewind.start, msg.offset - 1,
+                    wait_s, msg.offset,
+                )  # fmt: skip
+                watch.see([event])  # the partition goes on from here
+                yield event
+                continue
+        if first_only and watch.next_offset(msg.topic, msg.partition, generation) is not None:
+            watch.see([event])
+            yield event
+            continue
+        holes = watch.see([event])
+        if not holes:
+            yield event
+            continue
+        hole = holes[0]
+        rewinding[key] = _Rewind(hole.start, msg.offset, generation, clock() + wait_s)
+        metrics.OFFSET_HOLES.labels(hole.topic, "rewound").inc(hole.end - hole.start)
+        logger.warning(
+            "%s never reached the agent (skipped by the consumer); partition read again from %d",
+            hole, hole.start,
+        )  # fmt: skip
+        await seek(hole)

@@ -179,8 +179,10 @@ OFFSET_HOLES = Counter(
     "vitrine_offset_holes",
     "Offsets of a partition that never reached the labelling agent in one consumer generation,"
     " by outcome: read_again (processed after all), lost, stalled (the idle agent never got"
-    " them; the partition was sought back to them), or rewound (any agent's partition whose"
-    " first record in a generation was past its committed offset, sought back)",
+    " them; the partition was sought back to them), rewound (a partition sought back: its"
+    " first record in a generation was past its committed offset, or a sales-deltas or"
+    " corrections event came past a hole), or unrecovered (a hole's records that never came"
+    " again after such a seek, given up on)",
     ["topic", "outcome"],
 )
 UNREADABLE_PARTITIONS = Gauge(

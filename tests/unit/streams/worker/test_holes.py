@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from prometheus_client import REGISTRY
 
 from streams.worker.consumed import ConsumedRecord
-from streams.worker.holes import Hole, OffsetWatch, Stall, StallWatch, refill
+from streams.worker.holes import Hole, OffsetWatch, Stall, StallWatch, in_order, refill
 
 
 @dataclass
@@ -120,3 +121,87 @@ def test_a_busy_agent_is_never_stalled() -> None:
     assert stalls.check(112, 111, parts) == []  # idle again, and suspected again from 112
     assert stalls.check(121, 111, parts) == []
     assert stalls.check(122, 111, parts) == [Stall("images", 0, 7, 50)]
+
+
+def _in_order(
+    stream: list[_Event],
+    committed: dict[tuple[str, int], int],
+    *,
+    first_only: bool = False,
+    times: list[float] | None = None,
+) -> tuple[list[tuple[int, int]], list[Hole]]:
+    """The (partition, offset) ``in_order`` hands on, and the holes it sought back to."""
+    sought: list[Hole] = []
+    clock = iter(times or [0.0] * 100)
+
+    async def seek(hole: Hole) -> None:
+        sought.append(hole)
+
+    async def events() -> AsyncIterator[_Event]:
+        for e in stream:
+            yield e
+
+    async def run() -> list[tuple[int, int]]:
+        watch = OffsetWatch(lambda topic, partition: committed.get((topic, partition)))
+        handed = in_order(events(), watch, seek, first_only=first_only, wait_s=30,
+                          clock=lambda: next(clock))  # fmt: skip
+        return [(e.message.partition, e.message.offset) async for e in handed]
+
+    return asyncio.run(run()), sought
+
+
+def test_a_hole_in_a_stream_sends_its_partition_back_and_passes_over_what_came_past_it() -> None:
+    rewound = _counted("rewound")
+    # Partition 0 skipped offset 10 (its committed one) at the start; the seek back
+    # delivers 10 again, then the rest. Partition 1 is whole.
+    stream = _events(0, [11, 12]) + _events(1, [5]) + _events(0, [10, 11, 12])
+    handed, sought = _in_order(stream, {("images", 0): 10, ("images", 1): 5})
+    assert handed == [(1, 5), (0, 10), (0, 11), (0, 12)]
+    assert sought == [Hole("images", 0, 10, 11)]
+    assert _counted("rewound") == rewound + 1
+
+
+def test_a_rebalance_ends_the_passing_over() -> None:
+    """A new generation starts from the committed offset: nothing of it is passed over.
+
+    Faust acks what is passed over, so a commit may pass the hole (here to 13);
+    the first version went on passing over every later record of such a
+    partition, for good.
+    """
+    committed = {("images", 0): 10}
+    sought: list[Hole] = []
+
+    async def seek(hole: Hole) -> None:
+        sought.append(hole)
+
+    async def events() -> AsyncIterator[_Event]:
+        for e in _events(0, [11, 12]):
+            yield e
+        committed[("images", 0)] = 13  # the passed-over 12 was acked and committed
+        for e in _events(0, [13, 14], generation=2):
+            yield e
+
+    async def run() -> list[int]:
+        watch = OffsetWatch(lambda topic, partition: committed.get((topic, partition)))
+        return [e.message.offset async for e in in_order(events(), watch, seek)]
+
+    assert asyncio.run(run()) == [13, 14]
+    assert sought == [Hole("images", 0, 10, 11)]
+
+
+def test_records_that_never_come_again_are_given_up_on_after_the_wait() -> None:
+    unrecovered = _counted("unrecovered")
+    # Sought back at t=0; the partition keeps delivering past the hole until t=31.
+    stream = _events(0, [11, 12, 13, 14])
+    handed, sought = _in_order(stream, {("images", 0): 10}, times=[0.0, 10.0, 31.0, 32.0])
+    assert handed == [(0, 13), (0, 14)]  # 12 passed over in the wait; 13 on are not
+    assert sought == [Hole("images", 0, 10, 11)]  # once: the partition goes on from 13
+    assert _counted("unrecovered") == unrecovered + 3  # 10, 11 and 12
+
+
+def test_on_a_compacted_topic_only_a_generations_first_event_is_checked() -> None:
+    # 13 and 14 were compacted away; 11 past the committed 10 is a hole.
+    stream = _events(0, [11]) + _events(0, [10, 11, 12, 15])
+    handed, sought = _in_order(stream, {("images", 0): 10}, first_only=True)
+    assert handed == [(0, 10), (0, 11), (0, 12), (0, 15)]
+    assert sought == [Hole("images", 0, 10, 11)]
