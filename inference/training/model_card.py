@@ -83,7 +83,8 @@ def _served(steps: dict[str, Any]) -> list[str]:
         "## The graph the worker serves",
         "",
         f"INT8 graph {kept}: top-1 on val {_pct(q.get('top1_fp32'))} (FP32) against "
-        f"{_pct(q.get('top1_int8'))} (INT8), limit {_pct(q.get('max_top1_drop'))} below; "
+        f"{_pct(q.get('top1_int8'))} (INT8), kept only within "
+        f"{_num(100 * float(q.get('max_top1_drop') or 0), '.1f')} point(s) of FP32; "
         f"{_pct(q.get('agreement'))} of photos get the same top-1; "
         f"{_num(q.get('speedup'), '.2f')}x the FP32 graph's speed on this machine.",
     ]
